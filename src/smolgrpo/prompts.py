@@ -1,0 +1,82 @@
+"""Chat prompts: the one place where the system prompt, the prefill and few-shot examples live.
+
+Cold start: SmolLM2-135M-Instruct never writes `<reasoning>`/`<answer>` tags on its own, so a
+reward built on them would be zero for every sample and GRPO would have nothing to learn from.
+The default template therefore *prefills* the assistant turn with `<reasoning>\\n`: the model
+starts inside the reasoning block and often closes it and opens `<answer>` itself. Rewards always
+score `prefill + generated text`, so a completion is judged as the full response a user sees.
+Few-shot examples (from the train split only) are available but off by default: each adds about
+200 prompt tokens, which costs more than it helps once the partial-credit format rewards exist.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from smolgrpo.data import Problem
+from smolgrpo.errors import warn
+
+SYSTEM_PROMPT = (
+    "You are a careful math tutor. Solve the problem step by step.\n"
+    "Respond in exactly this format:\n"
+    "<reasoning>\n...your step-by-step reasoning...\n</reasoning>\n"
+    "<answer>\n...the final number only...\n</answer>"
+)
+DEFAULT_PREFILL = "<reasoning>\n"
+# Used only for a tokenizer that has no chat template of its own.
+PLAIN_TEMPLATE = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}"
+
+_CALCULATOR_ANNOTATION = re.compile(r"<<[^<>]*>>")
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    system_prompt: str = SYSTEM_PROMPT
+    prefill: str = DEFAULT_PREFILL
+    num_few_shot: int = 0
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+
+def format_reference_response(problem: Problem) -> str:
+    """A GSM8K reference solution rewritten in our response format (for few-shot examples)."""
+    reasoning = problem.solution.rsplit("####", 1)[0]
+    reasoning = _CALCULATOR_ANNOTATION.sub("", reasoning).strip()
+    return f"<reasoning>\n{reasoning}\n</reasoning>\n<answer>\n{problem.gold}\n</answer>"
+
+
+def select_few_shot(train_problems: list[Problem], num_few_shot: int, seed: int = 0) -> list[Problem]:
+    """Fixed examples from the train split (the caller must never pass test problems)."""
+    if num_few_shot <= 0:
+        return []
+    return random.Random(seed).sample(train_problems, min(num_few_shot, len(train_problems)))
+
+
+def build_messages(question: str, template: PromptTemplate, few_shot: list[Problem]) -> list[dict]:
+    messages = [{"role": "system", "content": template.system_prompt}]
+    for example in few_shot:
+        messages.append({"role": "user", "content": example.question})
+        messages.append({"role": "assistant", "content": format_reference_response(example)})
+    messages.append({"role": "user", "content": question})
+    return messages
+
+
+def ensure_chat_template(tokenizer) -> None:
+    """Give a template-less tokenizer a plain one, with a warning, instead of failing."""
+    if not getattr(tokenizer, "chat_template", None):
+        warn("tokenizer has no chat template; using a plain 'role: content' template")
+        tokenizer.chat_template = PLAIN_TEMPLATE
+
+
+def render_prompt(
+    tokenizer, question: str, template: PromptTemplate, few_shot: list[Problem] | None = None
+) -> str:
+    """The prompt text the model continues: chat template + generation prompt + prefill."""
+    messages = build_messages(question, template, few_shot or [])
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return text + template.prefill

@@ -1,0 +1,483 @@
+"""Reward functions that score GSM8K completions for GRPO training.
+
+A completion is the model's full response text and should look like::
+
+    <reasoning>
+    12 * 5 = 60, 60 - 8 = 52
+    </reasoning>
+    <answer>
+    52
+    </answer>
+
+Each reward function takes ``(completions, gold_answers)`` and returns one float in [0, 1] per
+completion. ``score_completions`` combines them with weights into the scalar GRPO reward.
+
+Design choices:
+
+* Hostile input is the normal case: the policy is optimised against these functions, so every
+  loophole will be found. Scoring never raises (an exception while scoring one completion gives
+  0.0 for that completion), never calls ``eval``/``exec``, and runs in linear time: tags are
+  found with ``str.find``/``str.count`` and every regex is free of nested quantifiers.
+* Exactly one ``<answer>`` block counts. Several answer tags, nested tags, or an answer holding
+  several numbers (``72, 73``) all score zero, so the model cannot list guesses.
+* Only ASCII digits are numbers. Look-alike digits (Arabic-Indic ``٧٢``, mathematical bold
+  ``𝟕𝟐``, superscripts, vulgar fractions) are a known reward hack against lenient parsers, and
+  GSM8K answers never need them, so any non-ASCII numeric character makes an answer unparseable.
+* Fractions such as ``3/4`` are read as two numbers and rejected: GSM8K gold answers are plain
+  numbers, and accepting ``a/b`` would invite answers like ``144/2`` that hide the arithmetic.
+* The correctness reward and the evaluator share ``extract_answer`` and ``answers_match`` so the
+  training signal and the reported accuracy can never disagree.
+* ``DEFAULT_REWARD_WEIGHTS``: correctness dominates. The format pieces give partial credit so a
+  base model, which rarely writes the tags, still gets a non-zero and varied reward within a
+  group (GRPO learns nothing from a group with identical rewards). Arithmetic consistency is
+  weighted low because it is easy to farm with trivially true equations.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+REASONING_OPEN = "<reasoning>"
+REASONING_CLOSE = "</reasoning>"
+ANSWER_OPEN = "<answer>"
+ANSWER_CLOSE = "</answer>"
+ALL_TAGS = (REASONING_OPEN, REASONING_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
+
+# Bounds that keep the arithmetic reward cheap on adversarially long completions.
+ARITHMETIC_SCAN_CHARS = 20_000
+MAX_EQUATIONS = 50
+MAX_EQUALS_SIGNS = 200
+MAX_EXPRESSION_TOKENS = 20
+MAX_NUMBER_DIGITS = 15
+
+MINUS_SIGNS = ("-", "\u2212")
+
+# A number inside an answer: optional sign and dollar, digits with optional commas, optional
+# decimals; or a bare ".5". Comma placement is validated afterwards so "72,73" can be rejected.
+_ANSWER_NUMBER_RE = re.compile(r"([-+\u2212])?\$?(?:([0-9][0-9,]*)(\.[0-9]+)?|(\.[0-9]+))")
+_THOUSANDS_RE = re.compile(r"[0-9]{1,3}(?:,[0-9]{3})+")
+_INTEGER_ANSWER_RE = re.compile(r"[-+\u2212]?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)")
+# The minus is only a sign when it does not follow a digit, so "10-3" yields "3", not "-3".
+_LAST_NUMBER_RE = re.compile(
+    r"(?:(?<![0-9])[-\u2212])?(?:[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[0-9]+)(?:\.[0-9]+)?"
+)
+_ARITHMETIC_TOKEN_RE = re.compile(
+    r"(?P<number>[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])(?:\.[0-9]+)?|[0-9]+(?:\.[0-9]+)?)"
+    r"|(?P<operator>[-+*/\u00d7\u00f7\u2212])"
+    r"|(?P<paren>[()])"
+    r"|(?P<equals>=)"
+    r"|(?P<blank>[ \t$]+)"
+    r"|(?P<word>[A-Za-z_]+)"
+    r"|(?P<other>.)",
+    re.DOTALL,
+)
+_OPERATOR_SYMBOLS = {"\u00d7": "*", "\u00f7": "/", "\u2212": "-"}
+_EXPRESSION_KINDS = ("number", "operator", "paren")
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+def extract_answer(text: str) -> str | None:
+    """Return the stripped content of the single ``<answer>...</answer>`` block, else None.
+
+    Policy: exactly one ``<answer>`` and exactly one ``</answer>`` must be present, opening tag
+    first. Several answer blocks or nested tags give None (so the completion scores zero and a
+    model cannot list several guesses). Empty or whitespace-only content also gives None.
+    """
+    if not isinstance(text, str):
+        return None
+    if text.count(ANSWER_OPEN) != 1 or text.count(ANSWER_CLOSE) != 1:
+        return None
+    content_start = text.find(ANSWER_OPEN) + len(ANSWER_OPEN)
+    content_end = text.find(ANSWER_CLOSE)
+    if content_end < content_start:
+        return None
+    return text[content_start:content_end].strip() or None
+
+
+def extract_last_number(text: str) -> str | None:
+    """Return the last ASCII number in ``text`` (fallback extractor for untrained models)."""
+    if not isinstance(text, str):
+        return None
+    numbers = _LAST_NUMBER_RE.findall(text)  # the pattern has no capture groups
+    return numbers[-1] if numbers else None
+
+
+def _has_non_ascii_numeral(text: str) -> bool:
+    # isnumeric() covers every Unicode digit, superscript, vulgar fraction and CJK numeral.
+    return not text.isascii() and any(ch.isnumeric() for ch in text if not ch.isascii())
+
+
+def parse_number(text: str | None) -> float | None:
+    """Parse the single number in an answer string, else None.
+
+    Accepts ``72``, ``72.0``, ``$72``, ``72 dollars``, ``1,000``, ``-3``, ``0.5``, ``.5``,
+    ``72.`` and ``50%`` (read as 50). Returns None when the text holds no number, more than one
+    number (``72, 73``, ``72 or 73``, ``3/4``, ``1e3``), badly placed commas (``72,73``), any
+    non-ASCII numeral (look-alike digits are a known hack), or a value too large to be finite.
+    """
+    if not isinstance(text, str) or _has_non_ascii_numeral(text):
+        return None
+    # Two matches are enough to know the answer is ambiguous; no need to scan further.
+    matches = list(itertools.islice(_ANSWER_NUMBER_RE.finditer(text), 2))
+    if len(matches) != 1:
+        return None
+    sign, integer_part, decimals, bare_decimals = matches[0].groups()
+    if integer_part is not None:
+        integer_part = integer_part.rstrip(",")  # "72, dollars" ends the number at the comma
+        if "," in integer_part:
+            if not _THOUSANDS_RE.fullmatch(integer_part):
+                return None
+            integer_part = integer_part.replace(",", "")
+        value = float(integer_part + (decimals or ""))
+    else:
+        value = float("0" + bare_decimals)
+    if sign in MINUS_SIGNS:
+        value = -value
+    return value if math.isfinite(value) else None
+
+
+def answers_match(predicted: str | None, gold: str) -> bool:
+    """True when both parse to numbers equal within ``1e-6 * max(1, |gold|)``."""
+    predicted_value = parse_number(predicted)
+    gold_value = parse_number(gold)
+    if predicted_value is None or gold_value is None:
+        return False
+    return abs(predicted_value - gold_value) <= 1e-6 * max(1.0, abs(gold_value))
+
+
+# --------------------------------------------------------------------------- per-completion scorers
+
+
+def _score_correctness(completion: str, gold: str | None) -> float:
+    return 1.0 if answers_match(extract_answer(completion), gold) else 0.0
+
+
+def _score_strict_format(completion: str, _gold: str | None) -> float:
+    text = completion.strip()
+    if any(text.count(tag) != 1 for tag in ALL_TAGS):
+        return 0.0
+    if not (text.startswith(REASONING_OPEN) and text.endswith(ANSWER_CLOSE)):
+        return 0.0
+    reasoning_end = text.find(REASONING_CLOSE) + len(REASONING_CLOSE)
+    answer_start = text.find(ANSWER_OPEN)
+    if answer_start < reasoning_end or text[reasoning_end:answer_start].strip():
+        return 0.0
+    answer = text[answer_start + len(ANSWER_OPEN) : -len(ANSWER_CLOSE)]
+    return 1.0
+
+
+def _score_soft_format(completion: str, _gold: str | None) -> float:
+    positions = [completion.find(tag) for tag in ALL_TAGS]
+    if -1 in positions:
+        return 0.0
+    return 1.0 if all(a < b for a, b in itertools.pairwise(positions)) else 0.0
+
+
+def _score_xml_count(completion: str, _gold: str | None) -> float:
+    score = sum(0.25 for tag in ALL_TAGS if completion.count(tag) == 1)
+    answer_close = completion.find(ANSWER_CLOSE)
+    if answer_close != -1:
+        trailing = completion[answer_close + len(ANSWER_CLOSE) :]
+        trailing_chars = len("".join(trailing.split()))  # non-whitespace characters only
+        score -= min(0.25, 0.001 * trailing_chars)
+    return max(0.0, score)
+
+
+def _score_integer_answer(completion: str, _gold: str | None) -> float:
+    answer = extract_answer(completion)
+    return 1.0 if answer is not None and _INTEGER_ANSWER_RE.fullmatch(answer) else 0.0
+
+
+# --------------------------------------------------------------------------- arithmetic
+
+
+class _ParseError(Exception):
+    pass
+
+
+class _ExpressionParser:
+    """Recursive-descent evaluator for + - * / and parentheses over a short token list.
+
+    Grammar: expression = term (("+"|"-") term)*; term = unary (("*"|"/") unary | "(" ...)*;
+    unary = ("+"|"-") unary | primary; primary = number | "(" expression ")". A number directly
+    followed by "(" is implicit multiplication, as in "2(3 + 4)". Division by zero yields NaN so
+    the equation compares false. Inputs are at most MAX_EXPRESSION_TOKENS long, which bounds the
+    recursion depth.
+    """
+
+    def __init__(self, tokens: tuple[tuple[str, str, float], ...]) -> None:
+        self.tokens = tokens
+        self.position = 0
+        self.binary_operators = 0
+
+    def parse(self) -> tuple[float, int] | None:
+        try:
+            value = self._expression()
+        except _ParseError:
+            return None
+        return (value, self.binary_operators) if self.position == len(self.tokens) else None
+
+    def _peek(self) -> str | None:
+        return self.tokens[self.position][1] if self.position < len(self.tokens) else None
+
+    def _take(self) -> tuple[str, str, float]:
+        if self.position >= len(self.tokens):
+            raise _ParseError
+        self.position += 1
+        return self.tokens[self.position - 1]
+
+    def _expression(self) -> float:
+        value = self._term()
+        while self._peek() in ("+", "-"):
+            operator = self._take()[1]
+            right = self._term()
+            self.binary_operators += 1
+            value = value + right if operator == "+" else value - right
+        return value
+
+    def _term(self) -> float:
+        value = self._unary()
+        while self._peek() in ("*", "/", "("):
+            operator = "*" if self._peek() == "(" else self._take()[1]
+            right = self._unary()
+            self.binary_operators += 1
+            if operator == "*":
+                value = value * right
+            else:
+                value = value / right if right != 0 else math.nan
+        return value
+
+    def _unary(self) -> float:
+        if self._peek() in ("+", "-"):
+            return -self._unary() if self._take()[1] == "-" else self._unary()
+        return self._primary()
+
+    def _primary(self) -> float:
+        kind, symbol, value = self._take()
+        if kind == "number":
+            return value
+        if symbol != "(":
+            raise _ParseError
+        inner = self._expression()
+        if self._take()[1] != ")":
+            raise _ParseError
+        return inner
+
+
+def _tokenize_arithmetic(text: str) -> list[tuple[str, str, float]]:
+    """Turn text into (kind, symbol, value) tokens; anything non-arithmetic becomes a break."""
+    tokens: list[tuple[str, str, float]] = []
+    for match in _ARITHMETIC_TOKEN_RE.finditer(text):
+        kind = match.lastgroup
+        symbol = match.group(0)
+        if kind == "blank":
+            continue  # spaces and "$" may sit inside an equation: "$12 * 5 = $60"
+        if kind == "number":
+            digits = symbol.replace(",", "").replace(".", "")
+            if len(digits) > MAX_NUMBER_DIGITS:
+                tokens.append(("break", "", 0.0))
+                continue
+            symbol = symbol.replace(",", "")
+            tokens.append(("number", symbol, float(symbol)))
+        elif kind == "operator":
+            tokens.append(("operator", _OPERATOR_SYMBOLS.get(symbol, symbol), 0.0))
+        elif kind == "paren" or kind == "equals":
+            tokens.append((kind, symbol, 0.0))
+        else:
+            # A lone "x" means times only right after a number or ")"; otherwise it is a word.
+            follows_operand = bool(tokens) and (tokens[-1][0] == "number" or tokens[-1][1] == ")")
+            is_times = symbol in ("x", "X") and follows_operand
+            tokens.append(("operator", "*", 0.0) if is_times else ("break", "", 0.0))
+    return tokens
+
+
+def _number_after(tokens: list[tuple[str, str, float]], index: int) -> float | None:
+    sign = 1.0
+    if index < len(tokens) and tokens[index][0] == "operator" and tokens[index][1] in ("+", "-"):
+        sign = -1.0 if tokens[index][1] == "-" else 1.0
+        index += 1
+    if index < len(tokens) and tokens[index][0] == "number":
+        return sign * tokens[index][2]
+    return None
+
+
+def _expression_before(
+    tokens: list[tuple[str, str, float]], equals_index: int, cache: dict
+) -> tuple[tuple[str, ...], float] | None:
+    """Longest parseable, non-trivial expression ending right before the '=' at equals_index."""
+    start, lowest_start = equals_index, max(0, equals_index - MAX_EXPRESSION_TOKENS)
+    while start > lowest_start and tokens[start - 1][0] in _EXPRESSION_KINDS:
+        start -= 1
+    window = tuple(tokens[start:equals_index])
+    if window in cache:
+        return cache[window]
+    result = None
+    # Leading junk ("5) 3 + 4") is dropped by trying ever shorter suffixes.
+    for offset in range(len(window)):
+        parsed = _ExpressionParser(window[offset:]).parse()
+        if parsed is not None:
+            value, binary_operators = parsed
+            if binary_operators > 0:  # "2 = 2" states nothing
+                result = (tuple(token[1] for token in window[offset:]), value)
+            break
+    cache[window] = result
+    return result
+
+
+def _values_close(computed: float, stated: float) -> bool:
+    if not math.isfinite(computed):
+        return False
+    difference = abs(computed - stated)
+    return difference <= 0.01 or difference <= 1e-4 * abs(stated)
+
+
+def _reasoning_section(completion: str) -> str:
+    start = completion.find(REASONING_OPEN)
+    if start == -1:
+        return completion[:ARITHMETIC_SCAN_CHARS]
+    start += len(REASONING_OPEN)
+    end = completion.find(REASONING_CLOSE, start)
+    if end == -1:
+        end = len(completion)
+    return completion[start : min(end, start + ARITHMETIC_SCAN_CHARS)]
+
+
+def check_equations(text: str) -> list[bool]:
+    """Whether each distinct, non-trivial equation in ``text`` holds, in order of appearance.
+
+    Each '=' compares the longest arithmetic expression right before it (stopping at words,
+    punctuation, newlines or a previous '=') with the number right after it. So a chain
+    ``2 + 3 = 5 + 1 = 6`` yields two equations, ``2 + 3 = 5`` and ``5 + 1 = 6``.
+    """
+    tokens = _tokenize_arithmetic(text)
+    results: dict[tuple, bool] = {}
+    cache: dict = {}
+    equals_seen = 0
+    for index, token in enumerate(tokens):
+        if token[0] != "equals":
+            continue
+        equals_seen += 1
+        if equals_seen > MAX_EQUALS_SIGNS or len(results) >= MAX_EQUATIONS:
+            break
+        stated = _number_after(tokens, index + 1)
+        left = _expression_before(tokens, index, cache) if stated is not None else None
+        if left is None:
+            continue
+        symbols, computed = left
+        results.setdefault((symbols, stated), _values_close(computed, stated))
+    return list(results.values())
+
+
+def _score_arithmetic(completion: str, _gold: str | None) -> float:
+    outcomes = check_equations(_reasoning_section(completion))
+    return sum(outcomes) / len(outcomes) if outcomes else 0.0
+
+
+# --------------------------------------------------------------------------- public rewards
+
+
+def _score_each(
+    score_one: Callable[[str, str | None], float], completions: list[str], gold_answers: list[str]
+) -> list[float]:
+    """Apply score_one to each completion; any failure scores 0.0 instead of raising."""
+    try:
+        golds = list(gold_answers)
+    except TypeError:
+        golds = []
+    scores = []
+    for index, completion in enumerate(completions):
+        gold = golds[index] if index < len(golds) else None
+        try:
+            value = float(score_one(completion, gold)) if isinstance(completion, str) else 0.0
+        except Exception:  # noqa: BLE001 - a hostile completion must never crash training
+            value = 0.0
+        scores.append(min(1.0, max(0.0, value)) if math.isfinite(value) else 0.0)
+    return scores
+
+
+def correctness_reward(completions: list[str], gold_answers: list[str]) -> list[float]:
+    """1.0 when the single <answer> block numerically matches the gold answer."""
+    return _score_each(_score_correctness, completions, gold_answers)
+
+
+def strict_format_reward(completions: list[str], gold_answers: list[str]) -> list[float]:
+    """1.0 when the text is exactly one <reasoning> block then one non-empty <answer> block."""
+    return _score_each(_score_strict_format, completions, gold_answers)
+
+
+def soft_format_reward(completions: list[str], gold_answers: list[str]) -> list[float]:
+    """1.0 when the first occurrences of the four tags appear in the right order."""
+    return _score_each(_score_soft_format, completions, gold_answers)
+
+
+def xml_count_reward(completions: list[str], gold_answers: list[str]) -> list[float]:
+    """0.25 per tag present exactly once, minus 0.001 per character after </answer> (max 0.25)."""
+    return _score_each(_score_xml_count, completions, gold_answers)
+
+
+def integer_answer_reward(completions: list[str], gold_answers: list[str]) -> list[float]:
+    """1.0 when the answer is a bare integer such as ``72``, ``-12`` or ``1,000``."""
+    return _score_each(_score_integer_answer, completions, gold_answers)
+
+
+def arithmetic_consistency_reward(completions: list[str], gold_answers: list[str]) -> list[float]:
+    """Fraction of distinct, non-trivial equations in the reasoning that hold (0.0 if none)."""
+    return _score_each(_score_arithmetic, completions, gold_answers)
+
+
+REWARD_FUNCTIONS: dict[str, Callable[[list[str], list[str]], list[float]]] = {
+    "correctness": correctness_reward,
+    "strict_format": strict_format_reward,
+    "soft_format": soft_format_reward,
+    "xml_count": xml_count_reward,
+    "integer_answer": integer_answer_reward,
+    "arithmetic_consistency": arithmetic_consistency_reward,
+}
+
+DEFAULT_REWARD_WEIGHTS: dict[str, float] = {
+    "correctness": 2.0,
+    "strict_format": 0.5,
+    "soft_format": 0.25,
+    "xml_count": 0.25,
+    "integer_answer": 0.25,
+    "arithmetic_consistency": 0.25,
+}
+
+
+@dataclass
+class RewardResult:
+    """Weighted total per completion, plus each reward's unweighted values for logging."""
+
+    total: list[float]
+    per_reward: dict[str, list[float]]
+
+
+def score_completions(
+    completions: list[str], gold_answers: list[str], weights: dict[str, float]
+) -> RewardResult:
+    """Run every reward named in ``weights`` and sum them with those weights.
+
+    Rewards with weight 0 are still computed so they can be logged. An unknown reward name or
+    mismatched list lengths are caller/config errors and raise ValueError.
+    """
+    unknown = sorted(name for name in weights if name not in REWARD_FUNCTIONS)
+    if unknown:
+        raise ValueError(
+            f"unknown reward name(s) {unknown}; valid names are {sorted(REWARD_FUNCTIONS)}"
+        )
+    completions = list(completions)
+    gold_answers = list(gold_answers)
+    if len(completions) != len(gold_answers):
+        raise ValueError(f"got {len(completions)} completions but {len(gold_answers)} gold answers")
+    per_reward = {name: REWARD_FUNCTIONS[name](completions, gold_answers) for name in weights}
+    total = [
+        sum(float(weights[name]) * per_reward[name][index] for name in weights)
+        for index in range(len(completions))
+    ]
+    return RewardResult(total=total, per_reward=per_reward)
