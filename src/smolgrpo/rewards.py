@@ -169,7 +169,7 @@ def _score_strict_format(completion: str, _gold: str | None) -> float:
     if answer_start < reasoning_end or text[reasoning_end:answer_start].strip():
         return 0.0
     answer = text[answer_start + len(ANSWER_OPEN) : -len(ANSWER_CLOSE)]
-    return 1.0
+    return 1.0 if answer.strip() else 0.0
 
 
 def _score_soft_format(completion: str, _gold: str | None) -> float:

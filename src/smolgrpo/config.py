@@ -1,0 +1,281 @@
+"""Training configuration: one dataclass per concern, loaded from YAML, validated on load.
+
+A recipe is a YAML file with the sections below; any key may be overridden on the command line
+with `--set section.key=value` (the value is parsed as YAML, so `--set optim.learning_rate=1e-5`
+gives a float). An unknown key, a wrong type or an out-of-range value is a one-line
+`SmolGRPOError` naming it. The resolved config is saved as `config.yaml` in every run directory.
+
+Defaults follow current practice for small models:
+- `loss_type: dapo`: token-level normalisation (DAPO), so long completions are not down-weighted
+  per token as in the original per-sequence GRPO mean.
+- `beta: 0.0`: no KL penalty and no reference model (DAPO, Dr. GRPO and TRL's default); it saves a
+  model copy and a forward pass per step, and short runs on a verifiable reward don't drift far.
+- `scale_rewards: group`: divide by the group's std as in DeepSeekMath (`none` gives Dr. GRPO).
+- `epsilon: 0.2`, `epsilon_high: 0.28`: DAPO's clip-higher, which keeps low-probability tokens
+  explorable and delays entropy collapse.
+- `num_iterations: 1` (mu): one optimisation pass per generation batch; the ratio is then 1 and
+  the loss is plain advantage-weighted REINFORCE with the GRPO normalisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from smolgrpo.errors import SmolGRPOError
+from smolgrpo.grpo import VALID_LOSS_TYPES, VALID_SCALE_REWARDS
+from smolgrpo.prompts import DEFAULT_PREFILL, SYSTEM_PROMPT
+from smolgrpo.rewards import DEFAULT_REWARD_WEIGHTS, REWARD_FUNCTIONS
+
+
+@dataclass
+class ModelConfig:
+    name: str = "HuggingFaceTB/SmolLM2-135M-Instruct"  # hub id, folder, .gguf or "embedded"
+    device: str = "auto"
+    # Mixed precision: weights and optimizer state stay float32; "auto" autocasts to bf16 on GPU.
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+    gradient_checkpointing: bool = False
+    lora: bool = False  # full fine-tuning by default: a 135M model fits easily
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target_modules: list = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+    def validate(self) -> None:
+        _check(self.dtype in ("auto", "float32", "bfloat16", "float16"), "model.dtype", self.dtype)
+        _check(self.lora_rank >= 1, "model.lora_rank", self.lora_rank)
+
+
+@dataclass
+class DataConfig:
+    source: str | None = None  # folder of {train,test}.jsonl, a .jsonl, or a hub id
+    train_split: str = "train"
+    train_limit: int | None = None
+    eval_split: str = "test"
+
+
+@dataclass
+class PromptConfig:
+    system_prompt: str = SYSTEM_PROMPT
+    prefill: str = DEFAULT_PREFILL  # the cold-start fix, see prompts.py
+    num_few_shot: int = 0
+
+    def validate(self) -> None:
+        _check(self.num_few_shot >= 0, "prompt.num_few_shot", self.num_few_shot)
+
+
+@dataclass
+class RewardConfig:
+    weights: dict = field(default_factory=lambda: dict(DEFAULT_REWARD_WEIGHTS))
+
+    def validate(self) -> None:
+        for name, weight in self.weights.items():
+            if name not in REWARD_FUNCTIONS:
+                raise SmolGRPOError(
+                    f"rewards.weights: unknown reward '{name}' (valid: {', '.join(REWARD_FUNCTIONS)})"
+                )
+            _check(isinstance(weight, int | float), f"rewards.weights.{name}", weight)
+        _check(any(w != 0 for w in self.weights.values()), "rewards.weights", "all zero")
+
+
+@dataclass
+class SamplingConfig:
+    num_generations: int = 8  # G, completions per prompt
+    max_completion_length: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+
+    def validate(self) -> None:
+        _check(self.num_generations >= 2, "sampling.num_generations", self.num_generations)
+        _check(self.max_completion_length >= 1, "sampling.max_completion_length", self.max_completion_length)
+        _check(self.temperature > 0, "sampling.temperature", self.temperature)
+        _check(0 < self.top_p <= 1, "sampling.top_p", self.top_p)
+
+
+@dataclass
+class GRPOConfig:
+    loss_type: str = "dapo"
+    beta: float = 0.0
+    scale_rewards: str = "group"
+    epsilon: float = 0.2
+    epsilon_high: float | None = 0.28
+    num_iterations: int = 1
+    mask_truncated_completions: bool = False
+    filter_zero_std_groups: bool = False  # dynamic sampling (DAPO): refill with informative groups
+    max_refill_rounds: int = 3
+
+    def validate(self) -> None:
+        _check(self.loss_type in VALID_LOSS_TYPES, "grpo.loss_type", self.loss_type)
+        _check(self.scale_rewards in VALID_SCALE_REWARDS, "grpo.scale_rewards", self.scale_rewards)
+        _check(self.beta >= 0, "grpo.beta", self.beta)
+        _check(self.epsilon > 0, "grpo.epsilon", self.epsilon)
+        _check(self.epsilon_high is None or self.epsilon_high > 0, "grpo.epsilon_high", self.epsilon_high)
+        _check(self.num_iterations >= 1, "grpo.num_iterations", self.num_iterations)
+
+
+@dataclass
+class OptimConfig:
+    learning_rate: float = 5e-6
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.99
+    warmup_steps: int = 10
+    lr_schedule: str = "cosine"  # or "constant"
+    max_grad_norm: float = 1.0
+    max_steps: int = 200
+    prompts_per_step: int = 8  # prompts per optimizer step (all ranks together)
+    micro_batch_size: int = 16  # sequences per forward/backward; gradients accumulate
+
+    def validate(self) -> None:
+        _check(self.learning_rate > 0, "optim.learning_rate", self.learning_rate)
+        _check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay)
+        _check(self.warmup_steps >= 0, "optim.warmup_steps", self.warmup_steps)
+        _check(self.lr_schedule in ("cosine", "constant"), "optim.lr_schedule", self.lr_schedule)
+        _check(self.max_grad_norm > 0, "optim.max_grad_norm", self.max_grad_norm)
+        _check(self.max_steps >= 1, "optim.max_steps", self.max_steps)
+        _check(self.prompts_per_step >= 1, "optim.prompts_per_step", self.prompts_per_step)
+        _check(self.micro_batch_size >= 1, "optim.micro_batch_size", self.micro_batch_size)
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "runs/smolgrpo"
+    seed: int = 0
+    save_every: int = 50  # steps between checkpoints (also written on Ctrl-C and at the end)
+    keep_checkpoints: int = 2
+    eval_every: int = 0  # 0 = no periodic evaluation
+    eval_limit: int = 100
+    eval_batch_size: int = 32
+    log_samples_every: int = 10
+    log_num_prompts: int = 2  # prompts whose G completions go to samples/step_N.jsonl
+
+    def validate(self) -> None:
+        _check(self.save_every >= 1, "run.save_every", self.save_every)
+        _check(self.keep_checkpoints >= 1, "run.keep_checkpoints", self.keep_checkpoints)
+        _check(self.eval_every >= 0, "run.eval_every", self.eval_every)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    rewards: RewardConfig = field(default_factory=RewardConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def validate(self) -> Config:
+        for section in dataclasses.fields(self):
+            validate = getattr(getattr(self, section.name), "validate", None)
+            if validate:
+                validate()
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
+
+
+def _check(ok: bool, key: str, value) -> None:
+    if not ok:
+        raise SmolGRPOError(f"config: invalid value for '{key}': {value!r}")
+
+
+def _type_ok(value, annotation) -> bool:
+    """A small structural type check for the annotations used in this module."""
+    hint = annotation
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_type_ok(value, arm) for arm in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, typing.get_origin(hint) or hint)
+
+
+def _build_section(cls, values: dict, section: str, origin: str):
+    if not isinstance(values, dict):
+        raise SmolGRPOError(f"{origin}: section '{section}' must be a mapping")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    values = dict(values)
+    for key, value in values.items():
+        if key not in known:
+            raise SmolGRPOError(
+                f"{origin}: unknown key '{section}.{key}' (valid: {', '.join(known)})"
+            )
+        if isinstance(value, str) and float in typing.get_args(hints[key]) + (hints[key],):
+            try:  # YAML reads "1e-5" (no dot) as a string
+                values[key] = value = float(value)
+            except ValueError:
+                pass
+        if not _type_ok(value, hints[key]):
+            raise SmolGRPOError(
+                f"{origin}: '{section}.{key}' should be {known[key].type}, got {value!r}"
+            )
+    return cls(**values)
+
+
+def config_from_dict(raw: dict, origin: str = "config") -> Config:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SmolGRPOError(f"{origin}: top level must be a mapping of sections")
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    built = {}
+    for name, values in raw.items():
+        if name not in sections:
+            raise SmolGRPOError(f"{origin}: unknown section '{name}' (valid: {', '.join(sections)})")
+        built[name] = _build_section(sections[name].default_factory, values or {}, name, origin)
+    return Config(**built).validate()
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """`section.key=value` strings applied onto a raw config mapping (values parsed as YAML)."""
+    for override in overrides:
+        if "=" not in override or "." not in override.split("=", 1)[0]:
+            raise SmolGRPOError(f"--set '{override}': expected section.key=value")
+        dotted, text = override.split("=", 1)
+        section, key = dotted.split(".", 1)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise SmolGRPOError(f"--set '{override}': section '{section}' is not a mapping")
+        raw[section][key] = value
+    return raw
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    raw: dict = {}
+    origin = "config"
+    if path is not None:
+        path = Path(path)
+        origin = str(path)
+        if not path.is_file():
+            raise SmolGRPOError(f"{path}: recipe file not found")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark else ""
+            raise SmolGRPOError(f"{path}{where}: invalid YAML") from None
+    return config_from_dict(apply_overrides(raw, overrides or []), origin)
