@@ -1,4 +1,4 @@
-"""The `smolgrpo` command line: `eval` now, `train` and `report` as they land.
+"""The `smolgrpo` command line: `eval`, `train` (and `report` when it lands).
 
 Each subcommand is a `add_<name>_parser` + `run_<name>` pair registered in `COMMANDS`, so adding
 one touches nothing else. User errors (`SmolGRPOError`) print one `error: ...` line and exit 2;
@@ -129,7 +129,9 @@ def run_eval(args) -> int:
     problems = load_problems(args.data, args.split, args.limit, args.seed, args.shuffle)
     few_shot = []
     if template.num_few_shot > 0:
-        few_shot = select_few_shot(load_problems(args.data, "train"), template.num_few_shot, args.seed)
+        few_shot = select_few_shot(
+            load_problems(args.data, "train"), template.num_few_shot, args.seed
+        )
     started = time.perf_counter()
     model, tokenizer = load_model_and_tokenizer(
         args.model, args.device, args.dtype, args.trust_remote_code, args.allow_pickle
@@ -180,7 +182,57 @@ def print_metrics(console, metrics: dict) -> None:
     console.print(table)
 
 
-COMMANDS = {"eval": (add_eval_parser, run_eval)}
+def add_train_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="fine-tune a model with GRPO",
+        description="Train with GRPO from a YAML recipe (see recipes/). Writes config.yaml, "
+        "metrics.jsonl, samples/, checkpoints/ and final/ to run.output_dir. Ctrl-C or SIGTERM "
+        "writes a checkpoint and exits; --resume continues from the last good one. Run under "
+        "`torchrun --nproc_per_node N` for several GPUs.",
+    )
+    parser.add_argument("--config", default=None, help="YAML recipe (default: built-in defaults)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value, e.g. --set optim.max_steps=50 (repeatable)",
+    )
+    parser.add_argument("--output-dir", default=None, help="shortcut for --set run.output_dir=DIR")
+    parser.add_argument("--resume", action="store_true", help="continue the run in output_dir")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="delete an existing run in output_dir first"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved config and exit"
+    )
+
+
+def run_train(args) -> int:
+    from smolgrpo.config import load_config
+    from smolgrpo.trainer import run_training
+
+    overrides = list(args.overrides)
+    if args.output_dir:
+        overrides.append(f"run.output_dir={args.output_dir}")
+    config = load_config(args.config, overrides)
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
+    final = run_training(
+        config, resume=args.resume, overwrite=args.overwrite, show_progress=not args.no_progress
+    )
+    if final is not None:
+        print(f"saved the trained model to {final} (evaluate it: smolgrpo eval --model {final})")
+    return 0
+
+
+COMMANDS = {"eval": (add_eval_parser, run_eval), "train": (add_train_parser, run_train)}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,7 +47,15 @@ class ModelConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     lora_target_modules: list = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        default_factory=lambda: [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
     )
 
     def validate(self) -> None:
@@ -97,7 +105,11 @@ class SamplingConfig:
 
     def validate(self) -> None:
         _check(self.num_generations >= 2, "sampling.num_generations", self.num_generations)
-        _check(self.max_completion_length >= 1, "sampling.max_completion_length", self.max_completion_length)
+        _check(
+            self.max_completion_length >= 1,
+            "sampling.max_completion_length",
+            self.max_completion_length,
+        )
         _check(self.temperature > 0, "sampling.temperature", self.temperature)
         _check(0 < self.top_p <= 1, "sampling.top_p", self.top_p)
 
@@ -119,7 +131,11 @@ class GRPOConfig:
         _check(self.scale_rewards in VALID_SCALE_REWARDS, "grpo.scale_rewards", self.scale_rewards)
         _check(self.beta >= 0, "grpo.beta", self.beta)
         _check(self.epsilon > 0, "grpo.epsilon", self.epsilon)
-        _check(self.epsilon_high is None or self.epsilon_high > 0, "grpo.epsilon_high", self.epsilon_high)
+        _check(
+            self.epsilon_high is None or self.epsilon_high > 0,
+            "grpo.epsilon_high",
+            self.epsilon_high,
+        )
         _check(self.num_iterations >= 1, "grpo.num_iterations", self.num_iterations)
 
 
@@ -241,7 +257,9 @@ def config_from_dict(raw: dict, origin: str = "config") -> Config:
     built = {}
     for name, values in raw.items():
         if name not in sections:
-            raise SmolGRPOError(f"{origin}: unknown section '{name}' (valid: {', '.join(sections)})")
+            raise SmolGRPOError(
+                f"{origin}: unknown section '{name}' (valid: {', '.join(sections)})"
+            )
         built[name] = _build_section(sections[name].default_factory, values or {}, name, origin)
     return Config(**built).validate()
 

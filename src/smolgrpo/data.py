@@ -13,9 +13,11 @@ naming the file and line, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ DATA_DIR_ENV = "SMOLGRPO_DATA_DIR"
 # GSM8K rows are under 2 KB; anything far beyond that is not a GSM8K row and must not be
 # read whole into memory (a 1 GB line would otherwise be).
 MAX_LINE_BYTES = 1_000_000
+_GOLD_NUMBER_RE = re.compile(r"[-+]?(?:(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?|\.[0-9]+)")
 
 
 @dataclass(frozen=True)
@@ -38,18 +41,19 @@ class Problem:
 
 
 def parse_gold_answer(answer: str) -> str | None:
-    """The gold number after the last `####`, normalised ("$1,000." -> "1000"); None if absent."""
-    if "####" not in answer:
+    """The gold number after the last `####`, normalised ("$1,000." -> "1000"); None if absent.
+
+    Only a plain ASCII decimal counts: `float()` would also accept "inf", "nan", "1e3" and
+    "1_000", none of which the rewards' `parse_number` reads, so such a gold could never be
+    matched. Commas must group thousands ("1,000"; "1,2,3" is refused).
+    """
+    if not isinstance(answer, str) or "####" not in answer:
         return None
     text = answer.rsplit("####", 1)[1].strip()
-    text = text.replace(",", "").replace("$", "").strip().rstrip(".").strip()
-    try:
-        float(text)
-    except ValueError:
+    text = text.replace("$", "").strip().rstrip(".").strip()
+    if not _GOLD_NUMBER_RE.fullmatch(text):
         return None
-    if not text.isascii():
-        return None
-    return text
+    return text.replace(",", "")
 
 
 def _problem_from_row(row: object, origin: str) -> Problem:
@@ -66,7 +70,9 @@ def _problem_from_row(row: object, origin: str) -> Problem:
     if gold is None:
         tail = row["answer"].rsplit("####", 1)[1].strip()[:40]
         raise SmolGRPOError(f"{origin}: gold answer after '####' is not a number: {tail!r}")
-    return Problem(question=row["question"].strip(), solution=row["answer"], gold=gold, origin=origin)
+    return Problem(
+        question=row["question"].strip(), solution=row["answer"], gold=gold, origin=origin
+    )
 
 
 def read_jsonl(path: Path) -> list[Problem]:
@@ -88,8 +94,8 @@ def read_jsonl(path: Path) -> list[Problem]:
                 raise SmolGRPOError(f"{origin}: line longer than {MAX_LINE_BYTES:,} bytes")
             if b"\x00" in raw:
                 raise SmolGRPOError(f"{origin}: binary data, not JSON text")
-            try:
-                text = raw.decode("utf-8")
+            try:  # utf-8-sig: a byte-order mark at the start of the file is not JSON
+                text = raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
             except UnicodeDecodeError:
                 raise SmolGRPOError(f"{origin}: not valid UTF-8 text") from None
             if not text.strip():
@@ -98,6 +104,8 @@ def read_jsonl(path: Path) -> list[Problem]:
                 row = json.loads(text)
             except json.JSONDecodeError as error:
                 raise SmolGRPOError(f"{origin}: malformed JSON ({error.msg})") from None
+            except (ValueError, RecursionError) as error:  # huge integers, deep nesting
+                raise SmolGRPOError(f"{origin}: malformed JSON ({type(error).__name__})") from None
             problems.append(_problem_from_row(row, origin))
     if not problems:
         raise SmolGRPOError(f"{path}: no problems found (empty file)")
@@ -115,21 +123,45 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _hub_offline(offline: bool):
+    """Switch `datasets` and `huggingface_hub` to offline mode for the block (read at import
+    time from the environment, so the module flags are patched), then restore them."""
+    if not offline:
+        yield
+        return
+    import datasets.config
+    import huggingface_hub.constants
+
+    saved = (datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE)
+    datasets.config.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE = saved
+
+
 def _load_hub(dataset_id: str, split: str) -> list[Problem]:
     try:
         import datasets
     except ImportError:
         raise SmolGRPOError("the 'datasets' package is needed to load from the hub") from None
+    # Probe first: offline, `datasets` would otherwise retry for ~25 s, printing every retry,
+    # before failing. Unreachable -> offline mode, so a cached copy still loads.
+    online = hub_reachable()
     try:
-        rows = datasets.load_dataset(dataset_id, "main", split=split)
+        with _hub_offline(not online):
+            rows = datasets.load_dataset(dataset_id, "main", split=split)
     except Exception as error:  # datasets raises many types; all mean "could not load"
-        if not hub_reachable():
+        if not online:
             raise SmolGRPOError(
                 f"cannot reach the hub to load '{dataset_id}' and it is not cached; "
                 f"pass --data PATH to a folder with {split}.jsonl (or set ${DATA_DIR_ENV})"
             ) from None
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise SmolGRPOError(f"cannot load dataset '{dataset_id}' split '{split}': {first_line}") from None
+        raise SmolGRPOError(
+            f"cannot load dataset '{dataset_id}' split '{split}': {first_line}"
+        ) from None
     return [
         _problem_from_row(row, f"{dataset_id}[{split}]:{index}") for index, row in enumerate(rows)
     ]

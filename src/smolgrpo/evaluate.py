@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from smolgrpo.data import Problem
+from smolgrpo.errors import SmolGRPOError
 from smolgrpo.prompts import PromptTemplate, render_prompt
 from smolgrpo.rewards import (
     DEFAULT_REWARD_WEIGHTS,
@@ -30,8 +31,12 @@ from smolgrpo.rollout import generate
 
 def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
     """Unbiased pass@k for one problem, computed as a stable product instead of binomials."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
     if k > num_samples:
         raise ValueError(f"k={k} is larger than the number of samples n={num_samples}")
+    if not 0 <= num_correct <= num_samples:
+        raise ValueError(f"num_correct={num_correct} is outside [0, n={num_samples}]")
     if num_samples - num_correct < k:
         return 1.0
     failure = 1.0
@@ -63,8 +68,21 @@ def evaluate(
     """(metrics, one sample record per completion) for `num_samples` completions per problem."""
     template = template or PromptTemplate()
     reward_weights = reward_weights or DEFAULT_REWARD_WEIGHTS
+    # SmolGRPOError, not ValueError: these come straight from CLI flags and must print one
+    # `error:` line, not a traceback.
+    for name, value in (
+        ("batch_size", batch_size),
+        ("max_new_tokens", max_new_tokens),
+        ("num_samples", num_samples),
+    ):
+        if value < 1:
+            raise SmolGRPOError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if num_samples > 1 and temperature <= 0:
-        raise ValueError("pass@k with --num-samples > 1 needs --temperature > 0")
+        raise SmolGRPOError("pass@k with --num-samples > 1 needs --temperature > 0")
+    if temperature < 0:
+        raise SmolGRPOError(f"--temperature must be >= 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise SmolGRPOError(f"--top-p must be in (0, 1], got {top_p}")
     records: list[dict] = []
     start = time.perf_counter()
     progress = _make_progress(show_progress)
@@ -91,6 +109,7 @@ def evaluate(
                 last_number = extract_last_number(response)
                 records.append(
                     {
+                        "problem_index": offset + index // num_samples,
                         "origin": problem.origin,
                         "sample_index": index % num_samples,
                         "prompt": prompts[index // num_samples],
@@ -135,19 +154,21 @@ def summarize(records: list[dict], num_samples: int) -> dict:
     for name in records[0]["rewards"] if records else []:
         metrics[f"reward/{name}"] = sum(r["rewards"][name] for r in records) / count
     if num_samples > 1:
-        by_problem: dict[str, list[bool]] = {}
+        # Group by problem index: two problems may share an origin (e.g. duplicated rows).
+        by_problem: dict[object, list[bool]] = {}
         for record in records:
-            by_problem.setdefault(record["origin"], []).append(record["correct"])
+            key = record.get("problem_index", record["origin"])
+            by_problem.setdefault(key, []).append(record["correct"])
         for k in _pass_k_values(num_samples):
-            values = [pass_at_k(len(c), sum(c), k) for c in by_problem.values()]
-            metrics[f"pass@{k}"] = sum(values) / len(values)
+            values = [pass_at_k(len(c), sum(c), k) for c in by_problem.values() if len(c) >= k]
+            metrics[f"pass@{k}"] = sum(values) / len(values) if values else 0.0
     return metrics
 
 
 def write_eval_outputs(output_dir: Path, metrics: dict, records: list[dict]) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    with open(output_dir / "samples.jsonl", "w") as handle:
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    with open(output_dir / "samples.jsonl", "w", encoding="utf-8") as handle:
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 

@@ -33,9 +33,19 @@ CACHE_ENV = "SMOLGRPO_CACHE"
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SmolGRPOError(f"device '{device}' requested but CUDA is not available")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise SmolGRPOError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SmolGRPOError(f"device '{device}' requested but CUDA is not available")
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise SmolGRPOError(
+                f"device '{device}' requested but only {count} CUDA device(s) exist"
+            )
+    return resolved
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -71,7 +81,9 @@ def _load_gguf_as_plain_model(gguf_path: Path):
     folder, name = str(gguf_path.parent), gguf_path.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        quantized = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=name, dtype=torch.float32
+        )
     except Exception as error:
         raise SmolGRPOError(f"{gguf_path}: cannot load GGUF ({_first_line(error)})") from None
     config = quantized.config
@@ -96,6 +108,7 @@ def embedded_model_dir() -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".embedded-", dir=target.parent))
     model.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
+    staging.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
     try:
         staging.rename(target)
     except OSError:  # another process finished first
@@ -123,8 +136,13 @@ def _check_local_dir(path: Path, allow_pickle: bool) -> None:
     raise SmolGRPOError(f"{path}: no weights found (expected *.safetensors)")
 
 
-def _from_pretrained(source: str, dtype: torch.dtype, trust_remote_code: bool, allow_pickle: bool,
-                     local_files_only: bool = False):
+def _from_pretrained(
+    source: str,
+    dtype: torch.dtype,
+    trust_remote_code: bool,
+    allow_pickle: bool,
+    local_files_only: bool = False,
+):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = {"trust_remote_code": trust_remote_code, "local_files_only": local_files_only}
@@ -150,7 +168,9 @@ def load_model_and_tokenizer(
     path = Path(model).expanduser()
     try:
         if model == EMBEDDED:
-            loaded, tokenizer = _from_pretrained(str(embedded_model_dir()), torch_dtype, False, False)
+            loaded, tokenizer = _from_pretrained(
+                str(embedded_model_dir()), torch_dtype, False, False
+            )
         elif model.endswith(".gguf"):
             if not path.is_file():
                 raise SmolGRPOError(f"{model}: no such GGUF file")
@@ -158,19 +178,25 @@ def load_model_and_tokenizer(
             loaded = loaded.to(torch_dtype)
         elif path.is_dir():
             _check_local_dir(path, allow_pickle)
-            loaded, tokenizer = _from_pretrained(str(path), torch_dtype, trust_remote_code, allow_pickle)
+            loaded, tokenizer = _from_pretrained(
+                str(path), torch_dtype, trust_remote_code, allow_pickle
+            )
+        elif path.exists():
+            raise SmolGRPOError(f"{model}: not a model folder or a .gguf file")
         elif model.startswith((".", "/", "~")):
             raise SmolGRPOError(f"{model}: no such model folder or file")
         else:
-            loaded, tokenizer = _load_hub_model(model, torch_dtype, trust_remote_code, allow_pickle,
-                                                hub_reachable)
+            loaded, tokenizer = _load_hub_model(
+                model, torch_dtype, trust_remote_code, allow_pickle, hub_reachable
+            )
+        prepare_tokenizer(tokenizer)
+        loaded.generation_config.pad_token_id = tokenizer.pad_token_id
+        loaded = loaded.to(torch_device)  # inside the try: out of memory is a one-line error too
     except SmolGRPOError:
         raise
     except Exception as error:
         raise SmolGRPOError(f"{model}: cannot load model ({_first_line(error)})") from None
-    prepare_tokenizer(tokenizer)
-    loaded.generation_config.pad_token_id = tokenizer.pad_token_id
-    return loaded.to(torch_device).eval(), tokenizer
+    return loaded.eval(), tokenizer
 
 
 def _load_hub_model(model_id, torch_dtype, trust_remote_code, allow_pickle, hub_reachable):
@@ -180,7 +206,9 @@ def _load_hub_model(model_id, torch_dtype, trust_remote_code, allow_pickle, hub_
         pass
     if not hub_reachable():
         if model_id == DEFAULT_MODEL_ID:
-            warn(f"cannot reach the hub for '{model_id}'; using the embedded copy (--model embedded)")
+            warn(
+                f"cannot reach the hub for '{model_id}'; using the embedded copy (--model embedded)"
+            )
             return _from_pretrained(str(embedded_model_dir()), torch_dtype, False, False)
         raise SmolGRPOError(f"{model_id}: cannot reach the hub and the model is not cached locally")
     return _from_pretrained(model_id, torch_dtype, trust_remote_code, allow_pickle)

@@ -40,7 +40,7 @@ class PromptTemplate:
     num_few_shot: int = 0
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
 
 
 def format_reference_response(problem: Problem) -> str:
@@ -50,7 +50,9 @@ def format_reference_response(problem: Problem) -> str:
     return f"<reasoning>\n{reasoning}\n</reasoning>\n<answer>\n{problem.gold}\n</answer>"
 
 
-def select_few_shot(train_problems: list[Problem], num_few_shot: int, seed: int = 0) -> list[Problem]:
+def select_few_shot(
+    train_problems: list[Problem], num_few_shot: int, seed: int = 0
+) -> list[Problem]:
     """Fixed examples from the train split (the caller must never pass test problems)."""
     if num_few_shot <= 0:
         return []
@@ -77,6 +79,7 @@ def render_prompt(
     tokenizer, question: str, template: PromptTemplate, few_shot: list[Problem] | None = None
 ) -> str:
     """The prompt text the model continues: chat template + generation prompt + prefill."""
+    ensure_chat_template(tokenizer)
     messages = build_messages(question, template, few_shot or [])
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return text + template.prefill

@@ -54,7 +54,13 @@ def generate(
 ) -> Rollout:
     """Sample `num_generations` completions for each prompt; rows of one prompt are adjacent."""
     device = next(model.parameters()).device
-    encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no pad token; call modeling.prepare_tokenizer first")
+    # Always left-pad, whatever the tokenizer's own setting: new tokens are appended on the
+    # right, so right padding would put pad tokens between a prompt and its completion.
+    encoded = tokenizer(
+        prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
+    )
     prompt_ids = encoded["input_ids"].to(device)  # (B, P)
     prompt_mask = encoded["attention_mask"].to(device)  # (B, P)
     eos_ids = eos_token_ids(model, tokenizer)
@@ -75,11 +81,15 @@ def generate(
         options.update(temperature=None, top_p=None, top_k=None)
     was_training = model.training
     model.eval()
-    output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, **options)
-    model.train(was_training)
+    try:
+        output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, **options)
+    finally:
+        model.train(was_training)
     prompt_length = prompt_ids.shape[1]
     completion_ids = output[:, prompt_length:]  # (N, C)
-    completion_mask, truncated = completion_mask_from_ids(completion_ids, [] if ignore_eos else eos_ids)
+    completion_mask, truncated = completion_mask_from_ids(
+        completion_ids, [] if ignore_eos else eos_ids
+    )
     # generate() pads finished rows with pad == eos; the mask already stops at the first EOS.
     completion_ids = completion_ids.masked_fill(completion_mask == 0, tokenizer.pad_token_id)
     texts = tokenizer.batch_decode(

@@ -1,0 +1,185 @@
+"""Checkpoints: atomic, safetensors-only, verified on resume.
+
+A checkpoint is a folder `checkpoints/step_N/` holding
+  model.safetensors      trainable parameters (all of them, or the LoRA adapters)
+  optimizer.safetensors  the optimizer's tensors (Adam moments, step counts)
+  rng.safetensors        torch CPU (and CUDA) RNG state
+  state.json             step, data position, scheduler and optimizer hyper-parameters, Python RNG
+  manifest.json          step and the SHA-256 of every file above, written last
+It is written into a temporary folder beside it and renamed into place, so a crash mid-write
+leaves the previous checkpoint untouched. Nothing is ever unpickled: tensors come from
+safetensors, everything else from JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from smolgrpo.errors import SmolGRPOError, warn
+
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    return {
+        name: parameter.detach().contiguous().cpu()
+        for name, parameter in model.named_parameters()
+        if parameter.requires_grad
+    }
+
+
+def _optimizer_tensors(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state = optimizer.state_dict()
+    tensors = {}
+    scalars: dict[str, dict] = {}
+    for param_id, values in state["state"].items():
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"{param_id}.{key}"] = value.contiguous().cpu()
+            else:
+                scalars.setdefault(str(param_id), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _restore_optimizer(optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        param_id, key = name.split(".", 1)
+        state.setdefault(int(param_id), {})[key] = value
+    for param_id, values in meta["scalars"].items():
+        state.setdefault(int(param_id), {}).update(values)
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(
+    run_dir: Path, step: int, model, optimizer, scheduler, data_state: dict, keep: int = 2
+) -> Path:
+    checkpoints = run_dir / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    final = checkpoints / f"step_{step}"
+    staging = checkpoints / f".tmp-step_{step}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    save_file(trainable_state(model), staging / "model.safetensors")
+    optimizer_tensors, optimizer_meta = _optimizer_tensors(optimizer)
+    save_file(optimizer_tensors, staging / "optimizer.safetensors")
+    rng = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for index, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
+            rng[f"torch_cuda_{index}"] = cuda_state
+    save_file(rng, staging / "rng.safetensors")
+    python_state = random.getstate()
+    state = {
+        "step": step,
+        "data": data_state,
+        "scheduler": scheduler.state_dict(),
+        "optimizer": optimizer_meta,
+        "python_rng": [python_state[0], list(python_state[1]), python_state[2]],
+    }
+    (staging / "state.json").write_text(json.dumps(state))
+    files = {p.name: _sha256(p) for p in sorted(staging.iterdir())}
+    (staging / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=1))
+    for path in staging.iterdir():  # data on disk before the rename makes it visible
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    _prune(checkpoints, keep)
+    return final
+
+
+def _step_of(path: Path) -> int:
+    try:
+        return int(path.name.removeprefix("step_"))
+    except ValueError:
+        return -1
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    folder = run_dir / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [
+        p
+        for p in folder.iterdir()
+        if p.is_dir() and p.name.startswith("step_") and _step_of(p) >= 0
+    ]
+    return sorted(found, key=_step_of)
+
+
+def _prune(checkpoints: Path, keep: int) -> None:
+    for old in list_checkpoints(checkpoints.parent)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """None when the checkpoint is complete and intact, else the reason it is not."""
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        return "no manifest (incomplete write)"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (ValueError, KeyError, TypeError):
+        return "unreadable manifest"
+    for name, expected in files.items():
+        file_path = path / name
+        if not file_path.is_file():
+            return f"missing {name}"
+        if _sha256(file_path) != expected:
+            return f"checksum mismatch in {name}"
+    return None
+
+
+def latest_good_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint that verifies; broken newer ones are reported and skipped."""
+    for path in reversed(list_checkpoints(run_dir)):
+        problem = verify_checkpoint(path)
+        if problem is None:
+            return path
+        warn(f"{path}: skipped, {problem}")
+    return None
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+    """Restore model, optimizer, scheduler and RNG in place; returns the saved state dict."""
+    problem = verify_checkpoint(path)
+    if problem:
+        raise SmolGRPOError(f"{path}: cannot resume, {problem}")
+    weights = load_file(path / "model.safetensors")
+    parameters = dict(model.named_parameters())
+    missing = [name for name in weights if name not in parameters]
+    if missing:
+        raise SmolGRPOError(f"{path}: checkpoint does not match the model (e.g. '{missing[0]}')")
+    with torch.no_grad():
+        for name, value in weights.items():
+            parameters[name].copy_(value)
+    state = json.loads((path / "state.json").read_text())
+    _restore_optimizer(optimizer, load_file(path / "optimizer.safetensors"), state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    rng = load_file(path / "rng.safetensors")
+    torch.set_rng_state(rng["torch_cpu"])
+    if torch.cuda.is_available():
+        cuda_states = [rng[k] for k in sorted(rng) if k.startswith("torch_cuda_")]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+    version, internal, gauss = state["python_rng"]
+    random.setstate((version, tuple(internal), gauss))
+    return state

@@ -1,0 +1,102 @@
+"""Run directory, model set-up for training (dtype, LoRA, checkpointing) and the final save."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from smolgrpo import distributed as dist_utils
+from smolgrpo.config import Config
+from smolgrpo.errors import SmolGRPOError
+from smolgrpo.modeling import load_model_and_tokenizer, prepare_tokenizer, resolve_device
+
+PROMPT_TEMPLATE_FILE = "prompt_template.json"
+RUN_MARKER = "config.yaml"
+
+
+def prepare_run_dir(run_dir: Path, config: Config, resume: bool, overwrite: bool) -> None:
+    """Create the run folder; refuse to mix a new run into an old one unless asked."""
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if resume:
+            if not (run_dir / RUN_MARKER).is_file():
+                raise SmolGRPOError(f"{run_dir}: --resume given but this is not a smolgrpo run")
+        elif overwrite:
+            shutil.rmtree(run_dir)
+        else:
+            raise SmolGRPOError(
+                f"{run_dir}: already holds a run; pass --resume to continue it or --overwrite"
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.save(run_dir / RUN_MARKER)
+    (run_dir / "samples").mkdir(exist_ok=True)
+    template = {
+        "system_prompt": config.prompt.system_prompt,
+        "prefill": config.prompt.prefill,
+        "num_few_shot": config.prompt.num_few_shot,
+    }
+    (run_dir / PROMPT_TEMPLATE_FILE).write_text(json.dumps(template, indent=2) + "\n")
+
+
+def setup_model(config: Config, model=None, tokenizer=None, rank: int = 0):
+    """(model in train mode, tokenizer, device, autocast dtype or None)."""
+    if dist_utils.is_distributed():
+        device = dist_utils.local_device()
+    else:
+        device = resolve_device(config.model.device)
+    if model is None:
+        # Weights stay float32 (the optimizer's master copy); bf16 comes from autocast on GPU.
+        model, tokenizer = load_model_and_tokenizer(
+            config.model.name,
+            str(device),
+            "float32",
+            config.model.trust_remote_code,
+            config.model.allow_pickle,
+        )
+    else:
+        prepare_tokenizer(tokenizer)
+        model = model.to(device)
+    autocast_dtype = None
+    if config.model.dtype == "auto" and device.type == "cuda":
+        autocast_dtype = torch.bfloat16
+    elif config.model.dtype in ("bfloat16", "float16"):
+        autocast_dtype = getattr(torch, config.model.dtype)
+    if config.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if config.model.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=config.model.lora_rank,
+                lora_alpha=config.model.lora_alpha,
+                lora_dropout=config.model.lora_dropout,
+                target_modules=list(config.model.lora_target_modules),
+                task_type="CAUSAL_LM",
+            ),
+        )
+    model.train()
+    return model, tokenizer, device, autocast_dtype
+
+
+def save_final_model(trainer) -> Path:
+    """`final/`: a plain transformers model (LoRA merged), tokenizer and prompt template."""
+    final = trainer.run_dir / "final"
+    staging = trainer.run_dir / ".tmp-final"
+    shutil.rmtree(staging, ignore_errors=True)
+    model = trainer.model
+    if trainer.config.model.lora:
+        import copy
+
+        model = copy.deepcopy(model).merge_and_unload()
+    model.config.use_cache = True
+    model.save_pretrained(staging, safe_serialization=True)
+    trainer.tokenizer.save_pretrained(staging)
+    shutil.copy(trainer.run_dir / PROMPT_TEMPLATE_FILE, staging / PROMPT_TEMPLATE_FILE)
+    shutil.rmtree(final, ignore_errors=True)
+    staging.rename(final)
+    return final

@@ -1,0 +1,531 @@
+"""The GRPO training loop: rollout -> reward -> advantage -> loss -> step -> log -> checkpoint.
+
+Run it with `smolgrpo train --config recipes/cpu-smoke.yaml`, or under
+`torchrun --nproc_per_node N smolgrpo train ...` for several GPUs (or CPU processes with gloo).
+
+How it departs from DeepSeekMath's GRPO (each is a config switch, see config.py):
+- token-level loss normalisation (`dapo`) and clip-higher (`epsilon_high`) from DAPO;
+- no KL term by default (`beta: 0`), so no reference model is built;
+- optional dynamic sampling: groups whose G rewards are all equal carry no gradient, so with
+  `filter_zero_std_groups` they are dropped and more prompts are drawn to refill the batch.
+
+Multi-process: every rank draws the same global batch of prompts and takes its own slice of
+whole groups, so group advantages are computed where the group lives. Gradients are summed
+across ranks by one all-reduce of a flat buffer after local accumulation (no DDP wrapper: ranks
+may run different numbers of micro-batches under dynamic sampling), and parameters are
+broadcast from rank 0 at start, so all ranks hold identical weights after every step. Only rank
+0 writes files.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from smolgrpo import distributed as dist_utils
+from smolgrpo.checkpoint import latest_good_checkpoint, load_checkpoint, save_checkpoint
+from smolgrpo.config import Config
+from smolgrpo.data import Problem, load_problems
+from smolgrpo.errors import warn
+from smolgrpo.grpo import group_advantages, grpo_loss, per_token_log_probs, zero_std_keep_mask
+from smolgrpo.prompts import PromptTemplate, render_prompt, select_few_shot
+from smolgrpo.rewards import score_completions
+from smolgrpo.rollout import Rollout, generate
+
+PROMPT_TEMPLATE_FILE = "prompt_template.json"
+
+
+# ----------------------------------------------------------------------------- data order
+class PromptStream:
+    """Endless, resumable stream of training problems: reshuffled each epoch with seed + epoch."""
+
+    def __init__(self, problems: list[Problem], seed: int, epoch: int = 0, index: int = 0):
+        self.problems, self.seed, self.epoch, self.index = problems, seed, epoch, index
+        self._order = self._shuffled(epoch)
+
+    def _shuffled(self, epoch: int) -> list[int]:
+        order = list(range(len(self.problems)))
+        random.Random(self.seed + epoch).shuffle(order)
+        return order
+
+    def take(self, count: int) -> list[Problem]:
+        batch = []
+        for _ in range(count):
+            if self.index >= len(self._order):
+                self.epoch, self.index = self.epoch + 1, 0
+                self._order = self._shuffled(self.epoch)
+            batch.append(self.problems[self._order[self.index]])
+            self.index += 1
+        return batch
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index}
+
+
+# ----------------------------------------------------------------------------- batch of groups
+@dataclass
+class GroupBatch:
+    """What one optimizer step trains on: this rank's groups, G completions each."""
+
+    input_ids: torch.Tensor  # (N, P + C) prompt then completion
+    attention_mask: torch.Tensor  # (N, P + C)
+    completion_mask: torch.Tensor  # (N, C) tokens that enter the loss
+    advantages: torch.Tensor  # (N,)
+    num_completion_tokens: int  # C
+
+
+def _pad_cat(tensors: list[torch.Tensor], value: int, left: bool) -> torch.Tensor:
+    width = max(t.shape[1] for t in tensors)
+    padded = []
+    for t in tensors:
+        pad = torch.full((t.shape[0], width - t.shape[1]), value, dtype=t.dtype, device=t.device)
+        padded.append(torch.cat([pad, t] if left else [t, pad], dim=1))
+    return torch.cat(padded, dim=0)
+
+
+def build_group_batch(
+    rollouts: list[Rollout], advantages: list[torch.Tensor], pad_token_id: int, mask_truncated: bool
+) -> GroupBatch:
+    prompt_ids = _pad_cat([r.prompt_ids for r in rollouts], pad_token_id, left=True)  # (N, P)
+    prompt_mask = _pad_cat([r.prompt_mask for r in rollouts], 0, left=True)  # (N, P)
+    completion_ids = _pad_cat(
+        [r.completion_ids for r in rollouts], pad_token_id, left=False
+    )  # (N, C)
+    completion_mask = _pad_cat([r.completion_mask for r in rollouts], 0, left=False)  # (N, C)
+    if mask_truncated:
+        truncated = torch.cat([r.truncated for r in rollouts])  # (N,)
+        completion_mask = completion_mask * (~truncated).unsqueeze(1)  # (N, C)
+    return GroupBatch(
+        input_ids=torch.cat([prompt_ids, completion_ids], dim=1),  # (N, P + C)
+        attention_mask=torch.cat([prompt_mask, completion_mask], dim=1),  # (N, P + C)
+        completion_mask=completion_mask.float(),
+        advantages=torch.cat(advantages),
+        num_completion_tokens=completion_ids.shape[1],
+    )
+
+
+# ----------------------------------------------------------------------------- the trainer
+class Trainer:
+    def __init__(
+        self,
+        config: Config,
+        resume: bool = False,
+        overwrite: bool = False,
+        show_progress: bool = True,
+        model=None,
+        tokenizer=None,
+        train_problems: list[Problem] | None = None,
+        eval_problems: list[Problem] | None = None,
+    ):
+        from smolgrpo.run_setup import prepare_run_dir, setup_model
+
+        self.config = config
+        self.show_progress = show_progress
+        self.rank, self.world_size = dist_utils.init()
+        self.is_main = self.rank == 0
+        self.run_dir = Path(config.run.output_dir)
+        if self.is_main:
+            prepare_run_dir(self.run_dir, config, resume, overwrite)
+        dist_utils.barrier()
+        torch.manual_seed(config.run.seed + self.rank)  # ranks sample different completions
+        random.seed(config.run.seed)
+        self.model, self.tokenizer, self.device, self.autocast_dtype = setup_model(
+            config, model, tokenizer, self.rank
+        )
+        dist_utils.broadcast_parameters(self.model)
+        self.reference_model = None
+        if config.grpo.beta > 0:  # only built when the KL term is on
+            self.reference_model = _frozen_copy(self.model)
+        self.template = PromptTemplate(
+            config.prompt.system_prompt, config.prompt.prefill, config.prompt.num_few_shot
+        )
+        self.train_problems = (
+            train_problems
+            if train_problems is not None
+            else load_problems(config.data.source, config.data.train_split, config.data.train_limit)
+        )
+        self.eval_problems = eval_problems
+        self.few_shot = select_few_shot(
+            self.train_problems, config.prompt.num_few_shot, config.run.seed
+        )
+        self.stream = PromptStream(self.train_problems, config.run.seed)
+        self.optimizer, self.scheduler = _build_optimizer(self.model, config)
+        self.step = 0
+        self._stop_requested = False
+        if resume:
+            self._resume()
+
+    # ------------------------------------------------------------------ resume / stop
+    def _resume(self) -> None:
+        checkpoint = latest_good_checkpoint(self.run_dir)
+        if checkpoint is None:
+            if self.is_main:
+                warn(f"{self.run_dir}: no checkpoint to resume from; starting at step 0")
+            return
+        state = load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
+        self.step = state["step"]
+        self.stream = PromptStream(self.train_problems, self.config.run.seed, **state["data"])
+        if self.is_main:
+            from smolgrpo.metrics import truncate_metrics
+
+            truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+            print(f"resumed from {checkpoint} (step {self.step})")
+
+    def request_stop(self, *_) -> None:
+        self._stop_requested = True
+
+    # ------------------------------------------------------------------ one step
+    def _prompts_for_this_rank(self, problems: list[Problem]) -> list[Problem]:
+        per_rank = math.ceil(len(problems) / self.world_size)
+        return problems[self.rank * per_rank : (self.rank + 1) * per_rank]
+
+    def collect_groups(self) -> tuple[list[Rollout], list[torch.Tensor], list[Problem], dict]:
+        """Rollouts, rewards and advantages for this step, refilling zero-signal groups if asked."""
+        config, G = self.config, self.config.sampling.num_generations
+        kept_rollouts, kept_advantages, kept_problems = [], [], []
+        reward_log: dict[str, list[float]] = {}
+        stats = {
+            "groups_generated": 0,
+            "zero_std_groups": 0,
+            "generation_s": 0.0,
+            "reward_s": 0.0,
+            "generated_tokens": 0,
+            "truncated": 0,
+            "lengths": [],
+            "problems": [],
+            "responses": [],
+            "totals": [],
+        }
+        rounds = 1 + (config.grpo.max_refill_rounds if config.grpo.filter_zero_std_groups else 0)
+        quota = math.ceil(config.optim.prompts_per_step / self.world_size)  # groups per rank
+        for _ in range(rounds):
+            # Every rank must draw the same prompts from the stream to stay in step: draw
+            # enough for the rank that lacks the most, then keep this rank's slice.
+            deficit = int(dist_utils.all_max(float(quota - len(kept_problems))))
+            problems = self._prompts_for_this_rank(self.stream.take(deficit * self.world_size))
+            started = time.perf_counter()
+            with self._autocast():
+                rollout = generate(
+                    self.model,
+                    self.tokenizer,
+                    [
+                        render_prompt(self.tokenizer, p.question, self.template, self.few_shot)
+                        for p in problems
+                    ],
+                    num_generations=G,
+                    max_new_tokens=config.sampling.max_completion_length,
+                    temperature=config.sampling.temperature,
+                    top_p=config.sampling.top_p,
+                    top_k=config.sampling.top_k,
+                    prefill=self.template.prefill,
+                )
+            stats["generation_s"] += time.perf_counter() - started
+            started = time.perf_counter()
+            golds = [p.gold for p in problems for _ in range(G)]
+            scored = score_completions(rollout.responses, golds, config.rewards.weights)
+            stats["reward_s"] += time.perf_counter() - started
+            rewards = torch.tensor(scored.total, dtype=torch.float32)  # (n * G,)
+            if config.grpo.scale_rewards == "batch":
+                advantages, zero_std = _batch_scaled_advantages(rewards, G)
+            else:
+                advantages, zero_std = group_advantages(rewards, G, config.grpo.scale_rewards)
+            for name, values in scored.per_reward.items():
+                reward_log.setdefault(name, []).extend(values)
+            stats["totals"].extend(scored.total)
+            stats["groups_generated"] += len(problems)
+            stats["zero_std_groups"] += int(zero_std.sum())
+            stats["generated_tokens"] += int(rollout.completion_mask.sum())
+            stats["truncated"] += int(rollout.truncated.sum())
+            stats["lengths"].extend(rollout.completion_lengths.tolist())
+            stats["problems"].extend(problems)
+            stats["responses"].extend(rollout.responses)
+            keep = ~zero_std if config.grpo.filter_zero_std_groups else torch.ones_like(zero_std)
+            if keep.any():
+                rows = zero_std_keep_mask(~keep, G).to(rollout.completion_ids.device)  # (n * G,)
+                kept_rollouts.append(_select_rows(rollout, rows))
+                kept_advantages.append(advantages.to(rows.device)[rows])
+                kept_problems.extend(p for p, k in zip(problems, keep.tolist()) if k)
+            if dist_utils.all_max(float(quota - len(kept_problems))) <= 0:
+                break
+        stats["rewards"] = reward_log
+        return kept_rollouts, kept_advantages, kept_problems, stats
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def train_on_batch(self, batch: GroupBatch) -> dict:
+        """num_iterations optimizer steps on one generation batch; returns loss statistics."""
+        config = self.config
+        rows = batch.input_ids.shape[0]
+        micro = config.optim.micro_batch_size
+        slices = [slice(i, min(i + micro, rows)) for i in range(0, rows, micro)]
+        # dapo/bnpo normalise by the token count of the whole step on all ranks; gradients are
+        # summed across ranks, so each rank divides by the global count.
+        global_tokens = dist_utils.all_sum(float(batch.completion_mask.sum()))
+        global_rows = dist_utils.all_sum(float(rows))
+        old_log_probs = ref_log_probs = None
+        if config.grpo.num_iterations > 1 or self.reference_model is not None:
+            with torch.no_grad(), self._autocast():
+                if config.grpo.num_iterations > 1:
+                    old_log_probs = self._log_probs(self.model, batch, slices)  # (N, C)
+                if self.reference_model is not None:
+                    ref_log_probs = self._log_probs(self.reference_model, batch, slices)  # (N, C)
+        totals = {"loss": 0.0, "clip_fraction": 0.0, "kl": 0.0, "grad_norm": 0.0}
+        for _ in range(config.grpo.num_iterations):
+            for part in slices:
+                with self._autocast():
+                    log_probs = per_token_log_probs(
+                        self.model,
+                        batch.input_ids[part],
+                        batch.attention_mask[part],
+                        batch.num_completion_tokens,
+                        temperature=config.sampling.temperature,
+                    )  # (n, C)
+                    output = grpo_loss(
+                        log_probs,
+                        None if old_log_probs is None else old_log_probs[part],
+                        batch.advantages[part],
+                        batch.completion_mask[part],
+                        loss_type=config.grpo.loss_type,
+                        epsilon=config.grpo.epsilon,
+                        epsilon_high=config.grpo.epsilon_high,
+                        beta=config.grpo.beta,
+                        ref_log_probs=None if ref_log_probs is None else ref_log_probs[part],
+                        max_completion_length=config.sampling.max_completion_length,
+                        num_items_in_batch=global_tokens,
+                    )
+                # grpo and dr_grpo average over the rows of their micro-batch: weight each
+                # micro-batch by its share of all rows so the sum is the full-batch loss.
+                weight = (
+                    1.0
+                    if config.grpo.loss_type in ("dapo", "bnpo")
+                    else (part.stop - part.start) / global_rows
+                )
+                (output.loss * weight).backward()
+                share = (part.stop - part.start) / rows / config.grpo.num_iterations
+                totals["loss"] += float(output.loss.detach()) * weight / config.grpo.num_iterations
+                totals["clip_fraction"] += float(output.clip_fraction) * share
+                if output.kl is not None:
+                    totals["kl"] += float(output.kl) * share
+            dist_utils.all_reduce_gradients(self.model)
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                [p for p in self.model.parameters() if p.requires_grad], config.optim.max_grad_norm
+            )
+            totals["grad_norm"] += float(grad_norm) / config.grpo.num_iterations
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        totals["loss"] = dist_utils.all_sum(totals["loss"])
+        return totals
+
+    def _log_probs(self, model, batch: GroupBatch, slices: list[slice]) -> torch.Tensor:
+        return torch.cat(
+            [
+                per_token_log_probs(
+                    model,
+                    batch.input_ids[s],
+                    batch.attention_mask[s],
+                    batch.num_completion_tokens,
+                    temperature=self.config.sampling.temperature,
+                )
+                for s in slices
+            ]
+        )  # (N, C)
+
+    def train_step(self) -> dict:
+        step_started = time.perf_counter()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        rollouts, advantages, problems, stats = self.collect_groups()
+        backward_started = time.perf_counter()
+        if rollouts:
+            batch = build_group_batch(
+                rollouts,
+                advantages,
+                self.tokenizer.pad_token_id,
+                self.config.grpo.mask_truncated_completions,
+            )
+            losses = self.train_on_batch(batch)
+        else:  # every group was uninformative: no update, but the step still counts
+            losses = {"loss": 0.0, "clip_fraction": 0.0, "kl": 0.0, "grad_norm": 0.0}
+            warn(f"step {self.step + 1}: all groups had equal rewards; no update")
+            self.scheduler.step()
+        self.step += 1
+        from smolgrpo.metrics import step_metrics
+
+        return step_metrics(
+            self,
+            stats,
+            losses,
+            problems,
+            timings={
+                "step_s": time.perf_counter() - step_started,
+                "train_s": time.perf_counter() - backward_started,
+            },
+        )
+
+    # ------------------------------------------------------------------ the loop
+    def train(self) -> Path | None:
+        from smolgrpo.metrics import MetricsLogger, TrainProgress
+        from smolgrpo.run_setup import save_final_model
+
+        config = self.config
+        previous_handlers = {
+            s: signal.signal(s, self.request_stop) for s in (signal.SIGINT, signal.SIGTERM)
+        }
+        logger = MetricsLogger(self.run_dir, enabled=self.is_main)
+        progress = TrainProgress(
+            config.optim.max_steps, self.step, enabled=self.is_main and self.show_progress
+        )
+        try:
+            with progress:
+                while self.step < config.optim.max_steps:
+                    metrics, samples = self.train_step()
+                    if config.run.eval_every and self.step % config.run.eval_every == 0:
+                        metrics.update(self.periodic_eval())
+                    logger.log(
+                        metrics,
+                        samples
+                        if self.step % config.run.log_samples_every == 0 or self.step == 1
+                        else None,
+                    )
+                    progress.update(metrics)
+                    stop = dist_utils.any_true(self._stop_requested)
+                    if (
+                        self.step % config.run.save_every == 0
+                        or stop
+                        or self.step == config.optim.max_steps
+                    ):
+                        self.save_checkpoint()
+                    if stop:
+                        if self.is_main:
+                            print(
+                                f"stopped at step {self.step}; checkpoint written, resume with --resume"
+                            )
+                        return None
+        finally:
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
+        final = None
+        if self.is_main:
+            final = save_final_model(self)
+        dist_utils.barrier()
+        return final
+
+    def save_checkpoint(self) -> None:
+        if self.is_main:
+            save_checkpoint(
+                self.run_dir,
+                self.step,
+                self.model,
+                self.optimizer,
+                self.scheduler,
+                self.stream.state(),
+                keep=self.config.run.keep_checkpoints,
+            )
+        dist_utils.barrier()
+
+    def periodic_eval(self) -> dict:
+        from smolgrpo.evaluate import evaluate
+
+        result = {}
+        if self.is_main:
+            if self.eval_problems is None:
+                self.eval_problems = load_problems(
+                    self.config.data.source, self.config.data.eval_split, self.config.run.eval_limit
+                )
+            rng_state = torch.get_rng_state()  # evaluation must not shift the training RNG
+            with self._autocast():
+                metrics, _ = evaluate(
+                    self.model,
+                    self.tokenizer,
+                    self.eval_problems,
+                    template=self.template,
+                    few_shot=self.few_shot,
+                    batch_size=self.config.run.eval_batch_size,
+                    max_new_tokens=self.config.sampling.max_completion_length,
+                    reward_weights=self.config.rewards.weights,
+                    show_progress=False,
+                )
+            torch.set_rng_state(rng_state)
+            keys = (
+                "accuracy",
+                "accuracy_last_number",
+                "strict_format_rate",
+                "soft_format_rate",
+                "mean_completion_tokens",
+                "truncation_rate",
+            )
+            result = {f"eval/{k}": metrics[k] for k in keys}
+        dist_utils.barrier()
+        return result
+
+
+def _select_rows(rollout: Rollout, rows: torch.Tensor) -> Rollout:
+    indices = rows.nonzero().flatten().tolist()
+    return Rollout(
+        prompt_ids=rollout.prompt_ids[rows],
+        prompt_mask=rollout.prompt_mask[rows],
+        completion_ids=rollout.completion_ids[rows],
+        completion_mask=rollout.completion_mask[rows],
+        truncated=rollout.truncated[rows],
+        responses=[rollout.responses[i] for i in indices],
+    )
+
+
+def _batch_scaled_advantages(rewards: torch.Tensor, num_generations: int):
+    """`scale_rewards: batch` over the whole step on all ranks, not just this rank's groups."""
+    centred, zero_std = group_advantages(rewards, num_generations, "none")
+    std = dist_utils.global_std(rewards)
+    return centred / (std + 1e-4), zero_std
+
+
+def _frozen_copy(model):
+    import copy
+
+    reference = copy.deepcopy(model).eval()
+    for parameter in reference.parameters():
+        parameter.requires_grad_(False)
+    return reference
+
+
+def _build_optimizer(model, config: Config):
+    optim = config.optim
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        parameters,
+        lr=optim.learning_rate,
+        weight_decay=optim.weight_decay,
+        betas=(optim.adam_beta1, optim.adam_beta2),
+    )
+    total = optim.max_steps * config.grpo.num_iterations
+    warmup = optim.warmup_steps * config.grpo.num_iterations
+
+    def schedule(index: int) -> float:
+        if index < warmup:
+            return (index + 1) / (warmup + 1)
+        if optim.lr_schedule == "constant":
+            return 1.0
+        progress = (index - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def run_training(
+    config: Config, resume: bool = False, overwrite: bool = False, show_progress: bool = True
+) -> Path | None:
+    trainer = Trainer(config, resume=resume, overwrite=overwrite, show_progress=show_progress)
+    try:
+        return trainer.train()
+    finally:
+        dist_utils.shutdown()
