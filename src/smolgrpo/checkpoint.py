@@ -67,9 +67,26 @@ def _restore_optimizer(optimizer, tensors: dict[str, torch.Tensor], meta: dict) 
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+def rng_state() -> dict[str, torch.Tensor]:
+    """This process's torch RNG state: CPU, and the current CUDA device when there is one."""
+    state = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["torch_cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
 def save_checkpoint(
-    run_dir: Path, step: int, model, optimizer, scheduler, data_state: dict, keep: int = 2
+    run_dir: Path,
+    step: int,
+    model,
+    optimizer,
+    scheduler,
+    data_state: dict,
+    keep: int = 2,
+    rank_rng_states: list[dict[str, torch.Tensor]] | None = None,
 ) -> Path:
+    """Write `checkpoints/step_N/` atomically; `rank_rng_states[r]` is rank r's `rng_state()`
+    (ranks sample with different seeds, so each needs its own RNG back on resume)."""
     checkpoints = run_dir / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
     final = checkpoints / f"step_{step}"
@@ -83,6 +100,9 @@ def save_checkpoint(
     if torch.cuda.is_available():
         for index, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
             rng[f"torch_cuda_{index}"] = cuda_state
+    for rank, states in enumerate(rank_rng_states or []):
+        for key, value in states.items():
+            rng[f"rank{rank}/{key}"] = value
     save_file(rng, staging / "rng.safetensors")
     python_state = random.getstate()
     state = {
@@ -158,8 +178,8 @@ def latest_good_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
-    """Restore model, optimizer, scheduler and RNG in place; returns the saved state dict."""
+def load_checkpoint(path: Path, model, optimizer, scheduler, rank: int = 0) -> dict:
+    """Restore model, optimizer, scheduler and RNG (this rank's) in place; returns the state."""
     problem = verify_checkpoint(path)
     if problem:
         raise SmolGRPOError(f"{path}: cannot resume, {problem}")
@@ -177,9 +197,14 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     rng = load_file(path / "rng.safetensors")
     torch.set_rng_state(rng["torch_cpu"])
     if torch.cuda.is_available():
-        cuda_states = [rng[k] for k in sorted(rng) if k.startswith("torch_cuda_")]
+        cuda_keys = [k for k in rng if k.startswith("torch_cuda_")]
+        cuda_states = [rng[k] for k in sorted(cuda_keys, key=lambda k: int(k.rsplit("_", 1)[1]))]
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
+    if f"rank{rank}/torch_cpu" in rng:
+        torch.set_rng_state(rng[f"rank{rank}/torch_cpu"])
+        if torch.cuda.is_available() and f"rank{rank}/torch_cuda" in rng:
+            torch.cuda.set_rng_state(rng[f"rank{rank}/torch_cuda"])
     version, internal, gauss = state["python_rng"]
     random.setstate((version, tuple(internal), gauss))
     return state

@@ -91,7 +91,11 @@ class RewardConfig:
                 raise SmolGRPOError(
                     f"rewards.weights: unknown reward '{name}' (valid: {', '.join(REWARD_FUNCTIONS)})"
                 )
-            _check(isinstance(weight, int | float), f"rewards.weights.{name}", weight)
+            _check(
+                isinstance(weight, int | float) and not isinstance(weight, bool),
+                f"rewards.weights.{name}",
+                weight,
+            )
         _check(any(w != 0 for w in self.weights.values()), "rewards.weights", "all zero")
 
 
@@ -137,6 +141,7 @@ class GRPOConfig:
             self.epsilon_high,
         )
         _check(self.num_iterations >= 1, "grpo.num_iterations", self.num_iterations)
+        _check(self.max_refill_rounds >= 0, "grpo.max_refill_rounds", self.max_refill_rounds)
 
 
 @dataclass
@@ -179,6 +184,9 @@ class RunConfig:
         _check(self.save_every >= 1, "run.save_every", self.save_every)
         _check(self.keep_checkpoints >= 1, "run.keep_checkpoints", self.keep_checkpoints)
         _check(self.eval_every >= 0, "run.eval_every", self.eval_every)
+        _check(self.log_samples_every >= 1, "run.log_samples_every", self.log_samples_every)
+        _check(self.log_num_prompts >= 0, "run.log_num_prompts", self.log_num_prompts)
+        _check(self.eval_batch_size >= 1, "run.eval_batch_size", self.eval_batch_size)
 
 
 @dataclass

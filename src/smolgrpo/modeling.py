@@ -111,8 +111,12 @@ def embedded_model_dir() -> Path:
     staging.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
     try:
         staging.rename(target)
-    except OSError:  # another process finished first
+    except OSError:  # another process finished first, or a stale folder is in the way
         shutil.rmtree(staging, ignore_errors=True)
+        if not (target / "model.safetensors").is_file():
+            raise SmolGRPOError(
+                f"{target}: incomplete embedded-model cache; delete this folder and retry"
+            ) from None
     return target
 
 

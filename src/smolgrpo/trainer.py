@@ -30,7 +30,12 @@ from pathlib import Path
 import torch
 
 from smolgrpo import distributed as dist_utils
-from smolgrpo.checkpoint import latest_good_checkpoint, load_checkpoint, save_checkpoint
+from smolgrpo.checkpoint import (
+    latest_good_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+)
 from smolgrpo.config import Config
 from smolgrpo.data import Problem, load_problems
 from smolgrpo.errors import warn
@@ -169,7 +174,9 @@ class Trainer:
             if self.is_main:
                 warn(f"{self.run_dir}: no checkpoint to resume from; starting at step 0")
             return
-        state = load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
+        state = load_checkpoint(
+            checkpoint, self.model, self.optimizer, self.scheduler, rank=self.rank
+        )
         self.step = state["step"]
         self.stream = PromptStream(self.train_problems, self.config.run.seed, **state["data"])
         if self.is_main:
@@ -262,18 +269,24 @@ class Trainer:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
-    def train_on_batch(self, batch: GroupBatch) -> dict:
-        """num_iterations optimizer steps on one generation batch; returns loss statistics."""
+    def train_on_batch(self, batch: GroupBatch | None) -> dict:
+        """num_iterations optimizer steps on one generation batch; returns loss statistics.
+
+        `batch` is None on a rank that kept no group while another rank did: it still joins
+        every collective (token counts, gradient all-reduce) with a zero gradient.
+        """
         config = self.config
-        rows = batch.input_ids.shape[0]
+        rows = 0 if batch is None else batch.input_ids.shape[0]
         micro = config.optim.micro_batch_size
         slices = [slice(i, min(i + micro, rows)) for i in range(0, rows, micro)]
         # dapo/bnpo normalise by the token count of the whole step on all ranks; gradients are
-        # summed across ranks, so each rank divides by the global count.
-        global_tokens = dist_utils.all_sum(float(batch.completion_mask.sum()))
+        # summed across ranks, so each rank divides by the global count. At least 1: when every
+        # completion is masked (mask_truncated_completions) the loss is 0, not 0/0 = NaN.
+        local_tokens = 0.0 if batch is None else float(batch.completion_mask.sum())
+        global_tokens = max(dist_utils.all_sum(local_tokens), 1.0)
         global_rows = dist_utils.all_sum(float(rows))
         old_log_probs = ref_log_probs = None
-        if config.grpo.num_iterations > 1 or self.reference_model is not None:
+        if slices and (config.grpo.num_iterations > 1 or self.reference_model is not None):
             with torch.no_grad(), self._autocast():
                 if config.grpo.num_iterations > 1:
                     old_log_probs = self._log_probs(self.model, batch, slices)  # (N, C)
@@ -347,18 +360,23 @@ class Trainer:
             torch.cuda.reset_peak_memory_stats(self.device)
         rollouts, advantages, problems, stats = self.collect_groups()
         backward_started = time.perf_counter()
-        if rollouts:
-            batch = build_group_batch(
-                rollouts,
-                advantages,
-                self.tokenizer.pad_token_id,
-                self.config.grpo.mask_truncated_completions,
-            )
+        # Decided globally: a rank that kept no group must still join the other ranks' update.
+        if dist_utils.any_true(bool(rollouts)):
+            batch = None
+            if rollouts:
+                batch = build_group_batch(
+                    rollouts,
+                    advantages,
+                    self.tokenizer.pad_token_id,
+                    self.config.grpo.mask_truncated_completions,
+                )
             losses = self.train_on_batch(batch)
         else:  # every group was uninformative: no update, but the step still counts
             losses = {"loss": 0.0, "clip_fraction": 0.0, "kl": 0.0, "grad_norm": 0.0}
-            warn(f"step {self.step + 1}: all groups had equal rewards; no update")
-            self.scheduler.step()
+            if self.is_main:
+                warn(f"step {self.step + 1}: all groups had equal rewards; no update")
+            for _ in range(self.config.grpo.num_iterations):  # keep the LR schedule on time
+                self.scheduler.step()
         self.step += 1
         from smolgrpo.metrics import step_metrics
 
@@ -422,6 +440,7 @@ class Trainer:
         return final
 
     def save_checkpoint(self) -> None:
+        rank_rng_states = dist_utils.gather_objects([rng_state()])  # every rank's own RNG
         if self.is_main:
             save_checkpoint(
                 self.run_dir,
@@ -431,6 +450,7 @@ class Trainer:
                 self.scheduler,
                 self.stream.state(),
                 keep=self.config.run.keep_checkpoints,
+                rank_rng_states=rank_rng_states,
             )
         dist_utils.barrier()
 

@@ -1,0 +1,335 @@
+"""Evaluation: pass@k estimator, metric aggregation, outputs, and agreement with the reward."""
+
+from __future__ import annotations
+
+import json
+from math import comb
+
+import pytest
+import torch
+
+import smolgrpo.evaluate as evaluate_module
+from smolgrpo.data import Problem
+from smolgrpo.errors import SmolGRPOError
+from smolgrpo.evaluate import evaluate, pass_at_k, summarize, write_eval_outputs
+from smolgrpo.rewards import DEFAULT_REWARD_WEIGHTS
+from smolgrpo.rollout import Rollout
+
+PROBLEMS = [
+    Problem(question="What is 2+2?", solution="2+2=4\n#### 4", gold="4", origin="hand:1"),
+    Problem(question="What is 3*5?", solution="3*5=15\n#### 15", gold="15", origin="hand:2"),
+    Problem(question="What is 10-12?", solution="10-12=-2\n#### -2", gold="-2", origin="hand:3"),
+]
+METRIC_KEYS = {
+    "num_problems",
+    "num_samples",
+    "accuracy",
+    "accuracy_last_number",
+    "strict_format_rate",
+    "soft_format_rate",
+    "mean_completion_tokens",
+    "truncation_rate",
+    "mean_total_reward",
+    "time_s",
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+}
+RATE_KEYS = [
+    "accuracy",
+    "accuracy_last_number",
+    "strict_format_rate",
+    "soft_format_rate",
+    "truncation_rate",
+]
+PERFECT = "<reasoning>\n2+2=4\n</reasoning>\n<answer>\n4\n</answer>"
+
+
+# --------------------------------------------------------------------------- pass@k
+
+
+def test_pass_at_k_hand_computed():
+    assert pass_at_k(5, 2, 1) == pytest.approx(0.4)
+    assert pass_at_k(5, 2, 2) == pytest.approx(1 - comb(3, 2) / comb(5, 2))
+    assert pass_at_k(5, 2, 2) == pytest.approx(0.7)
+    assert pass_at_k(5, 0, 1) == 0.0
+    assert pass_at_k(5, 0, 5) == 0.0
+    assert pass_at_k(5, 4, 2) == 1.0  # n - c = 1 < k: every pair holds a correct sample
+    assert pass_at_k(5, 5, 1) == 1.0
+    assert pass_at_k(1, 1, 1) == 1.0
+    assert pass_at_k(1, 0, 1) == 0.0
+
+
+@pytest.mark.parametrize(("n", "c", "k"), [(10, 3, 1), (10, 3, 4), (16, 1, 8), (64, 5, 32)])
+def test_pass_at_k_matches_binomial_formula(n, c, k):
+    assert pass_at_k(n, c, k) == pytest.approx(1 - comb(n - c, k) / comb(n, k))
+
+
+def test_pass_at_k_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="larger than"):
+        pass_at_k(2, 1, 3)
+    with pytest.raises(ValueError):
+        pass_at_k(2, 1, 0)
+    with pytest.raises(ValueError):
+        pass_at_k(2, 3, 1)
+
+
+# --------------------------------------------------------------------------- summarize
+
+
+def record(problem_index, correct, last, strict, soft, tokens, truncated, total):
+    return {
+        "problem_index": problem_index,
+        "origin": f"hand:{problem_index}",
+        "correct": correct,
+        "correct_last_number": last,
+        "rewards": {"correctness": float(correct), "strict_format": strict, "soft_format": soft},
+        "completion_tokens": tokens,
+        "truncated": truncated,
+        "total_reward": total,
+    }
+
+
+def test_summarize_hand_computed():
+    records = [
+        record(0, True, True, 1.0, 1.0, 10, False, 3.0),
+        record(0, False, True, 0.0, 1.0, 20, False, 0.5),
+        record(1, False, False, 0.0, 0.0, 30, True, 0.0),
+        record(1, False, False, 1.0, 1.0, 40, False, 1.0),
+    ]
+    metrics = summarize(records, num_samples=2)
+    assert metrics["num_problems"] == 2
+    assert metrics["num_samples"] == 2
+    assert metrics["accuracy"] == 0.25
+    assert metrics["accuracy_last_number"] == 0.5
+    assert metrics["strict_format_rate"] == 0.5
+    assert metrics["soft_format_rate"] == 0.75
+    assert metrics["truncation_rate"] == 0.25
+    assert metrics["mean_completion_tokens"] == 25.0
+    assert metrics["mean_total_reward"] == pytest.approx(1.125)
+    assert metrics["reward/correctness"] == 0.25
+    assert metrics["reward/strict_format"] == 0.5
+    assert metrics["pass@1"] == pytest.approx(0.25)  # (1/2 + 0/2) / 2
+    assert metrics["pass@2"] == pytest.approx(0.5)  # (1 + 0) / 2
+
+
+def test_summarize_single_sample_has_no_pass_at_k():
+    metrics = summarize([record(0, True, True, 1.0, 1.0, 7, False, 2.0)], num_samples=1)
+    assert metrics["accuracy"] == 1.0 and metrics["num_problems"] == 1
+    assert not any(key.startswith("pass@") for key in metrics)
+
+
+def test_summarize_pass_at_k_values_for_four_samples():
+    records = [record(0, c, c, 0.0, 0.0, 1, False, 0.0) for c in (True, False, False, False)]
+    metrics = summarize(records, num_samples=4)
+    assert set(k for k in metrics if k.startswith("pass@")) == {"pass@1", "pass@2", "pass@4"}
+    assert metrics["pass@1"] == pytest.approx(0.25)
+    assert metrics["pass@2"] == pytest.approx(1 - comb(3, 2) / comb(4, 2))
+    assert metrics["pass@4"] == 1.0
+
+
+def test_summarize_groups_by_problem_not_origin():
+    # two different problems that share an origin string (duplicated rows) stay separate
+    records = [
+        record(i, c, c, 0.0, 0.0, 1, False, 0.0) for i, c in [(0, 1), (0, 1), (1, 0), (1, 0)]
+    ]
+    for r in records:
+        r["origin"] = "same:1"
+    assert summarize(records, num_samples=2)["pass@2"] == 0.5
+
+
+def test_summarize_empty():
+    metrics = summarize([], num_samples=2)
+    assert metrics["num_problems"] == 0 and metrics["accuracy"] == 0.0
+
+
+# --------------------------------------------------------------------------- evaluate (tiny model)
+
+
+def test_evaluate_tiny_model_greedy(tiny_model, char_tokenizer):
+    metrics, records = evaluate(
+        tiny_model,
+        char_tokenizer,
+        PROBLEMS,
+        batch_size=2,  # two batches, the second one short
+        max_new_tokens=6,
+        show_progress=False,
+    )
+    assert METRIC_KEYS <= set(metrics)
+    assert {f"reward/{name}" for name in DEFAULT_REWARD_WEIGHTS} <= set(metrics)
+    assert metrics["num_problems"] == 3 and metrics["num_samples"] == 1
+    assert metrics["max_new_tokens"] == 6 and metrics["temperature"] == 0.0
+    for key in RATE_KEYS:
+        assert 0.0 <= metrics[key] <= 1.0
+    assert 0 < metrics["mean_completion_tokens"] <= 6
+    assert not any(key.startswith("pass@") for key in metrics)
+    assert len(records) == 3
+    assert [r["origin"] for r in records] == ["hand:1", "hand:2", "hand:3"]
+    assert [r["gold"] for r in records] == ["4", "15", "-2"]
+    for r, problem in zip(records, PROBLEMS, strict=True):
+        assert r["prompt"].endswith("<reasoning>\n")
+        assert problem.question in r["prompt"]
+        assert r["completion"].startswith("<reasoning>\n")  # prefill + generated text
+        assert 1 <= r["completion_tokens"] <= 6
+        assert set(r["rewards"]) == set(DEFAULT_REWARD_WEIGHTS)
+        assert r["sample_index"] == 0
+
+
+def test_evaluate_tiny_model_sampled_pass_at_k(tiny_model, char_tokenizer):
+    torch.manual_seed(0)
+    metrics, records = evaluate(
+        tiny_model,
+        char_tokenizer,
+        PROBLEMS,
+        batch_size=2,
+        max_new_tokens=4,
+        num_samples=2,
+        temperature=1.0,
+        show_progress=False,
+    )
+    assert len(records) == 6
+    assert metrics["num_problems"] == 3 and metrics["num_samples"] == 2
+    assert "pass@1" in metrics and "pass@2" in metrics
+    assert 0.0 <= metrics["pass@1"] <= metrics["pass@2"] <= 1.0
+    assert metrics["pass@1"] == pytest.approx(metrics["accuracy"])
+    assert [r["sample_index"] for r in records] == [0, 1, 0, 1, 0, 1]
+    assert [r["problem_index"] for r in records] == [0, 0, 1, 1, 2, 2]
+    assert [r["gold"] for r in records] == ["4", "4", "15", "15", "-2", "-2"]
+    assert records[0]["prompt"] == records[1]["prompt"] != records[2]["prompt"]
+
+
+def test_evaluate_leaves_training_mode_alone(tiny_model, char_tokenizer):
+    tiny_model.train()
+    evaluate(tiny_model, char_tokenizer, PROBLEMS[:1], max_new_tokens=2, show_progress=False)
+    assert tiny_model.training
+
+
+@pytest.mark.parametrize(
+    ("options", "flag"),
+    [
+        ({"num_samples": 2, "temperature": 0.0}, "--temperature"),
+        ({"batch_size": 0}, "--batch-size"),
+        ({"max_new_tokens": 0}, "--max-new-tokens"),
+        ({"num_samples": 0}, "--num-samples"),
+        ({"temperature": -1.0}, "--temperature"),
+        ({"temperature": 1.0, "top_p": 0.0}, "--top-p"),
+    ],
+)
+def test_evaluate_bad_options_are_user_errors(tiny_model, char_tokenizer, options, flag):
+    with pytest.raises(SmolGRPOError, match=flag):
+        evaluate(tiny_model, char_tokenizer, PROBLEMS, show_progress=False, **options)
+
+
+# --------------------------------------------------------------------------- same check as reward
+
+
+def fake_generate_returning(responses_by_prompt):
+    """A stand-in for rollout.generate that answers each prompt with a fixed response."""
+
+    def fake_generate(model, tokenizer, prompts, *, num_generations=1, prefill="", **_):
+        responses = []
+        for prompt in prompts:
+            question = prompt.split("<|im_start|>user\n")[-1].split("<|im_end|>")[0]
+            responses += [responses_by_prompt[question]] * num_generations
+        n = len(responses)
+        lengths = torch.tensor([min(len(r), 8) for r in responses])
+        mask = (torch.arange(8).unsqueeze(0) < lengths.unsqueeze(1)).long()
+        return Rollout(
+            prompt_ids=torch.ones(n, 3, dtype=torch.long),
+            prompt_mask=torch.ones(n, 3, dtype=torch.long),
+            completion_ids=torch.ones(n, 8, dtype=torch.long),
+            completion_mask=mask,
+            truncated=torch.tensor([r.endswith("...") for r in responses]),
+            responses=responses,
+        )
+
+    return fake_generate
+
+
+def test_evaluate_perfect_response_scores_one(monkeypatch, char_tokenizer):
+    problem = Problem(question="What is 2+2?", solution="#### 4", gold="4", origin="hand:1")
+    monkeypatch.setattr(
+        evaluate_module, "generate", fake_generate_returning({problem.question: PERFECT})
+    )
+    metrics, records = evaluate(None, char_tokenizer, [problem], show_progress=False)
+    assert metrics["accuracy"] == 1.0
+    assert metrics["strict_format_rate"] == 1.0
+    assert metrics["soft_format_rate"] == 1.0
+    assert metrics["accuracy_last_number"] == 1.0
+    assert metrics["truncation_rate"] == 0.0
+    assert records[0]["extracted_answer"] == "4"
+    assert records[0]["rewards"]["correctness"] == 1.0
+    assert records[0]["total_reward"] == pytest.approx(
+        sum(DEFAULT_REWARD_WEIGHTS.values())  # every reward is 1 for this response
+    )
+
+
+def test_evaluate_uses_the_reward_answer_check(monkeypatch, char_tokenizer):
+    responses = {
+        "q1": PERFECT,
+        "q2": "<reasoning>\nok\n</reasoning>\n<answer>\n$1,000\n</answer>",  # gold 1000
+        "q3": "<reasoning>\n2+2=4\n</reasoning>\nThe answer is 4",  # no tag: last number only
+        "q4": "<answer>4</answer><answer>5</answer>",  # two answers: never correct
+        "q5": "<reasoning>\nx\n</reasoning>\n<answer>\n4 or 5\n</answer>",  # two numbers
+        "q6": "<reasoning>\nx\n</reasoning>\n<answer>\n\u0664\n</answer>",  # Arabic-Indic 4
+        "q7": "<reasoning>\nthinking...",  # truncated
+    }
+    golds = {"q1": "4", "q2": "1000", "q3": "4", "q4": "4", "q5": "4", "q6": "4", "q7": "4"}
+    problems = [Problem(q, f"#### {g}", g, f"hand:{q}") for q, g in golds.items()]
+    monkeypatch.setattr(evaluate_module, "generate", fake_generate_returning(responses))
+    metrics, records = evaluate(None, char_tokenizer, problems, batch_size=3, show_progress=False)
+    correct = [r["correct"] for r in records]
+    assert correct == [True, True, False, False, False, False, False]
+    # evaluation and the correctness reward can never disagree
+    assert correct == [r["rewards"]["correctness"] == 1.0 for r in records]
+    assert [r["correct_last_number"] for r in records] == [
+        True,
+        True,
+        True,
+        False,  # last number is 5
+        False,
+        False,
+        False,
+    ]
+    assert [r["extracted_answer"] for r in records] == [
+        "4",
+        "$1,000",
+        None,
+        None,
+        "4 or 5",
+        "\u0664",
+        None,
+    ]
+    assert metrics["accuracy"] == pytest.approx(2 / 7)
+    assert metrics["accuracy_last_number"] == pytest.approx(3 / 7)
+    assert metrics["strict_format_rate"] == pytest.approx(4 / 7)  # q1, q2, q5, q6
+    assert metrics["truncation_rate"] == pytest.approx(1 / 7)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def test_write_eval_outputs(tmp_path, monkeypatch, char_tokenizer):
+    problem = Problem(question="What is 2+2?", solution="#### 4", gold="4", origin="hand:1")
+    monkeypatch.setattr(
+        evaluate_module, "generate", fake_generate_returning({problem.question: PERFECT})
+    )
+    metrics, records = evaluate(None, char_tokenizer, [problem], show_progress=False)
+    out = tmp_path / "run" / "eval"  # created, parents included
+    write_eval_outputs(out, metrics, records)
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    lines = (out / "samples.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 1
+    sample = json.loads(lines[0])
+    assert {"prompt", "completion", "extracted_answer", "gold", "rewards", "correct"} <= set(sample)
+    assert sample["prompt"] == records[0]["prompt"] and "What is 2+2?" in sample["prompt"]
+    assert sample["completion"] == PERFECT
+    assert sample["extracted_answer"] == "4" and sample["gold"] == "4"
+    assert sample["rewards"]["strict_format"] == 1.0
+    assert set(sample["rewards"]) == set(DEFAULT_REWARD_WEIGHTS)
+
+
+def test_write_eval_outputs_keeps_unicode(tmp_path):
+    records = [{"prompt": "caf\u00e9", "completion": "\u0664", "rewards": {}}]
+    write_eval_outputs(tmp_path, {"accuracy": 0.0}, records)
+    assert json.loads((tmp_path / "samples.jsonl").read_text(encoding="utf-8")) == records[0]
