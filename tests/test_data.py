@@ -337,3 +337,34 @@ def test_hub_source_bad_row_names_dataset_and_index(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", lambda dataset_id, config, split: rows)
     with pytest.raises(SmolGRPOError, match=r"some/dataset\[train\]:1"):
         load_problems("some/dataset", "train")
+
+
+@pytest.mark.parametrize("value", ["1", "true", "YES", "on"])
+def test_hub_reachable_respects_offline_switch(monkeypatch, value):
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("offline mode must not open a socket")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    assert data.hub_reachable() is False
+
+
+def test_hub_reachable_probes_hf_endpoint(monkeypatch):
+    import socket
+
+    probed = []
+
+    def fake_connection(address, timeout):
+        probed.append(address)
+        raise OSError("unreachable")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", fake_connection)
+    monkeypatch.setenv("HF_ENDPOINT", "http://mirror.example:8080")
+    assert data.hub_reachable() is False
+    monkeypatch.delenv("HF_ENDPOINT")
+    assert data.hub_reachable() is False
+    assert probed == [("mirror.example", 8080), ("huggingface.co", 443)]

@@ -124,6 +124,8 @@ def run_eval(args) -> int:
     for name in ("batch_size", "max_new_tokens", "num_samples"):
         if getattr(args, name) < 1:
             raise SmolGRPOError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.num_samples > 1 and args.temperature <= 0:
+        raise SmolGRPOError("pass@k with --num-samples > 1 needs --temperature > 0")
     console = Console(stderr=True)
     template = _prompt_template_for(args)
     problems = load_problems(args.data, args.split, args.limit, args.seed, args.shuffle)

@@ -21,6 +21,7 @@ import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from smolgrpo.errors import SmolGRPOError
 
@@ -112,12 +113,28 @@ def read_jsonl(path: Path) -> list[Problem]:
     return problems
 
 
-def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """A quick probe, so an offline machine fails in seconds instead of minutes of retries."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def hub_reachable(host: str | None = None, timeout: float = 3.0) -> bool:
+    """A quick probe, so an offline machine fails in seconds instead of minutes of retries.
+
+    Probes `$HF_ENDPOINT` (a mirror) when set, else huggingface.co; the offline switches count
+    with any of the spellings huggingface_hub accepts (1, true, yes, on).
+    """
+    if _env_flag("HF_HUB_OFFLINE") or _env_flag("HF_DATASETS_OFFLINE"):
         return False
+    port = 443
+    if host is None:
+        endpoint = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+        host = endpoint.hostname or "huggingface.co"
+        try:
+            port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+        except ValueError:  # a malformed port in HF_ENDPOINT
+            return False
     try:
-        with socket.create_connection((host, 443), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout):
             return True
     except OSError:
         return False
