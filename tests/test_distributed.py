@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from smolgrpo.metrics import read_metrics
 
 WORKER = Path(__file__).parent / "_distributed_worker.py"
-TIMEOUT_S = 240
+TIMEOUT_S = 120
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
 
@@ -64,7 +64,7 @@ def launch(out: Path, scenario: str, world_size: int = 2) -> None:
         for process in processes:
             process.kill()
         logs = [process.communicate()[0] for process in processes]
-        pytest.fail(f"ranks hung for {TIMEOUT_S}s:\n" + "\n".join(l[-3000:] for l in logs))
+        pytest.fail(f"ranks hung for {TIMEOUT_S}s:\n" + "\n".join(log[-3000:] for log in logs))
     for rank, (process, output) in enumerate(zip(processes, outputs)):
         assert process.returncode == 0, f"rank {rank} failed:\n{output[-5000:]}"
 

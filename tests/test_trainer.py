@@ -81,8 +81,7 @@ def toy_rewards(monkeypatch):
 
 def problems(count: int = 8, gold=None) -> list[Problem]:
     return [
-        Problem(f"Q{i}", f"#### {i}", gold(i) if gold else str(i), f"toy:{i}")
-        for i in range(count)
+        Problem(f"Q{i}", f"#### {i}", gold(i) if gold else str(i), f"toy:{i}") for i in range(count)
     ]
 
 
@@ -227,28 +226,37 @@ def test_training_steps_update_log_checkpoint_and_save_final(tmp_path):
         assert 0 <= row["clip_fraction"] <= 1
         assert 0 < row["completion_length_mean"] <= 6
         assert row["tokens_per_s"] > 0
-        assert row["learning_rate"] == pytest.approx(1e-2 * 0.5 * (1 + math.cos(math.pi * row["step"] / 3)))
+        assert row["learning_rate"] == pytest.approx(
+            1e-2 * 0.5 * (1 + math.cos(math.pi * row["step"] / 3))
+        )
         assert row["groups_generated"] == 2 and row["groups_trained"] == 2
         assert row["kl"] == 0.0
     assert any(row["grad_norm"] > 0 for row in rows)
     assert len({row["reward_mean"] for row in rows}) > 1
 
-    samples = [json.loads(line) for line in (run_dir / "samples/step_1.jsonl").read_text().splitlines()]
+    samples = [
+        json.loads(line) for line in (run_dir / "samples/step_1.jsonl").read_text().splitlines()
+    ]
     assert len(samples) == 2
     for record in samples:
         assert record["step"] == 1 and record["origin"].startswith("toy:")
         assert len(record["completions"]) == 4
         for completion in record["completions"]:
-            assert completion["total_reward"] == pytest.approx(digits_reward([completion["text"]], [""])[0])
+            assert completion["total_reward"] == pytest.approx(
+                digits_reward([completion["text"]], [""])[0]
+            )
             assert set(completion["rewards"]) == {"digits"}
 
     assert [p.name for p in list_checkpoints(run_dir)] == ["step_2", "step_3"]
     for checkpoint in list_checkpoints(run_dir):
         manifest = json.loads((checkpoint / MANIFEST).read_text())
         assert manifest["step"] == int(checkpoint.name.split("_")[1])
-        assert {"model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json"} <= set(
-            manifest["files"]
-        )
+        assert {
+            "model.safetensors",
+            "optimizer.safetensors",
+            "rng.safetensors",
+            "state.json",
+        } <= set(manifest["files"])
         assert verify_checkpoint(checkpoint) is None
     saved = load_file(run_dir / "checkpoints/step_3/model.safetensors")
     for name, parameter in trainer.model.named_parameters():
@@ -286,10 +294,11 @@ def test_resume_is_bit_identical(tmp_path, capsys):
 
     interrupted = make_trainer(make_config(tmp_path, *overrides, name="b"))
     _stop_after(interrupted, 3)  # stops after step 3; the checkpoint is written at step 3
+    handler = signal.getsignal(signal.SIGINT)
     assert interrupted.train() is None
     assert interrupted.step == 3
     assert "resume with --resume" in capsys.readouterr().out
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is handler  # the trainer put the handler back
     run_b = tmp_path / "b"
     assert [p.name for p in list_checkpoints(run_b)] == ["step_2", "step_3"]
     assert not (run_b / "final").exists()
@@ -369,7 +378,11 @@ def test_micro_batch_size_does_not_change_the_gradient(tmp_path):
         for micro in (1, 3):
             for name, expected in gradients[8].items():
                 torch.testing.assert_close(
-                    gradients[micro][name], expected, rtol=1e-4, atol=1e-7, msg=f"{loss_type} {micro} {name}"
+                    gradients[micro][name],
+                    expected,
+                    rtol=1e-4,
+                    atol=1e-7,
+                    msg=f"{loss_type} {micro} {name}",
                 )
 
 
@@ -403,6 +416,7 @@ def test_all_zero_std_groups_make_no_update(tmp_path, capsys):
         "grpo.filter_zero_std_groups=true",
         "grpo.max_refill_rounds=1",
         "rewards.weights={constant: 1.0}",
+        "grpo.num_iterations=2",
         "optim.max_steps=2",
         "run.save_every=1",
     )
@@ -418,7 +432,7 @@ def test_all_zero_std_groups_make_no_update(tmp_path, capsys):
         assert row["frac_zero_std_groups"] == 1.0
         assert row["loss"] == 0.0 and row["reward_std"] == 0.0
     assert "no update" in capsys.readouterr().err
-    assert trainer.scheduler.last_epoch == 2
+    assert trainer.scheduler.last_epoch == 4  # the LR schedule advances as if it had trained
     assert (tmp_path / "run/final").is_dir()
 
 
@@ -439,6 +453,30 @@ def test_all_truncated_with_mask_truncated_stays_finite(tmp_path):
         assert torch.isfinite(parameter).all(), name
     assert all(math.isfinite(row["loss"]) for row in rows)
     assert not changed(before, trainer.model)
+
+
+def test_periodic_eval_logs_and_leaves_training_unchanged(tmp_path):
+    plain = make_trainer(make_config(tmp_path, name="plain"))
+    plain.train()
+    config = make_config(tmp_path, "run.eval_every=2", "run.eval_batch_size=2", name="eval")
+    tokenizer = build_char_tokenizer()
+    evaluated = Trainer(
+        config,
+        overwrite=True,
+        show_progress=False,
+        model=build_tiny_model(len(tokenizer), 0),
+        tokenizer=tokenizer,
+        train_problems=problems(),
+        eval_problems=problems(3, gold=lambda i: "7"),
+    )
+    evaluated.train()
+    rows = read_metrics(tmp_path / "eval/metrics.jsonl")
+    assert ["eval/accuracy" in row for row in rows] == [False, True, False]
+    assert 0 <= rows[1]["eval/accuracy"] <= 1
+    assert 0 <= rows[1]["eval/truncation_rate"] <= 1
+    # evaluation must not consume the training RNG: same samples, same weights
+    for name, parameter in plain.model.named_parameters():
+        assert torch.equal(parameter, dict(evaluated.model.named_parameters())[name]), name
 
 
 # ----------------------------------------------------------------------------- variants
@@ -552,7 +590,12 @@ def test_trainer_refuses_existing_run(tmp_path):
     prepare_run_dir(tmp_path / "run", config, resume=False, overwrite=False)
     tokenizer = build_char_tokenizer()
     with pytest.raises(SmolGRPOError, match="--resume"):
-        Trainer(config, model=build_tiny_model(len(tokenizer)), tokenizer=tokenizer, train_problems=problems())
+        Trainer(
+            config,
+            model=build_tiny_model(len(tokenizer)),
+            tokenizer=tokenizer,
+            train_problems=problems(),
+        )
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -576,7 +619,9 @@ def _save_steps(run_dir, steps, keep=10):
     weights = {}
     for step in steps:
         _train_one(model, optimizer, scheduler)
-        save_checkpoint(run_dir, step, model, optimizer, scheduler, {"epoch": 0, "index": step}, keep)
+        save_checkpoint(
+            run_dir, step, model, optimizer, scheduler, {"epoch": 0, "index": step}, keep
+        )
         weights[step] = snapshot(model)
     return weights
 
