@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-DATA_DIR = Path(os.environ.get("SMOLGRPO_DATA_DIR", Path(__file__).parents[2] / "shared/data/gsm8k"))
+DATA_DIR = Path(
+    os.environ.get("SMOLGRPO_DATA_DIR", Path(__file__).parents[2] / "shared/data/gsm8k")
+)
 SPECIAL_TOKENS = ["<pad>", "<|im_start|>", "<|im_end|>", "<unk>"]
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

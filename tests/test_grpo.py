@@ -365,3 +365,28 @@ def test_completion_mask_multiple_eos_ids_and_pad():
     mask, truncated = completion_mask_from_ids(completion_ids, PAD, pad_token_id=PAD)
     assert mask.tolist() == [[1, 1, 1], [1, 1, 1], [1, 1, 0]]
     assert truncated.tolist() == [False, False, False]
+
+
+def test_token_entropy_matches_hand_values():
+    from smolgrpo.grpo import token_entropy
+
+    uniform = torch.zeros(1, 2, 4)  # uniform over 4 tokens: entropy log 4
+    peaked = torch.tensor([[[100.0, 0.0, 0.0, 0.0]]])  # almost deterministic: entropy ~0
+    two_way = torch.tensor([[[0.0, 0.0, -1e9, -1e9]]])  # two equal tokens: entropy log 2
+    torch.testing.assert_close(token_entropy(uniform), torch.full((1, 2), math.log(4)))
+    assert float(token_entropy(peaked)) < 1e-6
+    torch.testing.assert_close(token_entropy(two_way), torch.tensor([[math.log(2)]]))
+
+
+def test_per_token_log_probs_returns_entropy_of_tempered_policy():
+    from smolgrpo.grpo import token_entropy
+
+    model = tiny_llama()
+    input_ids = torch.randint(0, 64, (2, 9))
+    attention_mask = torch.ones_like(input_ids)
+    log_probs, entropy = per_token_log_probs(
+        model, input_ids, attention_mask, 4, temperature=0.5, return_entropy=True
+    )
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, -5:-1] / 0.5
+    torch.testing.assert_close(entropy, token_entropy(logits))
+    assert log_probs.shape == entropy.shape == (2, 4)

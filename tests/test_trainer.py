@@ -40,6 +40,7 @@ METRIC_KEYS = (
     "grad_norm",
     "tokens_per_s",
     "clip_fraction",
+    "entropy",
     "completion_length_mean",
     "truncation_rate",
     "groups_generated",
@@ -224,6 +225,7 @@ def test_training_steps_update_log_checkpoint_and_save_final(tmp_path):
         assert 0 <= row["frac_zero_std_groups"] <= 1
         assert 0 <= row["truncation_rate"] <= 1
         assert 0 <= row["clip_fraction"] <= 1
+        assert 0 < row["entropy"] <= math.log(len(trainer.tokenizer)) + 1e-4
         assert 0 < row["completion_length_mean"] <= 6
         assert row["tokens_per_s"] > 0
         assert row["learning_rate"] == pytest.approx(

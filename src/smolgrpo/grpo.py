@@ -135,7 +135,8 @@ def per_token_log_probs(
     num_completion_tokens: int,
     chunk_size: int | None = None,
     temperature: float = 1.0,
-) -> Tensor:
+    return_entropy: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """Log-probs of the last ``num_completion_tokens`` tokens of prompt+completion ids.
 
     Logits at positions ``L-C-1 .. L-2`` predict tokens ``L-C .. L-1``; ``logits_to_keep=C+1``
@@ -150,16 +151,18 @@ def per_token_log_probs(
         chunk_size: if set, run the forward on row chunks of this size so the (B, C, V)
             logits never exist at once. Gradients flow through every chunk.
         temperature: logits are divided by it, so ratios use the sampling distribution.
+        return_entropy: also return the per-token entropy of the (tempered) policy, computed
+            without gradient, for monitoring entropy collapse.
 
     Returns:
-        (B, C) log-probs (float32 for half-precision models).
+        (B, C) log-probs (float32 for half-precision models), and (B, C) entropies if asked.
     """
     total_length = input_ids.shape[1]
     if not 1 <= num_completion_tokens < total_length:
         raise ValueError(f"need 1 <= num_completion_tokens < {total_length}")
     position_ids = (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)  # (B, L)
     rows_per_chunk = chunk_size if chunk_size else input_ids.shape[0]
-    chunk_log_probs = []
+    chunk_log_probs, chunk_entropies = [], []
     for start in range(0, input_ids.shape[0], rows_per_chunk):
         rows = slice(start, start + rows_per_chunk)
         logits = model(
@@ -174,7 +177,29 @@ def per_token_log_probs(
             logits = logits / temperature  # (b, C, V)
         completion_ids = input_ids[rows, -num_completion_tokens:]  # (b, C)
         chunk_log_probs.append(selective_log_softmax(logits, completion_ids))  # (b, C)
-    return torch.cat(chunk_log_probs, dim=0)  # (B, C)
+        if return_entropy:
+            chunk_entropies.append(token_entropy(logits))  # (b, C)
+    log_probs = torch.cat(chunk_log_probs, dim=0)  # (B, C)
+    if return_entropy:
+        return log_probs, torch.cat(chunk_entropies, dim=0)  # (B, C), (B, C)
+    return log_probs
+
+
+@torch.no_grad()
+def token_entropy(logits: Tensor) -> Tensor:
+    """Entropy ``logsumexp(l) - sum softmax(l) * l`` per position, one row at a time, no grad.
+
+    Args:
+        logits: (B, T, V). Returns (B, T) float32.
+    """
+    rows = []
+    for row_logits in logits:
+        row_logits = row_logits.float()  # (T, V)
+        probabilities = torch.softmax(row_logits, dim=-1)  # (T, V)
+        rows.append(
+            torch.logsumexp(row_logits, dim=-1) - (probabilities * row_logits).sum(-1)
+        )  # (T,)
+    return torch.stack(rows)  # (B, T)
 
 
 def kl_k3(log_probs: Tensor, ref_log_probs: Tensor) -> Tensor:

@@ -36,6 +36,7 @@ def step_metrics(
         loss=losses["loss"],
         kl=losses["kl"],
         clip_fraction=losses["clip_fraction"],
+        entropy=losses.get("entropy", 0.0),
         grad_norm=losses["grad_norm"],
         learning_rate=trainer.scheduler.get_last_lr()[0],
         completion_length_mean=statistics.fmean(lengths),

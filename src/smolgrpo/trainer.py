@@ -293,16 +293,18 @@ class Trainer:
                 if self.reference_model is not None:
                     ref_log_probs = self._log_probs(self.reference_model, batch, slices)  # (N, C)
         totals = {"loss": 0.0, "clip_fraction": 0.0, "kl": 0.0, "grad_norm": 0.0}
-        for _ in range(config.grpo.num_iterations):
+        entropy_sum = 0.0  # over this rank's valid tokens, first pass only
+        for iteration in range(config.grpo.num_iterations):
             for part in slices:
                 with self._autocast():
-                    log_probs = per_token_log_probs(
+                    log_probs, entropy = per_token_log_probs(
                         self.model,
                         batch.input_ids[part],
                         batch.attention_mask[part],
                         batch.num_completion_tokens,
                         temperature=config.sampling.temperature,
-                    )  # (n, C)
+                        return_entropy=True,
+                    )  # (n, C), (n, C)
                     output = grpo_loss(
                         log_probs,
                         None if old_log_probs is None else old_log_probs[part],
@@ -324,6 +326,8 @@ class Trainer:
                     else (part.stop - part.start) / global_rows
                 )
                 (output.loss * weight).backward()
+                if iteration == 0:
+                    entropy_sum += float((entropy * batch.completion_mask[part]).sum())
                 share = (part.stop - part.start) / rows / config.grpo.num_iterations
                 totals["loss"] += float(output.loss.detach()) * weight / config.grpo.num_iterations
                 totals["clip_fraction"] += float(output.clip_fraction) * share
@@ -338,6 +342,7 @@ class Trainer:
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
         totals["loss"] = dist_utils.all_sum(totals["loss"])
+        totals["entropy"] = dist_utils.all_sum(entropy_sum) / global_tokens
         return totals
 
     def _log_probs(self, model, batch: GroupBatch, slices: list[slice]) -> torch.Tensor:
@@ -372,7 +377,13 @@ class Trainer:
                 )
             losses = self.train_on_batch(batch)
         else:  # every group was uninformative: no update, but the step still counts
-            losses = {"loss": 0.0, "clip_fraction": 0.0, "kl": 0.0, "grad_norm": 0.0}
+            losses = {
+                "loss": 0.0,
+                "clip_fraction": 0.0,
+                "kl": 0.0,
+                "grad_norm": 0.0,
+                "entropy": 0.0,
+            }
             if self.is_main:
                 warn(f"step {self.step + 1}: all groups had equal rewards; no update")
             for _ in range(self.config.grpo.num_iterations):  # keep the LR schedule on time
