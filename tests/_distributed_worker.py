@@ -8,6 +8,10 @@ Scenarios:
           Writes OUT_DIR/initial.safetensors (rank 0) and OUT_DIR/{a,b}_rank{r}.safetensors.
   filter  dynamic sampling where one rank keeps a group and the other none (must not hang).
           Writes OUT_DIR/filter_rank{r}.safetensors.
+  fsdp    run p: 3 plain steps; run f: the same with model.fsdp; run g: FSDP stopped after
+          step 1, then resumed to step 3 (all with an evaluation at step 2). Writes
+          OUT_DIR/fsdp_initial.safetensors (rank 0) and OUT_DIR/{p,f,g}_rank{r}.safetensors, the
+          full parameters as each rank sees them.
 """
 
 from __future__ import annotations
@@ -42,7 +46,24 @@ def parameters(model) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone().contiguous() for name, p in model.named_parameters()}
 
 
-def make_trainer(out: Path, name: str, overrides: list[str], resume: bool, items: list[Problem]):
+def full_parameters(trainer) -> dict[str, torch.Tensor]:
+    """The unsharded parameters on every rank (gathered from the shards under FSDP)."""
+    if not trainer.sharded:
+        return parameters(trainer.model)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    full = get_model_state_dict(trainer.model, options=StateDictOptions(full_state_dict=True))
+    return {name: full[name].clone().contiguous() for name, _ in trainer.model.named_parameters()}
+
+
+def make_trainer(
+    out: Path,
+    name: str,
+    overrides: list[str],
+    resume: bool,
+    items: list[Problem],
+    eval_items: list[Problem] | None = None,
+):
     config = load_config(
         None,
         [
@@ -72,6 +93,7 @@ def make_trainer(out: Path, name: str, overrides: list[str], resume: bool, items
         model=model,
         tokenizer=tokenizer,
         train_problems=items,
+        eval_problems=eval_items,
     )
 
 
@@ -104,6 +126,36 @@ def main() -> None:
         assert resumed.step == 1
         resumed.train()
         save_file(parameters(resumed.model), out / f"b_rank{rank}.safetensors")
+    elif scenario == "fsdp":
+        items = [Problem(f"Q{i}", f"#### {i}", str(i), f"toy:{i}") for i in range(8)]
+        evals = ["run.eval_every=2", "run.eval_batch_size=2"]
+        plain = make_trainer(out, "p", evals, False, items, items[:3])
+        assert not plain.sharded
+        if rank == 0:
+            save_file(parameters(plain.model), out / "fsdp_initial.safetensors")
+        plain.train()
+        save_file(full_parameters(plain), out / f"p_rank{rank}.safetensors")
+
+        run_f = make_trainer(out, "f", evals + ["model.fsdp=true"], False, items, items[:3])
+        assert run_f.sharded
+        run_f.train()
+        save_file(full_parameters(run_f), out / f"f_rank{rank}.safetensors")
+
+        run_g = make_trainer(out, "g", evals + ["model.fsdp=true"], False, items, items[:3])
+        original = run_g.train_step
+
+        def stop_after_first_g():
+            result = original()
+            if rank == 1:
+                run_g.request_stop()
+            return result
+
+        run_g.train_step = stop_after_first_g
+        assert run_g.train() is None and run_g.step == 1
+        resumed = make_trainer(out, "g", evals + ["model.fsdp=true"], True, items, items[:3])
+        assert resumed.sharded and resumed.step == 1
+        resumed.train()
+        save_file(full_parameters(resumed), out / f"g_rank{rank}.safetensors")
     elif scenario == "filter":
         # Two prompts per step, one per rank: one prompt has a constant reward, so exactly one
         # rank keeps its group and the other keeps none, every step, with no refill.

@@ -111,3 +111,70 @@ def test_rank_without_informative_groups_joins_the_update(tmp_path):
         assert row["groups_trained"] <= 1
         assert row["frac_zero_std_groups"] >= 0.5
     assert any(row["groups_trained"] == 1 for row in rows)
+
+
+def test_fsdp_matches_plain_training_and_resumes(tmp_path):
+    """FSDP2 (2 ranks, gloo): same weights as the unsharded run, exact resume, usable final/."""
+    launch(tmp_path, "fsdp")
+    initial = load_file(tmp_path / "fsdp_initial.safetensors")
+    p0, p1 = (load_file(tmp_path / f"p_rank{r}.safetensors") for r in (0, 1))
+    f0, f1 = (load_file(tmp_path / f"f_rank{r}.safetensors") for r in (0, 1))
+    assert_same(p0, p1)
+    assert_same(f0, f1)
+    assert any(not torch.equal(initial[name], f0[name]) for name in initial), "no update"
+    # Gradients are summed by FSDP's reduce-scatter instead of one all-reduce: same update up
+    # to the order of float additions.
+    assert f0.keys() == p0.keys()
+    for name in f0:
+        torch.testing.assert_close(f0[name], p0[name], rtol=1e-4, atol=1e-5, msg=name)
+
+    rows = read_metrics(tmp_path / "f/metrics.jsonl")
+    assert [row["step"] for row in rows] == [1, 2, 3]
+    assert all(row["groups_trained"] == 4 for row in rows)
+    assert "eval/accuracy" in rows[1] and "eval/accuracy" not in rows[0]
+    for row_p, row_f in zip(read_metrics(tmp_path / "p/metrics.jsonl"), rows):
+        assert row_p["reward_mean"] == row_f["reward_mean"]  # same completions were sampled
+        # Adam hides a constant gradient scale from the weights: the norm shows it (sum, not mean).
+        assert row_f["grad_norm"] == pytest.approx(row_p["grad_norm"], rel=1e-4)
+        assert row_f["loss"] == pytest.approx(row_p["loss"], rel=1e-4, abs=1e-7)
+
+    # Checkpoints hold the full state in the unsharded format.
+    for file in ("model.safetensors", "optimizer.safetensors"):
+        plain = load_file(tmp_path / "p/checkpoints/step_3" / file)
+        sharded = load_file(tmp_path / "f/checkpoints/step_3" / file)
+        assert plain.keys() == sharded.keys(), file
+        for name in plain:
+            torch.testing.assert_close(sharded[name], plain[name], rtol=1e-3, atol=1e-5)
+    assert_same(load_file(tmp_path / "f/checkpoints/step_3/model.safetensors"), f0)
+
+    g0, g1 = (load_file(tmp_path / f"g_rank{r}.safetensors") for r in (0, 1))
+    assert_same(g0, g1)
+    for name in f0:  # stopped after step 1 and resumed under FSDP == uninterrupted
+        torch.testing.assert_close(g0[name], f0[name], rtol=0, atol=1e-6, msg=name)
+
+    from transformers import AutoModelForCausalLM
+
+    final = AutoModelForCausalLM.from_pretrained(tmp_path / "f/final")
+    assert final.config.architectures == ["LlamaForCausalLM"]
+    loaded = dict(final.named_parameters())
+    assert loaded.keys() == f0.keys()
+    for name in f0:
+        assert torch.equal(loaded[name].detach(), f0[name]), name
+
+
+def test_fsdp_refuses_dynamic_sampling_and_uneven_prompts(capsys):
+    from smolgrpo import fsdp
+    from smolgrpo.config import load_config
+    from smolgrpo.errors import SmolGRPOError
+
+    with pytest.raises(SmolGRPOError, match="model.fsdp cannot be combined with grpo.filter"):
+        load_config(None, ["model.fsdp=true", "grpo.filter_zero_std_groups=true"])
+    with pytest.raises(SmolGRPOError, match="model.fsdp cannot be combined with model.lora"):
+        load_config(None, ["model.fsdp=true", "model.lora=true"])
+    config = load_config(None, ["model.fsdp=true", "optim.prompts_per_step=4"])
+    with pytest.raises(SmolGRPOError, match=r"prompts_per_step \(4\) divisible .* \(3\)"):
+        fsdp.enabled(config, world_size=3, is_main=True)
+    assert fsdp.enabled(config, world_size=2, is_main=True)
+    assert not fsdp.enabled(load_config(None, []), world_size=2, is_main=True)
+    assert not fsdp.enabled(config, world_size=1, is_main=True)  # one process: ignored, warned
+    assert "warning: model.fsdp ignored" in capsys.readouterr().err

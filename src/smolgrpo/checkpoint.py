@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from smolgrpo.errors import SmolGRPOError, warn
@@ -44,8 +45,8 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     }
 
 
-def _optimizer_tensors(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    state = optimizer.state_dict()
+def _optimizer_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """An `optimizer.state_dict()` split into tensors (safetensors) and the rest (JSON)."""
     tensors = {}
     scalars: dict[str, dict] = {}
     for param_id, values in state["state"].items():
@@ -57,14 +58,15 @@ def _optimizer_tensors(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def _restore_optimizer(optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    """The inverse of `_optimizer_tensors`: an `optimizer.state_dict()`."""
     state: dict[int, dict] = {}
     for name, value in tensors.items():
         param_id, key = name.split(".", 1)
         state.setdefault(int(param_id), {})[key] = value
     for param_id, values in meta["scalars"].items():
         state.setdefault(int(param_id), {}).update(values)
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return {"state": state, "param_groups": meta["param_groups"]}
 
 
 def rng_state() -> dict[str, torch.Tensor]:
@@ -84,17 +86,26 @@ def save_checkpoint(
     data_state: dict,
     keep: int = 2,
     rank_rng_states: list[dict[str, torch.Tensor]] | None = None,
+    model_state: dict[str, torch.Tensor] | None = None,
+    optimizer_state: dict | None = None,
 ) -> Path:
     """Write `checkpoints/step_N/` atomically; `rank_rng_states[r]` is rank r's `rng_state()`
-    (ranks sample with different seeds, so each needs its own RNG back on resume)."""
+    (ranks sample with different seeds, so each needs its own RNG back on resume).
+
+    `model_state` / `optimizer_state`, when given, replace `trainable_state(model)` /
+    `optimizer.state_dict()` (FSDP passes the full state gathered from all ranks)."""
     checkpoints = run_dir / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
     final = checkpoints / f"step_{step}"
     staging = checkpoints / f".tmp-step_{step}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    save_file(trainable_state(model), staging / "model.safetensors")
-    optimizer_tensors, optimizer_meta = _optimizer_tensors(optimizer)
+    if model_state is None:
+        model_state = trainable_state(model)
+    save_file(model_state, staging / "model.safetensors")
+    if optimizer_state is None:
+        optimizer_state = optimizer.state_dict()
+    optimizer_tensors, optimizer_meta = _optimizer_tensors(optimizer_state)
     save_file(optimizer_tensors, staging / "optimizer.safetensors")
     rng = {"torch_cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -178,21 +189,42 @@ def latest_good_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler, rank: int = 0) -> dict:
-    """Restore model, optimizer, scheduler and RNG (this rank's) in place; returns the state."""
+def load_checkpoint(
+    path: Path, model, optimizer, scheduler, rank: int = 0, sharded: bool = False
+) -> dict:
+    """Restore model, optimizer, scheduler and RNG (this rank's) in place; returns the state.
+
+    `sharded` (FSDP, collective): rank 0 reads the full weights and optimizer state and they
+    are broadcast into every rank's shards."""
     problem = verify_checkpoint(path)
     if problem:
         raise SmolGRPOError(f"{path}: cannot resume, {problem}")
-    weights = load_file(path / "model.safetensors")
+    with safe_open(path / "model.safetensors", framework="pt") as handle:  # header only
+        names = list(handle.keys())
     parameters = dict(model.named_parameters())
-    missing = [name for name in weights if name not in parameters]
-    if missing:
+    missing = [name for name in names if name not in parameters]
+    if missing:  # raised on every rank alike, before any collective
         raise SmolGRPOError(f"{path}: checkpoint does not match the model (e.g. '{missing[0]}')")
-    with torch.no_grad():
-        for name, value in weights.items():
-            parameters[name].copy_(value)
     state = json.loads((path / "state.json").read_text())
-    _restore_optimizer(optimizer, load_file(path / "optimizer.safetensors"), state["optimizer"])
+    if sharded:
+        from smolgrpo.fsdp import load_full_state
+
+        weights, optimizer_state = {}, {}
+        if rank == 0:
+            weights = load_file(path / "model.safetensors")
+            tensors = load_file(path / "optimizer.safetensors")
+            optimizer_state = _optimizer_state(tensors, state["optimizer"])
+        load_full_state(model, optimizer, weights, optimizer_state)
+        for group, saved in zip(optimizer.param_groups, state["optimizer"]["param_groups"]):
+            # DCP broadcasts these too; set them on every rank from state.json regardless.
+            group.update({k: v for k, v in saved.items() if k != "params"})
+    else:
+        weights = load_file(path / "model.safetensors")
+        with torch.no_grad():
+            for name, value in weights.items():
+                parameters[name].copy_(value)
+        tensors = load_file(path / "optimizer.safetensors")
+        optimizer.load_state_dict(_optimizer_state(tensors, state["optimizer"]))
     scheduler.load_state_dict(state["scheduler"])
     rng = load_file(path / "rng.safetensors")
     torch.set_rng_state(rng["torch_cpu"])

@@ -42,6 +42,9 @@ class ModelConfig:
     trust_remote_code: bool = False
     allow_pickle: bool = False
     gradient_checkpointing: bool = False
+    # Shard parameters, gradients and optimizer state over the ranks with FSDP2 (for models that
+    # do not fit one device); only under torchrun with WORLD_SIZE > 1, ignored otherwise.
+    fsdp: bool = False
     lora: bool = False  # full fine-tuning by default: a 135M model fits easily
     lora_rank: int = 16
     lora_alpha: int = 32
@@ -205,6 +208,13 @@ class Config:
             validate = getattr(getattr(self, section.name), "validate", None)
             if validate:
                 validate()
+        if self.model.fsdp and self.grpo.filter_zero_std_groups:
+            raise SmolGRPOError(
+                "config: model.fsdp cannot be combined with grpo.filter_zero_std_groups "
+                "(every rank must train on the same number of rows)"
+            )
+        if self.model.fsdp and self.model.lora:
+            raise SmolGRPOError("config: model.fsdp cannot be combined with model.lora (yet)")
         return self
 
     def to_dict(self) -> dict:

@@ -90,9 +90,15 @@ def broadcast_parameters(model) -> None:
     """Rank 0's weights everywhere, so all ranks start identical."""
     if not is_distributed():
         return
+    device = _comm_device()
     with torch.no_grad():
         for tensor in list(model.parameters()) + list(model.buffers()):
-            dist.broadcast(tensor.data, src=0)
+            if tensor.device == device:
+                dist.broadcast(tensor.data, src=0)
+            else:  # e.g. a CPU model before FSDP sharding, with NCCL
+                buffer = tensor.data.to(device)
+                dist.broadcast(buffer, src=0)
+                tensor.data.copy_(buffer)
 
 
 def all_reduce_gradients(model) -> None:

@@ -64,8 +64,11 @@ def evaluate(
     top_p: float = 1.0,
     reward_weights: dict[str, float] | None = None,
     show_progress: bool = True,
+    synced: bool = False,
 ) -> tuple[dict, list[dict]]:
-    """(metrics, one sample record per completion) for `num_samples` completions per problem."""
+    """(metrics, one sample record per completion) for `num_samples` completions per problem.
+
+    `synced`: generation in step with the other ranks (FSDP; see `rollout.generate`)."""
     template = template or PromptTemplate()
     reward_weights = reward_weights or DEFAULT_REWARD_WEIGHTS
     # SmolGRPOError, not ValueError: these come straight from CLI flags and must print one
@@ -100,6 +103,7 @@ def evaluate(
                 temperature=temperature,
                 top_p=top_p,
                 prefill=template.prefill,
+                synced=synced,
             )
             golds = [p.gold for p in batch for _ in range(num_samples)]
             scored = score_completions(rollout.responses, golds, reward_weights)

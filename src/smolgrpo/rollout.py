@@ -51,8 +51,12 @@ def generate(
     top_k: int = 0,
     prefill: str = "",
     ignore_eos: bool = False,
+    synced: bool = False,
 ) -> Rollout:
-    """Sample `num_generations` completions for each prompt; rows of one prompt are adjacent."""
+    """Sample `num_generations` completions for each prompt; rows of one prompt are adjacent.
+
+    `synced` (FSDP, where every forward is a collective): a rank whose rows have all finished
+    keeps running forwards until every rank's have, so all ranks run the same number."""
     device = next(model.parameters()).device
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; call modeling.prepare_tokenizer first")
@@ -73,6 +77,8 @@ def generate(
         "eos_token_id": None if ignore_eos else eos_ids,
         "use_cache": True,
     }
+    if synced:
+        options["synced_gpus"] = True
     if ignore_eos:
         options["min_new_tokens"] = max_new_tokens
     if sampling:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -40,24 +41,28 @@ def prepare_run_dir(run_dir: Path, config: Config, resume: bool, overwrite: bool
     (run_dir / PROMPT_TEMPLATE_FILE).write_text(json.dumps(template, indent=2) + "\n")
 
 
-def setup_model(config: Config, model=None, tokenizer=None, rank: int = 0):
-    """(model in train mode, tokenizer, device, autocast dtype or None)."""
+def setup_model(config: Config, model=None, tokenizer=None, rank: int = 0, sharded: bool = False):
+    """(model in train mode, tokenizer, device, autocast dtype or None).
+
+    `sharded` (FSDP): the model stays on the CPU; sharding moves each rank's shard to `device`,
+    so the whole model never has to fit there."""
     if dist_utils.is_distributed():
         device = dist_utils.local_device()
     else:
         device = resolve_device(config.model.device)
+    load_device = torch.device("cpu") if sharded else device
     if model is None:
         # Weights stay float32 (the optimizer's master copy); bf16 comes from autocast on GPU.
         model, tokenizer = load_model_and_tokenizer(
             config.model.name,
-            str(device),
+            str(load_device),
             "float32",
             config.model.trust_remote_code,
             config.model.allow_pickle,
         )
     else:
         prepare_tokenizer(tokenizer)
-        model = model.to(device)
+        model = model.to(load_device)
     autocast_dtype = None
     if config.model.dtype == "auto" and device.type == "cuda":
         autocast_dtype = torch.bfloat16
@@ -83,8 +88,10 @@ def setup_model(config: Config, model=None, tokenizer=None, rank: int = 0):
     return model, tokenizer, device, autocast_dtype
 
 
-def save_final_model(trainer) -> Path:
-    """`final/`: a plain transformers model (LoRA merged), tokenizer and prompt template."""
+def save_final_model(trainer, state_dict: dict | None = None) -> Path:
+    """`final/`: a plain transformers model (LoRA merged), tokenizer and prompt template.
+
+    `state_dict`: the full weights gathered from an FSDP-sharded model (saved in its place)."""
     final = trainer.run_dir / "final"
     staging = trainer.run_dir / ".tmp-final"
     shutil.rmtree(staging, ignore_errors=True)
@@ -94,9 +101,43 @@ def save_final_model(trainer) -> Path:
 
         model = copy.deepcopy(model).merge_and_unload()
     model.config.use_cache = True
-    model.save_pretrained(staging, safe_serialization=True)
+    model.save_pretrained(staging, state_dict=state_dict, safe_serialization=True)
     trainer.tokenizer.save_pretrained(staging)
     shutil.copy(trainer.run_dir / PROMPT_TEMPLATE_FILE, staging / PROMPT_TEMPLATE_FILE)
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)
     return final
+
+
+def frozen_copy(model):
+    """An unsharded, frozen copy in eval mode (the KL reference model)."""
+    import copy
+
+    reference = copy.deepcopy(model).eval()
+    for parameter in reference.parameters():
+        parameter.requires_grad_(False)
+    return reference
+
+
+def build_optimizer(model, config: Config):
+    """AdamW over the trainable parameters and its warmup + cosine/constant LR schedule."""
+    optim = config.optim
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        parameters,
+        lr=optim.learning_rate,
+        weight_decay=optim.weight_decay,
+        betas=(optim.adam_beta1, optim.adam_beta2),
+    )
+    total = optim.max_steps * config.grpo.num_iterations
+    warmup = optim.warmup_steps * config.grpo.num_iterations
+
+    def schedule(index: int) -> float:
+        if index < warmup:
+            return (index + 1) / (warmup + 1)
+        if optim.lr_schedule == "constant":
+            return 1.0
+        progress = (index - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

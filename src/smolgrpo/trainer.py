@@ -14,7 +14,7 @@ whole groups, so group advantages are computed where the group lives. Gradients 
 across ranks by one all-reduce of a flat buffer after local accumulation (no DDP wrapper: ranks
 may run different numbers of micro-batches under dynamic sampling), and parameters are
 broadcast from rank 0 at start, so all ranks hold identical weights after every step. Only rank
-0 writes files.
+0 writes files. With `model.fsdp` the model is sharded over the ranks instead (see fsdp.py).
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ import random
 import signal
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from smolgrpo import distributed as dist_utils
+from smolgrpo import fsdp
+from smolgrpo.batching import GroupBatch, PromptStream, build_group_batch, select_rows
 from smolgrpo.checkpoint import (
     latest_good_checkpoint,
     load_checkpoint,
@@ -47,75 +48,6 @@ from smolgrpo.rollout import Rollout, generate
 PROMPT_TEMPLATE_FILE = "prompt_template.json"
 
 
-# ----------------------------------------------------------------------------- data order
-class PromptStream:
-    """Endless, resumable stream of training problems: reshuffled each epoch with seed + epoch."""
-
-    def __init__(self, problems: list[Problem], seed: int, epoch: int = 0, index: int = 0):
-        self.problems, self.seed, self.epoch, self.index = problems, seed, epoch, index
-        self._order = self._shuffled(epoch)
-
-    def _shuffled(self, epoch: int) -> list[int]:
-        order = list(range(len(self.problems)))
-        random.Random(self.seed + epoch).shuffle(order)
-        return order
-
-    def take(self, count: int) -> list[Problem]:
-        batch = []
-        for _ in range(count):
-            if self.index >= len(self._order):
-                self.epoch, self.index = self.epoch + 1, 0
-                self._order = self._shuffled(self.epoch)
-            batch.append(self.problems[self._order[self.index]])
-            self.index += 1
-        return batch
-
-    def state(self) -> dict:
-        return {"epoch": self.epoch, "index": self.index}
-
-
-# ----------------------------------------------------------------------------- batch of groups
-@dataclass
-class GroupBatch:
-    """What one optimizer step trains on: this rank's groups, G completions each."""
-
-    input_ids: torch.Tensor  # (N, P + C) prompt then completion
-    attention_mask: torch.Tensor  # (N, P + C)
-    completion_mask: torch.Tensor  # (N, C) tokens that enter the loss
-    advantages: torch.Tensor  # (N,)
-    num_completion_tokens: int  # C
-
-
-def _pad_cat(tensors: list[torch.Tensor], value: int, left: bool) -> torch.Tensor:
-    width = max(t.shape[1] for t in tensors)
-    padded = []
-    for t in tensors:
-        pad = torch.full((t.shape[0], width - t.shape[1]), value, dtype=t.dtype, device=t.device)
-        padded.append(torch.cat([pad, t] if left else [t, pad], dim=1))
-    return torch.cat(padded, dim=0)
-
-
-def build_group_batch(
-    rollouts: list[Rollout], advantages: list[torch.Tensor], pad_token_id: int, mask_truncated: bool
-) -> GroupBatch:
-    prompt_ids = _pad_cat([r.prompt_ids for r in rollouts], pad_token_id, left=True)  # (N, P)
-    prompt_mask = _pad_cat([r.prompt_mask for r in rollouts], 0, left=True)  # (N, P)
-    completion_ids = _pad_cat(
-        [r.completion_ids for r in rollouts], pad_token_id, left=False
-    )  # (N, C)
-    completion_mask = _pad_cat([r.completion_mask for r in rollouts], 0, left=False)  # (N, C)
-    if mask_truncated:
-        truncated = torch.cat([r.truncated for r in rollouts])  # (N,)
-        completion_mask = completion_mask * (~truncated).unsqueeze(1)  # (N, C)
-    return GroupBatch(
-        input_ids=torch.cat([prompt_ids, completion_ids], dim=1),  # (N, P + C)
-        attention_mask=torch.cat([prompt_mask, completion_mask], dim=1),  # (N, P + C)
-        completion_mask=completion_mask.float(),
-        advantages=torch.cat(advantages),
-        num_completion_tokens=completion_ids.shape[1],
-    )
-
-
 # ----------------------------------------------------------------------------- the trainer
 class Trainer:
     def __init__(
@@ -129,12 +61,13 @@ class Trainer:
         train_problems: list[Problem] | None = None,
         eval_problems: list[Problem] | None = None,
     ):
-        from smolgrpo.run_setup import prepare_run_dir, setup_model
+        from smolgrpo.run_setup import build_optimizer, frozen_copy, prepare_run_dir, setup_model
 
         self.config = config
         self.show_progress = show_progress
         self.rank, self.world_size = dist_utils.init()
         self.is_main = self.rank == 0
+        self.sharded = fsdp.enabled(config, self.world_size, self.is_main)  # FSDP2
         self.run_dir = Path(config.run.output_dir)
         if self.is_main:
             prepare_run_dir(self.run_dir, config, resume, overwrite)
@@ -142,12 +75,14 @@ class Trainer:
         torch.manual_seed(config.run.seed + self.rank)  # ranks sample different completions
         random.seed(config.run.seed)
         self.model, self.tokenizer, self.device, self.autocast_dtype = setup_model(
-            config, model, tokenizer, self.rank
+            config, model, tokenizer, self.rank, sharded=self.sharded
         )
         dist_utils.broadcast_parameters(self.model)
         self.reference_model = None
-        if config.grpo.beta > 0:  # only built when the KL term is on
-            self.reference_model = _frozen_copy(self.model)
+        if config.grpo.beta > 0:  # only built when the KL term is on (never sharded)
+            self.reference_model = frozen_copy(self.model).to(self.device)
+        if self.sharded:  # after the broadcast: all ranks shard the same weights
+            fsdp.shard_model(self.model)
         self.template = PromptTemplate(
             config.prompt.system_prompt, config.prompt.prefill, config.prompt.num_few_shot
         )
@@ -161,7 +96,7 @@ class Trainer:
             self.train_problems, config.prompt.num_few_shot, config.run.seed
         )
         self.stream = PromptStream(self.train_problems, config.run.seed)
-        self.optimizer, self.scheduler = _build_optimizer(self.model, config)
+        self.optimizer, self.scheduler = build_optimizer(self.model, config)
         self.step = 0
         self._stop_requested = False
         if resume:
@@ -175,7 +110,12 @@ class Trainer:
                 warn(f"{self.run_dir}: no checkpoint to resume from; starting at step 0")
             return
         state = load_checkpoint(
-            checkpoint, self.model, self.optimizer, self.scheduler, rank=self.rank
+            checkpoint,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            rank=self.rank,
+            sharded=self.sharded,
         )
         self.step = state["step"]
         self.stream = PromptStream(self.train_problems, self.config.run.seed, **state["data"])
@@ -232,6 +172,7 @@ class Trainer:
                     top_p=config.sampling.top_p,
                     top_k=config.sampling.top_k,
                     prefill=self.template.prefill,
+                    synced=self.sharded,
                 )
             stats["generation_s"] += time.perf_counter() - started
             started = time.perf_counter()
@@ -256,7 +197,7 @@ class Trainer:
             keep = ~zero_std if config.grpo.filter_zero_std_groups else torch.ones_like(zero_std)
             if keep.any():
                 rows = zero_std_keep_mask(~keep, G).to(rollout.completion_ids.device)  # (n * G,)
-                kept_rollouts.append(_select_rows(rollout, rows))
+                kept_rollouts.append(select_rows(rollout, rows))
                 kept_advantages.append(advantages.to(rows.device)[rows])
                 kept_problems.extend(p for p, k in zip(problems, keep.tolist()) if k)
             if dist_utils.all_max(float(quota - len(kept_problems))) <= 0:
@@ -333,10 +274,12 @@ class Trainer:
                 totals["clip_fraction"] += float(output.clip_fraction) * share
                 if output.kl is not None:
                     totals["kl"] += float(output.kl) * share
-            dist_utils.all_reduce_gradients(self.model)
+            if not self.sharded:  # FSDP has already reduce-scattered (summed) the gradients
+                dist_utils.all_reduce_gradients(self.model)
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 [p for p in self.model.parameters() if p.requires_grad], config.optim.max_grad_norm
             )
+            grad_norm = fsdp.local_value(grad_norm)
             totals["grad_norm"] += float(grad_norm) / config.grpo.num_iterations
             self.optimizer.step()
             self.scheduler.step()
@@ -445,13 +388,18 @@ class Trainer:
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
         final = None
+        full_state = fsdp.full_state_dict(self.model) if self.sharded else None  # collective
         if self.is_main:
-            final = save_final_model(self)
+            final = save_final_model(self, full_state)
         dist_utils.barrier()
         return final
 
     def save_checkpoint(self) -> None:
         rank_rng_states = dist_utils.gather_objects([rng_state()])  # every rank's own RNG
+        model_state = optimizer_state = None
+        if self.sharded:  # gathered from all ranks' shards (collective), on rank 0
+            model_state = fsdp.trainable_full_state(self.model)
+            optimizer_state = fsdp.full_optimizer_state(self.model, self.optimizer)
         if self.is_main:
             save_checkpoint(
                 self.run_dir,
@@ -462,6 +410,8 @@ class Trainer:
                 self.stream.state(),
                 keep=self.config.run.keep_checkpoints,
                 rank_rng_states=rank_rng_states,
+                model_state=model_state,
+                optimizer_state=optimizer_state,
             )
         dist_utils.barrier()
 
@@ -469,7 +419,7 @@ class Trainer:
         from smolgrpo.evaluate import evaluate
 
         result = {}
-        if self.is_main:
+        if self.is_main or self.sharded:  # under FSDP every rank takes part in each forward
             if self.eval_problems is None:
                 self.eval_problems = load_problems(
                     self.config.data.source, self.config.data.eval_split, self.config.run.eval_limit
@@ -486,6 +436,7 @@ class Trainer:
                     max_new_tokens=self.config.sampling.max_completion_length,
                     reward_weights=self.config.rewards.weights,
                     show_progress=False,
+                    synced=self.sharded,
                 )
             torch.set_rng_state(rng_state)
             keys = (
@@ -496,21 +447,10 @@ class Trainer:
                 "mean_completion_tokens",
                 "truncation_rate",
             )
-            result = {f"eval/{k}": metrics[k] for k in keys}
+            if self.is_main:
+                result = {f"eval/{k}": metrics[k] for k in keys}
         dist_utils.barrier()
         return result
-
-
-def _select_rows(rollout: Rollout, rows: torch.Tensor) -> Rollout:
-    indices = rows.nonzero().flatten().tolist()
-    return Rollout(
-        prompt_ids=rollout.prompt_ids[rows],
-        prompt_mask=rollout.prompt_mask[rows],
-        completion_ids=rollout.completion_ids[rows],
-        completion_mask=rollout.completion_mask[rows],
-        truncated=rollout.truncated[rows],
-        responses=[rollout.responses[i] for i in indices],
-    )
 
 
 def _batch_scaled_advantages(rewards: torch.Tensor, num_generations: int):
@@ -518,38 +458,6 @@ def _batch_scaled_advantages(rewards: torch.Tensor, num_generations: int):
     centred, zero_std = group_advantages(rewards, num_generations, "none")
     std = dist_utils.global_std(rewards)
     return centred / (std + 1e-4), zero_std
-
-
-def _frozen_copy(model):
-    import copy
-
-    reference = copy.deepcopy(model).eval()
-    for parameter in reference.parameters():
-        parameter.requires_grad_(False)
-    return reference
-
-
-def _build_optimizer(model, config: Config):
-    optim = config.optim
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        parameters,
-        lr=optim.learning_rate,
-        weight_decay=optim.weight_decay,
-        betas=(optim.adam_beta1, optim.adam_beta2),
-    )
-    total = optim.max_steps * config.grpo.num_iterations
-    warmup = optim.warmup_steps * config.grpo.num_iterations
-
-    def schedule(index: int) -> float:
-        if index < warmup:
-            return (index + 1) / (warmup + 1)
-        if optim.lr_schedule == "constant":
-            return 1.0
-        progress = (index - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
 def run_training(
