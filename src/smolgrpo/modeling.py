@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -79,6 +80,9 @@ def _load_gguf_as_plain_model(gguf_path: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, name = str(gguf_path.parent), gguf_path.name
+    print(f"converting {name} to float (once; about 30 s on CPU)", file=sys.stderr, flush=True)
+    previous = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # transformers' GGUF reader draws its own tqdm bar
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         quantized = AutoModelForCausalLM.from_pretrained(
@@ -86,6 +90,11 @@ def _load_gguf_as_plain_model(gguf_path: Path):
         )
     except Exception as error:
         raise SmolGRPOError(f"{gguf_path}: cannot load GGUF ({_first_line(error)})") from None
+    finally:
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous
     config = quantized.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
