@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from conftest import build_tiny_model
 from torch.testing import assert_close
 
 from smolgrpo.grpo import (
@@ -22,19 +23,7 @@ EXAMPLE_DEVIATIONS = torch.tensor([0.75, -0.25, -0.25, -0.25, 0.0, 0.0, 0.0, 0.0
 
 
 def tiny_llama(seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=64,
-    )
-    return LlamaForCausalLM(config).eval()
+    return build_tiny_model(vocab_size=64, seed=seed).eval()
 
 
 def manual_log_probs(model, input_ids, attention_mask, num_completion_tokens, temperature=1.0):
