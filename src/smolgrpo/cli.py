@@ -16,8 +16,7 @@ from pathlib import Path
 
 from smolgrpo import __version__
 from smolgrpo.errors import SmolGRPOError
-
-PROMPT_TEMPLATE_FILE = "prompt_template.json"
+from smolgrpo.prompts import PROMPT_TEMPLATE_FILE
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -29,7 +29,7 @@ import yaml
 
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.grpo import VALID_LOSS_TYPES, VALID_SCALE_REWARDS
-from smolgrpo.prompts import DEFAULT_PREFILL, SYSTEM_PROMPT
+from smolgrpo.prompts import DEFAULT_PREFILL, SYSTEM_PROMPT, PromptTemplate
 from smolgrpo.rewards import DEFAULT_REWARD_WEIGHTS, REWARD_FUNCTIONS
 
 
@@ -82,6 +82,9 @@ class PromptConfig:
 
     def validate(self) -> None:
         _check(self.num_few_shot >= 0, "prompt.num_few_shot", self.num_few_shot)
+
+    def template(self) -> PromptTemplate:
+        return PromptTemplate(self.system_prompt, self.prefill, self.num_few_shot)
 
 
 @dataclass

@@ -27,6 +27,8 @@ SYSTEM_PROMPT = (
     "<answer>\n...the final number only...\n</answer>"
 )
 DEFAULT_PREFILL = "<reasoning>\n"
+# Saved beside every run, eval and trained model, so a model is evaluated with its own prompt.
+PROMPT_TEMPLATE_FILE = "prompt_template.json"
 # Used only for a tokenizer that has no chat template of its own.
 PLAIN_TEMPLATE = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}"
 

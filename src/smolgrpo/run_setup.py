@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from pathlib import Path
@@ -13,8 +12,8 @@ from smolgrpo import distributed as dist_utils
 from smolgrpo.config import Config
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.modeling import load_model_and_tokenizer, prepare_tokenizer, resolve_device
+from smolgrpo.prompts import PROMPT_TEMPLATE_FILE
 
-PROMPT_TEMPLATE_FILE = "prompt_template.json"
 RUN_MARKER = "config.yaml"
 
 
@@ -33,12 +32,7 @@ def prepare_run_dir(run_dir: Path, config: Config, resume: bool, overwrite: bool
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / RUN_MARKER)
     (run_dir / "samples").mkdir(exist_ok=True)
-    template = {
-        "system_prompt": config.prompt.system_prompt,
-        "prefill": config.prompt.prefill,
-        "num_few_shot": config.prompt.num_few_shot,
-    }
-    (run_dir / PROMPT_TEMPLATE_FILE).write_text(json.dumps(template, indent=2) + "\n")
+    config.prompt.template().save(run_dir / PROMPT_TEMPLATE_FILE)
 
 
 def setup_model(config: Config, model=None, tokenizer=None, rank: int = 0, sharded: bool = False):

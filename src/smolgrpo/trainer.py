@@ -41,11 +41,9 @@ from smolgrpo.config import Config
 from smolgrpo.data import Problem, load_problems
 from smolgrpo.errors import warn
 from smolgrpo.grpo import group_advantages, grpo_loss, per_token_log_probs, zero_std_keep_mask
-from smolgrpo.prompts import PromptTemplate, render_prompt, select_few_shot
+from smolgrpo.prompts import render_prompt, select_few_shot
 from smolgrpo.rewards import score_completions
 from smolgrpo.rollout import Rollout, generate
-
-PROMPT_TEMPLATE_FILE = "prompt_template.json"
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -83,9 +81,7 @@ class Trainer:
             self.reference_model = frozen_copy(self.model).to(self.device)
         if self.sharded:  # after the broadcast: all ranks shard the same weights
             fsdp.shard_model(self.model)
-        self.template = PromptTemplate(
-            config.prompt.system_prompt, config.prompt.prefill, config.prompt.num_few_shot
-        )
+        self.template = config.prompt.template()
         self.train_problems = (
             train_problems
             if train_problems is not None
