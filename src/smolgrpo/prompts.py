@@ -5,8 +5,10 @@ reward built on them would be zero for every sample and GRPO would have nothing 
 The default template therefore *prefills* the assistant turn with `<reasoning>\\n`: the model
 starts inside the reasoning block and often closes it and opens `<answer>` itself. Rewards always
 score `prefill + generated text`, so a completion is judged as the full response a user sees.
-Few-shot examples (from the train split only) are available but off by default: each adds about
-200 prompt tokens, which costs more than it helps once the partial-credit format rewards exist.
+Few-shot examples come from the train split only. The library default is none (each example adds
+about 200 prompt tokens), but the training recipes use one: measured on CPU, prefill alone taught
+the model to open `<answer>` yet never to close `</reasoning>` (strict format stayed at 0 over 45
+steps), while prefill plus one worked example took strict format from 0 to ~40% in 13 steps.
 """
 
 from __future__ import annotations
