@@ -43,11 +43,23 @@ class PromptStream:
 class GroupBatch:
     """What one optimizer step trains on: this rank's groups, G completions each."""
 
-    input_ids: torch.Tensor  # (N, P + C) prompt then completion
-    attention_mask: torch.Tensor  # (N, P + C)
+    prompt_ids: torch.Tensor  # (N, P) left-padded; the G rows of a group are adjacent
+    prompt_mask: torch.Tensor  # (N, P)
+    completion_ids: torch.Tensor  # (N, C) right-padded
     completion_mask: torch.Tensor  # (N, C) tokens that enter the loss
     advantages: torch.Tensor  # (N,)
-    num_completion_tokens: int  # C
+
+    @property
+    def num_completion_tokens(self) -> int:  # C
+        return self.completion_ids.shape[1]
+
+    @property
+    def input_ids(self) -> torch.Tensor:  # (N, P + C) prompt then completion
+        return torch.cat([self.prompt_ids, self.completion_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:  # (N, P + C)
+        return torch.cat([self.prompt_mask, self.completion_mask.long()], dim=1)
 
 
 def _pad_cat(tensors: list[torch.Tensor], value: int, left: bool) -> torch.Tensor:
@@ -72,11 +84,11 @@ def build_group_batch(
         truncated = torch.cat([r.truncated for r in rollouts])  # (N,)
         completion_mask = completion_mask * (~truncated).unsqueeze(1)  # (N, C)
     return GroupBatch(
-        input_ids=torch.cat([prompt_ids, completion_ids], dim=1),  # (N, P + C)
-        attention_mask=torch.cat([prompt_mask, completion_mask], dim=1),  # (N, P + C)
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        completion_ids=completion_ids,
         completion_mask=completion_mask.float(),
         advantages=torch.cat(advantages),
-        num_completion_tokens=completion_ids.shape[1],
     )
 
 

@@ -25,6 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from smolgrpo.errors import SmolGRPOError, warn
+from smolgrpo.guards import is_disk_full
 
 MANIFEST = "manifest.json"
 
@@ -100,6 +101,49 @@ def save_checkpoint(
     staging = checkpoints / f".tmp-step_{step}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
+    try:
+        _write_checkpoint_files(
+            staging,
+            step,
+            model,
+            optimizer,
+            scheduler,
+            data_state,
+            rank_rng_states,
+            model_state,
+            optimizer_state,
+        )
+    except Exception as error:  # safetensors raises its own type, even for a full disk
+        # Nothing visible has changed yet: drop the half-written folder (it only takes space)
+        # and leave the previous checkpoint as the newest.
+        shutil.rmtree(staging, ignore_errors=True)
+        if not is_disk_full(error):
+            raise
+        previous = list_checkpoints(run_dir)
+        kept = f"{previous[-1]} is intact" if previous else "no earlier checkpoint exists"
+        raise SmolGRPOError(
+            f"{final}: disk full while writing the checkpoint; {kept}. Free some space "
+            "(or lower run.keep_checkpoints) and continue with --resume"
+        ) from error
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    _prune(checkpoints, keep)
+    return final
+
+
+def _write_checkpoint_files(
+    staging: Path,
+    step: int,
+    model,
+    optimizer,
+    scheduler,
+    data_state: dict,
+    rank_rng_states: list[dict[str, torch.Tensor]] | None,
+    model_state: dict[str, torch.Tensor] | None,
+    optimizer_state: dict | None,
+) -> None:
+    """Every file of a checkpoint, manifest last, fsynced, into the (invisible) staging folder."""
     if model_state is None:
         model_state = trainable_state(model)
     save_file(model_state, staging / "model.safetensors")
@@ -129,11 +173,6 @@ def save_checkpoint(
     for path in staging.iterdir():  # data on disk before the rename makes it visible
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(staging, final)
-    _prune(checkpoints, keep)
-    return final
 
 
 def _step_of(path: Path) -> int:

@@ -1,4 +1,4 @@
-"""The `smolgrpo` command line: `eval`, `train` (and `report` when it lands).
+"""The `smolgrpo` command line: `eval`, `train`, `report`, `compare`, `push`.
 
 Each subcommand is a `add_<name>_parser` + `run_<name>` pair registered in `COMMANDS`, so adding
 one touches nothing else. User errors (`SmolGRPOError`) print one `error: ...` line and exit 2;
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from smolgrpo import __version__
 from smolgrpo.errors import SmolGRPOError
+from smolgrpo.guards import resource_error_message
 from smolgrpo.prompts import PROMPT_TEMPLATE_FILE
 
 
@@ -233,7 +234,106 @@ def run_train(args) -> int:
     return 0
 
 
-COMMANDS = {"eval": (add_eval_parser, run_eval), "train": (add_train_parser, run_train)}
+def add_report_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="plots, summary and an HTML page for a run",
+        description="Write PNG plots, summary.json and a self-contained report.html (config, "
+        "summary, plots, completions browser) for a training run to RUN_DIR/report/.",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (runs/NAME)")
+    parser.add_argument("--output-dir", default=None, help="default: RUN_DIR/report")
+    parser.add_argument("--smooth", type=int, default=1, help="moving average over N steps (1)")
+    parser.add_argument("--window", type=int, default=5, help="first/last N steps to average (5)")
+    parser.add_argument(
+        "--eval",
+        dest="eval_dir",
+        default=None,
+        metavar="EVAL_DIR",
+        help="a `smolgrpo eval` output folder: its numbers go into the report and the model card",
+    )
+
+
+def run_report(args) -> int:
+    from rich.console import Console
+
+    from smolgrpo.report import print_summary, write_report
+
+    console = Console(stderr=True)
+    summary = write_report(args.run_dir, args.output_dir, args.smooth, args.window, args.eval_dir)
+    print_summary(console, summary, title=str(args.run_dir))
+    if args.eval_dir and (Path(args.run_dir) / "final").is_dir():
+        from smolgrpo.model_card import refresh_model_card
+
+        card = refresh_model_card(args.run_dir, args.eval_dir)
+        console.print(f"updated the model card {card}", soft_wrap=True)
+    paths = summary["paths"]
+    console.print(
+        f"wrote {paths['html']}, {paths['summary'].name} and {len(paths['plots'])} plots",
+        soft_wrap=True,
+    )
+    return 0
+
+
+def add_compare_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="one table (and curves) over runs and eval folders",
+        description="Compare run directories and `smolgrpo eval` output folders (mixed is fine): "
+        "prints one table and writes compare.md, compare.json and compare.png (training "
+        "curves of the runs) to --output-dir.",
+    )
+    parser.add_argument("sources", nargs="+", metavar="DIR", help="run or eval folders")
+    parser.add_argument("--output-dir", default="runs/compare", help="(default: %(default)s)")
+    parser.add_argument("--window", type=int, default=5, help="average a run's last N steps (5)")
+    parser.add_argument("--smooth", type=int, default=1, help="moving average over N steps (1)")
+
+
+def run_compare(args) -> int:
+    from rich.console import Console
+
+    from smolgrpo.compare import print_compare, write_compare
+
+    if args.smooth < 1:
+        raise SmolGRPOError(f"--smooth must be at least 1, got {args.smooth}")
+    console = Console(stderr=True)
+    sources, labels, rows, written = write_compare(
+        args.sources, args.output_dir, args.window, args.smooth
+    )
+    print_compare(console, sources, labels, rows, args.window)
+    console.print("wrote " + ", ".join(str(path) for path in written.values()), soft_wrap=True)
+    return 0
+
+
+def add_push_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "push",
+        help="upload a run's final/ model and its card to the Hugging Face hub",
+        description="Upload RUN_DIR/final (weights, tokenizer, prompt template, model card) to a "
+        "hub model repo with huggingface_hub. Needs a token (`hf auth login` or HF_TOKEN).",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
+    parser.add_argument("--repo-id", required=True, metavar="USER/NAME", help="hub model repo")
+    parser.add_argument("--private", action="store_true", help="create the repo as private")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="list the files and sizes; upload nothing"
+    )
+
+
+def run_push(args) -> int:
+    from smolgrpo.push import push_run
+
+    push_run(args.run_dir, args.repo_id, private=args.private, dry_run=args.dry_run)
+    return 0
+
+
+COMMANDS = {
+    "eval": (add_eval_parser, run_eval),
+    "train": (add_train_parser, run_train),
+    "report": (add_report_parser, run_report),
+    "compare": (add_compare_parser, run_compare),
+    "push": (add_push_parser, run_push),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -273,6 +373,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # out of memory or a full disk is a limit, not a bug: one line
+        message = resource_error_message(error)
+        if message is None or args.debug:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -112,6 +112,9 @@ class SamplingConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
+    # Benchmarks only: always generate max_completion_length tokens (EOS is masked out), so a
+    # speed comparison does not hinge on how long the sampled answers happened to be.
+    ignore_eos: bool = False
 
     def validate(self) -> None:
         _check(self.num_generations >= 2, "sampling.num_generations", self.num_generations)
@@ -162,6 +165,8 @@ class OptimConfig:
     max_steps: int = 200
     prompts_per_step: int = 8  # prompts per optimizer step (all ranks together)
     micro_batch_size: int = 16  # sequences per forward/backward; gradients accumulate
+    # Steps whose loss or gradients are NaN/inf are skipped; this many in a row stop the run.
+    max_bad_steps: int = 3
 
     def validate(self) -> None:
         _check(self.learning_rate > 0, "optim.learning_rate", self.learning_rate)
@@ -172,6 +177,7 @@ class OptimConfig:
         _check(self.max_steps >= 1, "optim.max_steps", self.max_steps)
         _check(self.prompts_per_step >= 1, "optim.prompts_per_step", self.prompts_per_step)
         _check(self.micro_batch_size >= 1, "optim.micro_batch_size", self.micro_batch_size)
+        _check(self.max_bad_steps >= 1, "optim.max_bad_steps", self.max_bad_steps)
 
 
 @dataclass

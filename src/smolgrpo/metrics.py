@@ -38,6 +38,7 @@ def step_metrics(
         clip_fraction=losses["clip_fraction"],
         entropy=losses.get("entropy", 0.0),
         grad_norm=losses["grad_norm"],
+        bad_steps=losses.get("bad_steps", 0),  # updates skipped for a NaN/inf (guards.py)
         learning_rate=trainer.scheduler.get_last_lr()[0],
         completion_length_mean=statistics.fmean(lengths),
         completion_length_max=max(lengths),

@@ -237,3 +237,24 @@ def prepare_tokenizer(tokenizer) -> None:
 
 def count_parameters(model) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
+
+
+# ----------------------------------------------------------------------------- KV-cache calls
+def _forward_parameters(model) -> set[str]:
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
+    return set(inspect.signature(type(base).forward).parameters)
+
+
+def cache_arguments(model, cache) -> dict:
+    """The keyword that passes a KV cache to `model(...)`: `cache` in recent transformers,
+    `past_key_values` before (the old name still works there, with a deprecation warning)."""
+    name = "cache" if "cache" in _forward_parameters(model) else "past_key_values"
+    return {name: cache, "use_cache": True}
+
+
+def returned_cache(output):
+    """The KV cache a forward with `use_cache=True` returned, under either name."""
+    cache = output.get("cache") if hasattr(output, "get") else None
+    return cache if cache is not None else output.past_key_values

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from smolgrpo.grpo import completion_mask_from_ids
+from smolgrpo.modeling import cache_arguments, returned_cache
 
 
 @dataclass
@@ -56,7 +57,8 @@ def generate(
     """Sample `num_generations` completions for each prompt; rows of one prompt are adjacent.
 
     `synced` (FSDP, where every forward is a collective): a rank whose rows have all finished
-    keeps running forwards until every rank's have, so all ranks run the same number."""
+    keeps running forwards until every rank's have, so all ranks run the same number; that path
+    uses Hugging Face `generate`, the others our own decode loop (see `decode`)."""
     device = next(model.parameters()).device
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; call modeling.prepare_tokenizer first")
@@ -68,31 +70,39 @@ def generate(
     prompt_ids = encoded["input_ids"].to(device)  # (B, P)
     prompt_mask = encoded["attention_mask"].to(device)  # (B, P)
     eos_ids = eos_token_ids(model, tokenizer)
-    sampling = temperature > 0
-    options = {
-        "max_new_tokens": max_new_tokens,
-        "do_sample": sampling,
-        "num_return_sequences": num_generations,
-        "pad_token_id": tokenizer.pad_token_id,
-        "eos_token_id": None if ignore_eos else eos_ids,
-        "use_cache": True,
-    }
-    if synced:
-        options["synced_gpus"] = True
-    if ignore_eos:
-        options["min_new_tokens"] = max_new_tokens
-    if sampling:
-        options.update(temperature=temperature, top_p=top_p, top_k=top_k or None)
-    else:  # silence the model's own sampling defaults when decoding greedily
-        options.update(temperature=None, top_p=None, top_k=None)
     was_training = model.training
     model.eval()
     try:
-        output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, **options)
+        if synced:
+            completion_ids = _generate_hf(
+                model,
+                tokenizer,
+                prompt_ids,
+                prompt_mask,
+                eos_ids,
+                num_generations,
+                max_new_tokens,
+                temperature,
+                top_p,
+                top_k,
+                ignore_eos,
+            )  # (N, C)
+        else:
+            completion_ids = decode(
+                model,
+                prompt_ids,
+                prompt_mask,
+                eos_ids,
+                pad_token_id=tokenizer.pad_token_id,
+                num_generations=num_generations,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k,
+                ignore_eos=ignore_eos,
+            )  # (N, C)
     finally:
         model.train(was_training)
-    prompt_length = prompt_ids.shape[1]
-    completion_ids = output[:, prompt_length:]  # (N, C)
     completion_mask, truncated = completion_mask_from_ids(
         completion_ids, [] if ignore_eos else eos_ids
     )
@@ -110,3 +120,141 @@ def generate(
         truncated=truncated,
         responses=[prefill + text for text in texts],
     )
+
+
+def _generate_hf(
+    model,
+    tokenizer,
+    prompt_ids,
+    prompt_mask,
+    eos_ids,
+    num_generations,
+    max_new_tokens,
+    temperature,
+    top_p,
+    top_k,
+    ignore_eos,
+    synced=True,
+) -> torch.Tensor:
+    """Hugging Face `generate` (used under FSDP for its `synced_gpus`); returns (N, C) ids."""
+    sampling = temperature > 0
+    options = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": sampling,
+        "num_return_sequences": num_generations,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": None if ignore_eos else eos_ids,
+        "use_cache": True,
+    }
+    if synced:
+        options["synced_gpus"] = True
+    if ignore_eos:
+        options["min_new_tokens"] = max_new_tokens
+    if sampling:
+        options.update(temperature=temperature, top_p=top_p, top_k=top_k or None)
+    else:  # silence the model's own sampling defaults when decoding greedily
+        options.update(temperature=None, top_p=None, top_k=None)
+    output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, **options)
+    return output[:, prompt_ids.shape[1] :]  # (N, C)
+
+
+# ----------------------------------------------------------------------------- our decode loop
+def sample_next_tokens(
+    logits: torch.Tensor, temperature: float, top_p: float = 1.0, top_k: int = 0
+) -> torch.Tensor:
+    """Next token per row from (N, V) logits: argmax when temperature is 0, else a sample from
+    softmax(logits / temperature) restricted to the top_k tokens and the top_p nucleus."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)  # (N,)
+    logits = logits.float() / temperature  # (N, V)
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (N, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (N, V)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)  # (N, V)
+        # Drop a token when the tokens ranked above it already hold top_p of the mass; the
+        # most likely token is always kept.
+        drop = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # (N, V)
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    return torch.multinomial(logits.softmax(dim=-1), num_samples=1).squeeze(-1)  # (N,)
+
+
+@torch.no_grad()
+def decode(
+    model,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    eos_ids: list[int],
+    *,
+    pad_token_id: int,
+    num_generations: int = 1,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    ignore_eos: bool = False,
+) -> torch.Tensor:
+    """Batched sampling with the KV cache, G completions per prompt; returns (N, C) ids.
+
+    Faster than `model.generate(num_return_sequences=G)` for GRPO because each prompt is
+    prefilled once and its KV cache copied to its G rows (`generate` prefills every copy), rows
+    that have finished are dropped from the batch, and a step does nothing per token beyond the
+    forward and the sampling. Finished rows are padded with `pad_token_id` after their EOS.
+    """
+    # Left padding shared by every prompt is dead weight in every forward: cut it.
+    first_real = int(prompt_mask.any(dim=0).long().argmax())
+    prompt_ids, prompt_mask = prompt_ids[:, first_real:], prompt_mask[:, first_real:]  # (B, P)
+    batch, prompt_length = prompt_ids.shape
+    rows = batch * num_generations
+    device = prompt_ids.device
+    eos = torch.tensor(eos_ids, device=device, dtype=torch.long)
+    positions = (prompt_mask.long().cumsum(dim=-1) - 1).clamp(min=0)  # (B, P)
+    output = model(
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        position_ids=positions,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache = returned_cache(output)
+    logits = output.logits[:, -1, :]  # (B, V)
+    if num_generations > 1:
+        cache.batch_repeat_interleave(num_generations)
+        logits = logits.repeat_interleave(num_generations, dim=0)  # (N, V)
+    # The attention mask grows by one column a step; allocate it once.
+    attention = torch.ones(
+        rows, prompt_length + max_new_tokens, dtype=prompt_mask.dtype, device=device
+    )
+    attention[:, :prompt_length] = prompt_mask.repeat_interleave(num_generations, dim=0)
+    next_position = positions[:, -1].repeat_interleave(num_generations) + 1  # (N,)
+    completion = torch.full((rows, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    active = torch.arange(rows, device=device)  # rows still generating, in cache order
+    generated = 0
+    cache_kwargs = cache_arguments(model, cache)  # the same cache object, updated in place
+    for step in range(max_new_tokens):
+        if ignore_eos and len(eos_ids):
+            logits[:, eos] = float("-inf")
+        tokens = sample_next_tokens(logits, temperature, top_p, top_k)  # (n,)
+        completion[active, step] = tokens
+        generated = step + 1
+        if step == max_new_tokens - 1:
+            break
+        if not ignore_eos:
+            running = ~torch.isin(tokens, eos)  # (n,)
+            if not bool(running.all()):
+                if not bool(running.any()):
+                    break
+                # Drop finished rows from the batch (and their KV cache): later steps cost
+                # only what the unfinished rows need.
+                keep = running.nonzero().squeeze(-1)  # (n',)
+                cache.batch_select_indices(keep)
+                active, tokens = active[keep], tokens[keep]
+        output = model(
+            input_ids=tokens.unsqueeze(-1),
+            attention_mask=attention[active, : prompt_length + step + 1],
+            position_ids=(next_position[active] + step).unsqueeze(-1),
+            **cache_kwargs,
+        )
+        logits = output.logits[:, -1, :]  # (n, V)
+    return completion[:, :generated]  # (N, C): C is the longest completion, not the budget

@@ -11,6 +11,7 @@ import torch
 from smolgrpo import distributed as dist_utils
 from smolgrpo.config import Config
 from smolgrpo.errors import SmolGRPOError
+from smolgrpo.model_card import write_training_card
 from smolgrpo.modeling import load_model_and_tokenizer, prepare_tokenizer, resolve_device
 from smolgrpo.prompts import PROMPT_TEMPLATE_FILE
 
@@ -98,6 +99,7 @@ def save_final_model(trainer, state_dict: dict | None = None) -> Path:
     model.save_pretrained(staging, state_dict=state_dict, safe_serialization=True)
     trainer.tokenizer.save_pretrained(staging)
     shutil.copy(trainer.run_dir / PROMPT_TEMPLATE_FILE, staging / PROMPT_TEMPLATE_FILE)
+    write_training_card(staging, trainer.config.to_dict(), trainer.run_dir / "metrics.jsonl")
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)
     return final

