@@ -129,7 +129,7 @@ def newest_good_step(run_dir: Path) -> int:
 def test_random_kills_and_resume_end_where_an_uninterrupted_run_ends(
     tmp_path, recipe, monkeypatch, capsys
 ):
-    seed = int(os.environ.get("SMOLGRPO_KILL_SEED", random.randrange(1_000_000)))
+    seed = int(os.environ.get("SMOLGRPO_KILL_SEED") or random.randrange(1_000_000))
     rng = random.Random(seed)
     print(f"kill seed {seed} (replay with SMOLGRPO_KILL_SEED={seed})")
 
@@ -191,11 +191,14 @@ def test_random_kills_and_resume_end_where_an_uninterrupted_run_ends(
     assert f"stopped at step {stopped}; checkpoint written" in launch.text()
     assert newest_good_step(run_dir) == stopped
 
-    # 5. SIGKILL, then half a metrics line and a torn newest checkpoint.
+    # 5. SIGKILL, then half a metrics line and a torn newest checkpoint (once two exist).
     launch = Launch(recipe, run_dir, 4)
     launch.wait_until_resumed()
     target = newest_good_step(run_dir) + rng.randint(1, 3)
-    launch.wait_until(lambda: steps_logged(run_dir) >= target, f"step {target}")
+    launch.wait_until(
+        lambda: steps_logged(run_dir) >= target and len(list_checkpoints(run_dir)) >= 2,
+        f"step {target} and two checkpoints",
+    )
     record(f"SIGKILL at step >= {target}", launch, launch.send(signal.SIGKILL))
     with open(run_dir / "metrics.jsonl", "a") as handle:
         handle.write('{"step": 999, "loss": 0.')

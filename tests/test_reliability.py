@@ -51,16 +51,12 @@ def inject(monkeypatch, trainer, kind: str, bad_steps: set[int]) -> None:
             return dataclasses.replace(output, loss=output.loss * value) if bad() else output
 
         monkeypatch.setattr(trainer_module, "grpo_loss", grpo_loss)
-    elif kind == "nan log-probs":
-        real = trainer_module.per_token_log_probs
+    elif kind == "nan log-probs":  # NaN hidden states reach every log-prob of the step
 
-        def per_token_log_probs(*args, **kwargs):
-            log_probs, *rest = real(*args, **kwargs)
-            if bad() and torch.is_grad_enabled():
-                log_probs = log_probs + float("nan")
-            return (log_probs, *rest)
+        def poison(module, inputs, output):
+            return output + math.nan if bad() and torch.is_grad_enabled() else output
 
-        monkeypatch.setattr(trainer_module, "per_token_log_probs", per_token_log_probs)
+        trainer.model.model.norm.register_forward_hook(poison)  # this trainer only
     else:  # "inf gradient": as if the all-reduce or a kernel overflowed
         real = dist_utils.all_reduce_gradients
 

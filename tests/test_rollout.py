@@ -8,7 +8,7 @@ import torch
 
 from smolgrpo.logprobs import completion_log_probs, prompt_groups
 from smolgrpo.modeling import prepare_tokenizer
-from smolgrpo.rollout import _generate_hf, decode, eos_token_ids, generate, sample_next_tokens
+from smolgrpo.rollout import decode, eos_token_ids, generate, sample_next_tokens
 
 PROMPTS = ["What is 2 + 3?", "Tom has 12 apples and eats 5. How many are left?", "Hi"]
 
@@ -18,6 +18,22 @@ def _encode(tokenizer, prompts):
         prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
     )
     return encoded["input_ids"], encoded["attention_mask"]
+
+
+def _generate_hf(tokenizer_model, tokenizer, ids, mask, eos, max_new_tokens):
+    """The reference: Hugging Face greedy `generate`, completion ids only."""
+    output = tokenizer_model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=eos,
+    )
+    return output[:, ids.shape[1] :]
 
 
 @pytest.mark.parametrize("num_generations", [1, 3])
@@ -41,13 +57,7 @@ def test_greedy_decode_matches_hf_generate(tiny_model, char_tokenizer, num_gener
         ids.repeat_interleave(num_generations, 0),
         mask.repeat_interleave(num_generations, 0),
         eos,
-        1,
         24,
-        0.0,
-        1.0,
-        0,
-        False,
-        synced=False,
     )
     assert ours.shape[0] == len(PROMPTS) * num_generations
     width = min(ours.shape[1], theirs.shape[1])

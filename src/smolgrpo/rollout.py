@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from smolgrpo import distributed as dist_utils
 from smolgrpo.grpo import completion_mask_from_ids
 from smolgrpo.modeling import cache_arguments, returned_cache
 
@@ -56,9 +57,7 @@ def generate(
 ) -> Rollout:
     """Sample `num_generations` completions for each prompt; rows of one prompt are adjacent.
 
-    `synced` (FSDP, where every forward is a collective): a rank whose rows have all finished
-    keeps running forwards until every rank's have, so all ranks run the same number; that path
-    uses Hugging Face `generate`, the others our own decode loop (see `decode`)."""
+    `synced` (FSDP, where every forward is a collective): see `decode`."""
     device = next(model.parameters()).device
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; call modeling.prepare_tokenizer first")
@@ -73,34 +72,20 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        if synced:
-            completion_ids = _generate_hf(
-                model,
-                tokenizer,
-                prompt_ids,
-                prompt_mask,
-                eos_ids,
-                num_generations,
-                max_new_tokens,
-                temperature,
-                top_p,
-                top_k,
-                ignore_eos,
-            )  # (N, C)
-        else:
-            completion_ids = decode(
-                model,
-                prompt_ids,
-                prompt_mask,
-                eos_ids,
-                pad_token_id=tokenizer.pad_token_id,
-                num_generations=num_generations,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=top_k,
-                ignore_eos=ignore_eos,
-            )  # (N, C)
+        completion_ids = decode(
+            model,
+            prompt_ids,
+            prompt_mask,
+            eos_ids,
+            pad_token_id=tokenizer.pad_token_id,
+            num_generations=num_generations,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            ignore_eos=ignore_eos,
+            synced=synced,
+        )  # (N, C)
     finally:
         model.train(was_training)
     completion_mask, truncated = completion_mask_from_ids(
@@ -120,42 +105,6 @@ def generate(
         truncated=truncated,
         responses=[prefill + text for text in texts],
     )
-
-
-def _generate_hf(
-    model,
-    tokenizer,
-    prompt_ids,
-    prompt_mask,
-    eos_ids,
-    num_generations,
-    max_new_tokens,
-    temperature,
-    top_p,
-    top_k,
-    ignore_eos,
-    synced=True,
-) -> torch.Tensor:
-    """Hugging Face `generate` (used under FSDP for its `synced_gpus`); returns (N, C) ids."""
-    sampling = temperature > 0
-    options = {
-        "max_new_tokens": max_new_tokens,
-        "do_sample": sampling,
-        "num_return_sequences": num_generations,
-        "pad_token_id": tokenizer.pad_token_id,
-        "eos_token_id": None if ignore_eos else eos_ids,
-        "use_cache": True,
-    }
-    if synced:
-        options["synced_gpus"] = True
-    if ignore_eos:
-        options["min_new_tokens"] = max_new_tokens
-    if sampling:
-        options.update(temperature=temperature, top_p=top_p, top_k=top_k or None)
-    else:  # silence the model's own sampling defaults when decoding greedily
-        options.update(temperature=None, top_p=None, top_k=None)
-    output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, **options)
-    return output[:, prompt_ids.shape[1] :]  # (N, C)
 
 
 # ----------------------------------------------------------------------------- our decode loop
@@ -194,6 +143,7 @@ def decode(
     top_p: float = 1.0,
     top_k: int = 0,
     ignore_eos: bool = False,
+    synced: bool = False,
 ) -> torch.Tensor:
     """Batched sampling with the KV cache, G completions per prompt; returns (N, C) ids.
 
@@ -201,6 +151,10 @@ def decode(
     prefilled once and its KV cache copied to its G rows (`generate` prefills every copy), rows
     that have finished are dropped from the batch, and a step does nothing per token beyond the
     forward and the sampling. Finished rows are padded with `pad_token_id` after their EOS.
+
+    `synced` (FSDP, where every forward is a collective): a rank whose rows have all finished
+    keeps running (dummy) forwards until every rank's have, so all ranks run the same number.
+    It samples exactly as without `synced`, so FSDP and plain training draw the same tokens.
     """
     # Left padding shared by every prompt is dead weight in every forward: cut it.
     first_real = int(prompt_mask.any(dim=0).long().argmax())
@@ -232,24 +186,29 @@ def decode(
     active = torch.arange(rows, device=device)  # rows still generating, in cache order
     generated = 0
     cache_kwargs = cache_arguments(model, cache)  # the same cache object, updated in place
+    done = False  # this rank has nothing left to generate
     for step in range(max_new_tokens):
-        if ignore_eos and len(eos_ids):
-            logits[:, eos] = float("-inf")
-        tokens = sample_next_tokens(logits, temperature, top_p, top_k)  # (n,)
-        completion[active, step] = tokens
-        generated = step + 1
-        if step == max_new_tokens - 1:
-            break
-        if not ignore_eos:
-            running = ~torch.isin(tokens, eos)  # (n,)
-            if not bool(running.all()):
-                if not bool(running.any()):
-                    break
+        if not done:
+            if ignore_eos and len(eos_ids):
+                logits[:, eos] = float("-inf")
+            tokens = sample_next_tokens(logits, temperature, top_p, top_k)  # (n,)
+            completion[active, step] = tokens
+            generated = step + 1
+            running = torch.ones_like(tokens, dtype=torch.bool)
+            if not ignore_eos:
+                running = ~torch.isin(tokens, eos)  # (n,)
+            done = step == max_new_tokens - 1 or not bool(running.any())
+            if not done and not bool(running.all()):
                 # Drop finished rows from the batch (and their KV cache): later steps cost
                 # only what the unfinished rows need.
                 keep = running.nonzero().squeeze(-1)  # (n',)
                 cache.batch_select_indices(keep)
                 active, tokens = active[keep], tokens[keep]
+        if (not dist_utils.any_true(not done)) if synced else done:
+            break
+        if done:  # synced, another rank is still generating: join its collective forward
+            model(input_ids=completion[:1, :1], use_cache=False)
+            continue
         output = model(
             input_ids=tokens.unsqueeze(-1),
             attention_mask=attention[active, : prompt_length + step + 1],

@@ -107,8 +107,8 @@ class Trainer:
             if self.is_main:
                 from smolgrpo.metrics import truncate_metrics
 
-                warn(f"{self.run_dir}: no checkpoint to resume from; starting at step 0")
                 truncate_metrics(self.run_dir / "metrics.jsonl", 0)  # rows of the lost steps
+                warn(f"{self.run_dir}: no checkpoint to resume from; starting at step 0")
             return
         state = load_checkpoint(
             checkpoint,
