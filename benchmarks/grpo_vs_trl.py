@@ -175,7 +175,11 @@ def run_smolgrpo(settings: dict, forced_length: bool) -> dict:
     grpo.beta, grpo.loss_type = COMMON["beta"], COMMON["loss_type"]
     grpo.epsilon, grpo.epsilon_high = COMMON["epsilon"], COMMON["epsilon_high"]
     grpo.scale_rewards, grpo.num_iterations = COMMON["scale_rewards"], 1
-    optim.learning_rate, optim.warmup_steps, optim.lr_schedule = COMMON["learning_rate"], 0, "constant"
+    optim.learning_rate, optim.warmup_steps, optim.lr_schedule = (
+        COMMON["learning_rate"],
+        0,
+        "constant",
+    )
     optim.max_grad_norm, optim.weight_decay = COMMON["max_grad_norm"], COMMON["weight_decay"]
     optim.adam_beta1, optim.adam_beta2 = COMMON["adam_beta1"], COMMON["adam_beta2"]
     optim.prompts_per_step = settings["prompts_per_step"]
@@ -210,7 +214,10 @@ def run_smolgrpo(settings: dict, forced_length: bool) -> dict:
                 }
             )
     result = summarise(per_step, settings)
-    result["settings"] = {"gradient_checkpointing": False, "micro_batch_size": optim.micro_batch_size}
+    result["settings"] = {
+        "gradient_checkpointing": False,
+        "micro_batch_size": optim.micro_batch_size,
+    }
     return result
 
 
@@ -310,9 +317,7 @@ def run_trl(settings: dict, forced_length: bool) -> dict:
             _sync(device)
             elapsed = time.perf_counter() - self.started
             now = dict(timings, optimizer_s=optimizer_timer.total)
-            per_step.append(
-                {"step_s": elapsed, **{k: now[k] - self.snapshot[k] for k in now}}
-            )
+            per_step.append({"step_s": elapsed, **{k: now[k] - self.snapshot[k] for k in now}})
 
     trainer = GRPOTrainer(
         model=model,
@@ -367,6 +372,29 @@ def child(args) -> None:
     Path(args.output).write_text(json.dumps(result))
 
 
+# Peak memory bandwidth (GB/s) of cards we may be lent, from the vendors' data sheets.
+BANDWIDTH_GBS = {"H100 80GB HBM3": 3350, "H100 PCIe": 2000, "H100 NVL": 3900, "H200": 4800}
+PARAMETERS = 134_515_008  # SmolLM2-135M-Instruct
+
+
+def bandwidth_bound(table: dict, bandwidth_gbs: float | None) -> dict | None:
+    """Decode steps/s that memory bandwidth allows (each step reads every weight once, in bf16;
+    the KV cache is ignored, so the bound is optimistic) against what smolgrpo's rollout reached
+    (max_completion_length decode steps in generation_s, prefill included)."""
+    if not bandwidth_gbs:
+        bandwidth_gbs = next((v for k, v in BANDWIDTH_GBS.items() if k in table["device"]), None)
+    if not bandwidth_gbs:
+        return None
+    bound = bandwidth_gbs * 1e9 / (PARAMETERS * 2)
+    reached = table["workload"]["max_completion_length"] / table["smolgrpo"]["generation_s"]
+    return {
+        "bandwidth_gbs": bandwidth_gbs,
+        "bound_decode_steps_per_s": bound,
+        "decode_steps_per_s": reached,
+        "fraction_of_bound": reached / bound,
+    }
+
+
 def print_table(table: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -384,6 +412,8 @@ def print_table(table: dict) -> None:
     console.print(f"smolgrpo settings: {json.dumps(ours['settings'])}")
     console.print(f"TRL settings: {json.dumps(theirs['settings'])}")
     console.print(f"versions: {json.dumps(table['versions'])}")
+    if table.get("bandwidth_bound"):
+        console.print(f"decode vs memory-bandwidth bound: {json.dumps(table['bandwidth_bound'])}")
 
 
 def main() -> None:
@@ -398,6 +428,12 @@ def main() -> None:
         help="both sides generate exactly max_completion_length tokens (default: on)",
     )
     parser.add_argument("--only", choices=["smolgrpo", "trl"], help="run one side only")
+    parser.add_argument(
+        "--bandwidth-gbs",
+        type=float,
+        default=None,
+        help="GPU memory bandwidth for the decode bound (default: known cards by name)",
+    )
     parser.add_argument("--side", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -417,7 +453,11 @@ def main() -> None:
     for side in [args.only] if args.only else ["smolgrpo", "trl"]:
         with tempfile.NamedTemporaryFile(suffix=".json") as output:
             command = [sys.executable, __file__, "--preset", args.preset, "--side", side]
-            command += ["--output", output.name, "--forced-length" if args.forced_length else "--no-forced-length"]
+            command += [
+                "--output",
+                output.name,
+                "--forced-length" if args.forced_length else "--no-forced-length",
+            ]
             command += (["--steps", str(args.steps)] if args.steps else []) + (
                 ["--device", args.device] if args.device else []
             )
@@ -427,11 +467,12 @@ def main() -> None:
     if args.only:
         print(json.dumps(table[args.only], indent=1))
         return
+    table["bandwidth_bound"] = bandwidth_bound(table, args.bandwidth_gbs)
     print_table(table)
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
     kind = "gpu" if device.startswith("cuda") else "cpu"
-    path = results / f"{kind}-{args.preset}-{table['date']}.json"
+    path = results / f"{args.preset}-preset_{kind}_{table['date']}.json"
     path.write_text(json.dumps(table, indent=1) + "\n")
     print(f"wrote {path}")
 
