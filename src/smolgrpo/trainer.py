@@ -297,15 +297,29 @@ class Trainer:
         # Each group's prompt runs once (logprobs.py), except where the KV cache is off in
         # training (gradient checkpointing) or FSDP would see two forwards per backward.
         share_prompt = not (self.config.model.gradient_checkpointing or self.sharded)
-        return completion_log_probs(
+        # Columns past this micro-batch's longest counted completion only hold padding: skip
+        # them (the batch is padded to the longest completion of the whole step), then pad the
+        # results back to C with zeros, which the completion mask ignores.
+        width = batch.completion_ids.shape[1]
+        used = (
+            max(1, int(batch.completion_mask[rows].sum(dim=1).max())) if not self.sharded else width
+        )
+        result = completion_log_probs(
             model,
             batch.prompt_ids[rows],
             batch.prompt_mask[rows],
-            batch.completion_ids[rows],
+            batch.completion_ids[rows, :used],
             temperature=self.config.sampling.temperature,
             return_entropy=return_entropy,
             share_prompt=share_prompt,
-        )
+        )  # (n, used) or a pair of them
+        pad = width - used
+        if pad == 0:
+            return result
+        padded = [
+            torch.nn.functional.pad(t, (0, pad)) for t in (result if return_entropy else [result])
+        ]
+        return tuple(padded) if return_entropy else padded[0]
 
     def train_step(self) -> dict:
         step_started = time.perf_counter()
