@@ -172,18 +172,13 @@ def test_build_group_batch_pads_prompts_left_and_completions_right():
     second = _rollout([[0, 3, 4, 5], [3, 3, 4, 5]], [[9, 9, 9, 2], [7, 2, 0, 0]], [False, False])
     advantages = [torch.tensor([1.0, -1.0]), torch.tensor([0.5, -0.5])]
     batch = build_group_batch([first, second], advantages, pad_token_id=0, mask_truncated=False)
-    assert batch.num_completion_tokens == 4
-    assert batch.input_ids.tolist() == [
-        [0, 0, 5, 6, 7, 2, 0, 0],
-        [0, 0, 5, 6, 8, 9, 0, 0],
-        [0, 3, 4, 5, 9, 9, 9, 2],
-        [3, 3, 4, 5, 7, 2, 0, 0],
-    ]
-    assert batch.attention_mask.tolist() == [
-        [0, 0, 1, 1, 1, 1, 0, 0],
-        [0, 0, 1, 1, 1, 1, 0, 0],
-        [0, 1, 1, 1, 1, 1, 1, 1],
-        [1, 1, 1, 1, 1, 1, 0, 0],
+    assert batch.prompt_ids.tolist() == [[0, 0, 5, 6], [0, 0, 5, 6], [0, 3, 4, 5], [3, 3, 4, 5]]
+    assert batch.prompt_mask.tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [0, 1, 1, 1], [1, 1, 1, 1]]
+    assert batch.completion_ids.tolist() == [
+        [7, 2, 0, 0],
+        [8, 9, 0, 0],
+        [9, 9, 9, 2],
+        [7, 2, 0, 0],
     ]
     assert batch.completion_mask.dtype == torch.float32
     assert batch.completion_mask.tolist() == [
@@ -201,8 +196,7 @@ def test_build_group_batch_mask_truncated_zeroes_truncated_rows():
     advantages = [torch.tensor([1.0, -1.0]), torch.tensor([0.5, -0.5])]
     batch = build_group_batch([first, second], advantages, pad_token_id=0, mask_truncated=True)
     assert batch.completion_mask.tolist() == [[1, 1, 0], [0, 0, 0], [0, 0, 0], [1, 1, 0]]
-    assert batch.attention_mask[:, 2:].tolist() == batch.completion_mask.long().tolist()
-    assert batch.attention_mask[:, :2].tolist() == [[1, 1]] * 4  # prompts stay visible
+    assert batch.prompt_mask.tolist() == [[1, 1]] * 4  # prompts stay visible
 
 
 # ----------------------------------------------------------------------------- training

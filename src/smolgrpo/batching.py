@@ -49,18 +49,6 @@ class GroupBatch:
     completion_mask: torch.Tensor  # (N, C) tokens that enter the loss
     advantages: torch.Tensor  # (N,)
 
-    @property
-    def num_completion_tokens(self) -> int:  # C
-        return self.completion_ids.shape[1]
-
-    @property
-    def input_ids(self) -> torch.Tensor:  # (N, P + C) prompt then completion
-        return torch.cat([self.prompt_ids, self.completion_ids], dim=1)
-
-    @property
-    def attention_mask(self) -> torch.Tensor:  # (N, P + C)
-        return torch.cat([self.prompt_mask, self.completion_mask.long()], dim=1)
-
 
 def _pad_cat(tensors: list[torch.Tensor], value: int, left: bool) -> torch.Tensor:
     width = max(t.shape[1] for t in tensors)
