@@ -35,7 +35,7 @@ table { border-collapse: collapse; margin: 6px 0 12px; }
 th, td { padding: 3px 10px; border-bottom: 1px solid #e6e9ee; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 thead th { background: #f0f2f5; }
-td.up { color: #17813a; } td.down { color: #b3261e; }
+td.up { color: #1a5fb4; } td.down { color: #9c4a00; }  /* direction only, not good or bad */
 .plots { display: grid; grid-template-columns: 1fr; gap: 12px; }
 figure { margin: 0; }
 .plots img { max-width: 100%; border: 1px solid #eceef2; border-radius: 4px; }
