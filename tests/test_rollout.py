@@ -8,16 +8,15 @@ import torch
 
 from smolgrpo.logprobs import completion_log_probs, prompt_groups
 from smolgrpo.modeling import prepare_tokenizer
-from smolgrpo.rollout import decode, eos_token_ids, generate, sample_next_tokens
+from smolgrpo.rollout import (
+    decode,
+    encode_prompts,
+    eos_token_ids,
+    generate,
+    sample_next_tokens,
+)
 
 PROMPTS = ["What is 2 + 3?", "Tom has 12 apples and eats 5. How many are left?", "Hi"]
-
-
-def _encode(tokenizer, prompts):
-    encoded = tokenizer(
-        prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
-    )
-    return encoded["input_ids"], encoded["attention_mask"]
 
 
 def _generate_hf(tokenizer_model, tokenizer, ids, mask, eos, max_new_tokens):
@@ -39,7 +38,7 @@ def _generate_hf(tokenizer_model, tokenizer, ids, mask, eos, max_new_tokens):
 @pytest.mark.parametrize("num_generations", [1, 3])
 def test_greedy_decode_matches_hf_generate(tiny_model, char_tokenizer, num_generations):
     prepare_tokenizer(char_tokenizer)
-    ids, mask = _encode(char_tokenizer, PROMPTS)
+    ids, mask = encode_prompts(char_tokenizer, PROMPTS)
     eos = eos_token_ids(tiny_model, char_tokenizer)
     tiny_model.eval()
     ours = decode(
@@ -68,7 +67,7 @@ def test_decode_stops_rows_at_eos_and_pads_after(tiny_model, char_tokenizer):
     """Make EOS the most likely token after two steps for one prompt only: that row must end
     with EOS then pads, and the others keep going to the budget."""
     prepare_tokenizer(char_tokenizer)
-    ids, mask = _encode(char_tokenizer, PROMPTS)
+    ids, mask = encode_prompts(char_tokenizer, PROMPTS)
     calls = {"n": 0}
     original = tiny_model.forward
 
@@ -133,7 +132,7 @@ def test_shared_prompt_log_probs_and_gradients_match_full_forward(
 ):
     prepare_tokenizer(char_tokenizer)
     G = 3
-    ids, mask = _encode(char_tokenizer, PROMPTS)
+    ids, mask = encode_prompts(char_tokenizer, PROMPTS)
     ids, mask = ids.repeat_interleave(G, 0), mask.repeat_interleave(G, 0)  # (9, P)
     torch.manual_seed(1)
     completions = torch.randint(4, 90, (ids.shape[0], 7))  # (9, 7)
@@ -165,7 +164,7 @@ def test_shared_prompt_log_probs_and_gradients_match_full_forward(
 
 def test_shared_prompt_single_completion_token(tiny_model, char_tokenizer):
     prepare_tokenizer(char_tokenizer)
-    ids, mask = _encode(char_tokenizer, PROMPTS[:2])
+    ids, mask = encode_prompts(char_tokenizer, PROMPTS[:2])
     completions = torch.tensor([[7], [9]])
     full = completion_log_probs(tiny_model, ids, mask, completions, share_prompt=False)
     shared = completion_log_probs(tiny_model, ids, mask, completions)

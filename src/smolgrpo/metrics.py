@@ -11,6 +11,16 @@ import torch
 
 from smolgrpo import distributed as dist_utils
 
+# What a periodic eval logs (as eval/<key>), from evaluate.evaluate's metrics.
+PERIODIC_EVAL_KEYS = (
+    "accuracy",
+    "accuracy_last_number",
+    "strict_format_rate",
+    "soft_format_rate",
+    "mean_completion_tokens",
+    "truncation_rate",
+)
+
 
 def step_metrics(
     trainer, stats: dict, losses: dict, problems: list, timings: dict

@@ -14,19 +14,12 @@ from pathlib import Path
 
 import yaml
 
-from smolgrpo.report import EVAL_KEYS, format_value, is_number, summarize_run
+from smolgrpo.report import EVAL_KEYS, HEADLINE_KEYS, format_value, is_number, summarize_run
 
 CARD_FILE = "README.md"
 EVAL_RESULTS_FILE = "eval_results.json"
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-CARD_METRICS = (
-    "reward_mean",
-    "accuracy",
-    "strict_format_rate",
-    "soft_format_rate",
-    "completion_length_mean",
-    "truncation_rate",
-)
+CARD_METRICS = HEADLINE_KEYS
 
 
 def _base_model(name: str) -> tuple[str, str | None]:

@@ -19,18 +19,21 @@ from pathlib import Path
 import yaml
 
 from smolgrpo.errors import SmolGRPOError
-from smolgrpo.metrics import read_metrics
+from smolgrpo.metrics import PERIODIC_EVAL_KEYS, read_metrics
 
 EVAL_PREFIX = "eval/"
 REWARD_PREFIX = "reward/"
-# The training metrics of the summary table, in reading order; reward components follow.
-SUMMARY_KEYS = (
+# The headline training metrics (also the model card's), then the rest of the summary table in
+# reading order; reward components follow.
+HEADLINE_KEYS = (
     "reward_mean",
     "accuracy",
     "strict_format_rate",
     "soft_format_rate",
     "completion_length_mean",
     "truncation_rate",
+)
+SUMMARY_KEYS = HEADLINE_KEYS + (
     "frac_zero_std_groups",
     "kl",
     "clip_fraction",
@@ -39,15 +42,7 @@ SUMMARY_KEYS = (
     "tokens_per_s",
 )
 # The eval metrics worth a row when comparing or summarising (eval dirs and periodic eval).
-EVAL_KEYS = (
-    "accuracy",
-    "accuracy_last_number",
-    "strict_format_rate",
-    "soft_format_rate",
-    "mean_completion_tokens",
-    "truncation_rate",
-    "mean_total_reward",
-)
+EVAL_KEYS = PERIODIC_EVAL_KEYS + ("mean_total_reward",)
 
 
 # ----------------------------------------------------------------------------- loading

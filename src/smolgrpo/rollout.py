@@ -40,6 +40,16 @@ def eos_token_ids(model, tokenizer) -> list[int]:
     return ids
 
 
+def encode_prompts(tokenizer, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask), both (B, P). Always left-padded, whatever the tokenizer's own
+    setting: new tokens are appended on the right, so right padding would put pad tokens
+    between a prompt and its completion."""
+    encoded = tokenizer(
+        prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
+    )
+    return encoded["input_ids"], encoded["attention_mask"]
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -61,13 +71,8 @@ def generate(
     device = next(model.parameters()).device
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; call modeling.prepare_tokenizer first")
-    # Always left-pad, whatever the tokenizer's own setting: new tokens are appended on the
-    # right, so right padding would put pad tokens between a prompt and its completion.
-    encoded = tokenizer(
-        prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
-    )
-    prompt_ids = encoded["input_ids"].to(device)  # (B, P)
-    prompt_mask = encoded["attention_mask"].to(device)  # (B, P)
+    prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts)  # (B, P), (B, P)
+    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     eos_ids = eos_token_ids(model, tokenizer)
     was_training = model.training
     model.eval()
@@ -121,10 +126,10 @@ def sample_next_tokens(
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (N, V)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)  # (N, V)
+        sorted_probabilities = sorted_logits.softmax(dim=-1)  # (N, V)
         # Drop a token when the tokens ranked above it already hold top_p of the mass; the
         # most likely token is always kept.
-        drop = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # (N, V)
+        drop = sorted_probabilities.cumsum(dim=-1) - sorted_probabilities >= top_p  # (N, V)
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
     return torch.multinomial(logits.softmax(dim=-1), num_samples=1).squeeze(-1)  # (N,)
 

@@ -301,9 +301,7 @@ class Trainer:
         # them (the batch is padded to the longest completion of the whole step), then pad the
         # results back to C with zeros, which the completion mask ignores.
         width = batch.completion_ids.shape[1]
-        used = (
-            max(1, int(batch.completion_mask[rows].sum(dim=1).max())) if not self.sharded else width
-        )
+        used = max(1, int(batch.completion_mask[rows].sum(dim=1).max()))
         result = completion_log_probs(
             model,
             batch.prompt_ids[rows],
@@ -462,16 +460,10 @@ class Trainer:
                     synced=self.sharded,
                 )
             torch.set_rng_state(rng_state)
-            keys = (
-                "accuracy",
-                "accuracy_last_number",
-                "strict_format_rate",
-                "soft_format_rate",
-                "mean_completion_tokens",
-                "truncation_rate",
-            )
             if self.is_main:
-                result = {f"eval/{k}": metrics[k] for k in keys}
+                from smolgrpo.metrics import PERIODIC_EVAL_KEYS
+
+                result = {f"eval/{k}": metrics[k] for k in PERIODIC_EVAL_KEYS}
         dist_utils.barrier()
         return result
 
