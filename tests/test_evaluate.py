@@ -333,3 +333,60 @@ def test_write_eval_outputs_keeps_unicode(tmp_path):
     records = [{"prompt": "caf\u00e9", "completion": "\u0664", "rewards": {}}]
     write_eval_outputs(tmp_path, {"accuracy": 0.0}, records)
     assert json.loads((tmp_path / "samples.jsonl").read_text(encoding="utf-8")) == records[0]
+
+
+# ----------------------------------------------------------------------------- Wilson intervals
+@pytest.mark.parametrize(
+    "successes, trials, low, high",
+    [
+        # the roots in p of (p - k/n)² = z²·p(1 - p)/n, solved separately as a quadratic
+        (6, 200, 0.013820, 0.063895),
+        (1, 200, 0.000883, 0.027774),
+        (0, 10, 0.0, 0.277540),
+        (10, 10, 0.722460, 1.0),
+        (50, 100, 0.403830, 0.596170),
+    ],
+)
+def test_wilson_interval_matches_hand_computation(successes, trials, low, high):
+    from smolgrpo.evaluate import wilson_interval
+
+    got_low, got_high = wilson_interval(successes, trials)
+    assert got_low == pytest.approx(low, abs=2e-6)
+    assert got_high == pytest.approx(high, abs=2e-6)
+
+
+def test_wilson_interval_rejects_impossible_counts_and_handles_empty():
+    from smolgrpo.evaluate import wilson_interval
+
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        wilson_interval(5, 4)
+
+
+def test_summarize_reports_an_interval_for_every_rate():
+    from smolgrpo.evaluate import INTERVAL_KEYS, summarize, wilson_interval
+
+    records = [
+        {
+            "correct": i < 3,
+            "correct_last_number": i < 5,
+            "rewards": {"strict_format": 1.0 if i < 9 else 0.0, "soft_format": 1.0},
+            "completion_tokens": 10,
+            "truncated": i == 0,
+            "total_reward": 1.0,
+        }
+        for i in range(10)
+    ]
+    metrics = summarize(records, 1)
+    for key in INTERVAL_KEYS:
+        assert f"{key}_ci95" in metrics
+    assert metrics["accuracy_ci95"] == pytest.approx(list(wilson_interval(3, 10)))
+    assert metrics["strict_format_rate_ci95"] == pytest.approx(list(wilson_interval(9, 10)))
+    assert metrics["truncation_rate_ci95"] == pytest.approx(list(wilson_interval(1, 10)))
+
+
+def test_format_rate_with_interval():
+    from smolgrpo.evaluate import format_rate_with_interval
+
+    assert format_rate_with_interval(0.03, [0.01382, 0.0639]) == "3.0% [1.4, 6.4]"
+    assert format_rate_with_interval(0.5, None) == "50.0%"

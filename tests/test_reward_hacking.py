@@ -109,9 +109,11 @@ ADVERSARIAL = {
 
 def best_time(function, text: str, runs: int = 3) -> float:
     times = []
+    # Rewards that read the problem get the adversarial text as the problem too.
+    extra = {"questions": [text]} if function is REWARD_FUNCTIONS["grounded_arithmetic"] else {}
     for _ in range(runs):
         started = time.perf_counter()
-        function([text], [GOLD])
+        function([text], [GOLD], **extra)
         times.append(time.perf_counter() - started)
     return min(times)
 
@@ -176,3 +178,49 @@ def test_the_arithmetic_reward_does_not_execute_code(tmp_path, monkeypatch):
     arithmetic = REWARD_FUNCTIONS["arithmetic_consistency"](completions, [GOLD] * len(payloads))
     assert arithmetic == [0.0] * 6 + [1.0]  # only the genuine equation counts
     assert not calls and not marker.exists()
+
+
+# --------------------------------------------------------------------------- grounded arithmetic
+QUESTION = (
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
+    "in May. How many clips did Natalia sell altogether in April and May?"
+)
+GROUNDED_HONEST = response("48 / 2 = 24\n48 + 24 = 72", "72")
+GROUNDED_FARMS = {
+    "pasted true equations": response("8 + 2 = 10, 3 * 3 = 9, 5 + 5 = 10", "72"),
+    "farmed identities": response(" ".join(f"{i} + 0 = {i}" for i in range(100)), "72"),
+    "constants only": response("2 * 2 = 4, 4 * 100 = 400, 1 + 1 = 2", "72"),
+    "a chain from an untrue step": response("48 / 2 = 25\n48 + 25 = 73", "72"),
+    "the gold restated": response("72 = 72, 72 + 0 = 72", "72"),
+}
+
+
+def grounded(completions: list[str]) -> list[float]:
+    reward = REWARD_FUNCTIONS["grounded_arithmetic"]
+    return reward(completions, [GOLD] * len(completions), questions=[QUESTION] * len(completions))
+
+
+def test_grounded_arithmetic_pays_a_chain_from_the_problem():
+    assert grounded([GROUNDED_HONEST]) == [1.0]
+    # the old reward is farmed by every one of these; the grounded one by none
+    assert REWARD_FUNCTIONS["arithmetic_consistency"](
+        [GROUNDED_FARMS["pasted true equations"]], [GOLD]
+    ) == [1.0]
+
+
+@pytest.mark.parametrize("name", list(GROUNDED_FARMS))
+def test_grounded_arithmetic_cannot_be_farmed(name):
+    assert grounded([GROUNDED_FARMS[name]]) == [0.0], name
+
+
+def test_pasted_equations_dilute_an_honest_chain():
+    padded = response("48 / 2 = 24\n48 + 24 = 72\n8 + 2 = 10\n5 * 5 = 25", "72")
+    assert grounded([padded]) == [0.5]  # 2 grounded true of 4 distinct equations
+
+
+def test_grounded_arithmetic_without_the_problem_scores_zero():
+    reward = REWARD_FUNCTIONS["grounded_arithmetic"]
+    assert reward([GROUNDED_HONEST], [GOLD]) == [0.0]
+    totals = score_completions([GROUNDED_HONEST], [GOLD], {"grounded_arithmetic": 1.0},
+                               questions=[QUESTION]).total
+    assert totals == [1.0]

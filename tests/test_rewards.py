@@ -325,7 +325,8 @@ def test_arithmetic_many_distinct_wrong_equations():
 
 
 def test_default_weights_name_registered_rewards():
-    assert set(DEFAULT_REWARD_WEIGHTS) == set(REWARD_FUNCTIONS)
+    # grounded_arithmetic needs the problem text, so it is opt-in (the recipes turn it on)
+    assert set(DEFAULT_REWARD_WEIGHTS) == set(REWARD_FUNCTIONS) - {"grounded_arithmetic"}
     assert set(REWARD_FUNCTIONS) == {
         "correctness",
         "strict_format",
@@ -333,6 +334,7 @@ def test_default_weights_name_registered_rewards():
         "xml_count",
         "integer_answer",
         "arithmetic_consistency",
+        "grounded_arithmetic",
     }
     assert max(DEFAULT_REWARD_WEIGHTS, key=DEFAULT_REWARD_WEIGHTS.get) == "correctness"
 

@@ -38,6 +38,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def share_weight_files(folder: Path) -> None:
+    """Give the folder's `*.safetensors` the mode `open()` gives every other file (0o666 less
+    the umask): safetensors writes them through a private temporary file, mode 0o600."""
+    umask = os.umask(0)  # the only way to read it; set back at once
+    os.umask(umask)
+    for path in Path(folder).glob("*.safetensors"):
+        path.chmod(0o666 & ~umask)
+
+
 def trainable_state(model) -> dict[str, torch.Tensor]:
     return {
         name: parameter.detach().contiguous().cpu()
@@ -159,6 +168,7 @@ def _write_checkpoint_files(
         for key, value in states.items():
             rng[f"rank{rank}/{key}"] = value
     save_file(rng, staging / "rng.safetensors")
+    share_weight_files(staging)
     python_state = random.getstate()
     state = {
         "step": step,

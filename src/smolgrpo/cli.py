@@ -1,4 +1,4 @@
-"""The `smolgrpo` command line: `eval`, `train`, `report`, `compare`, `push`.
+"""The `smolgrpo` command line: `eval`, `sft`, `train`, `report`, `compare`, `push`.
 
 Each subcommand is a `add_<name>_parser` + `run_<name>` pair registered in `COMMANDS`, so adding
 one touches nothing else. User errors (`SmolGRPOError`) print one `error: ...` line and exit 2;
@@ -173,8 +173,12 @@ def print_metrics(console, metrics: dict) -> None:
     table = Table(title=f"{metrics.get('model', '')} on {metrics.get('split', '')}")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    from smolgrpo.evaluate import format_rate_with_interval
+
     for key, value in metrics.items():
-        if isinstance(value, float):
+        if isinstance(metrics.get(f"{key}_ci95"), list):
+            table.add_row(f"{key} [95% CI]", format_rate_with_interval(value, metrics[f"{key}_ci95"]))
+        elif isinstance(value, float):
             shown = f"{value:.4f}" if "reward" in key or key.startswith("mean") else f"{value:.2%}"
             if key in ("time_s", "temperature", "top_p"):
                 shown = f"{value:g}"
@@ -193,6 +197,23 @@ def add_train_parser(subparsers) -> None:
         "writes a checkpoint and exits; --resume continues from the last good one. Run under "
         "`torchrun --nproc_per_node N` for several GPUs.",
     )
+    add_run_arguments(parser)
+
+
+def add_sft_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sft",
+        help="supervised warm start on worked solutions (before GRPO)",
+        description="Fine-tune on the train split's reference solutions rewritten as "
+        "<reasoning>…</reasoning><answer>…</answer> (loss on the assistant tokens only), with the "
+        "same recipe format, run folder, checkpoints and --resume as `train`. Uses the model, "
+        "data, prompt, optim, run and sft sections of the recipe. Its final/ folder is a model "
+        "that `smolgrpo train` takes as model.name (see recipes/cpu-sft.yaml).",
+    )
+    add_run_arguments(parser)
+
+
+def add_run_arguments(parser) -> None:
     parser.add_argument("--config", default=None, help="YAML recipe (default: built-in defaults)")
     parser.add_argument(
         "--set",
@@ -213,10 +234,11 @@ def add_train_parser(subparsers) -> None:
     )
 
 
-def run_train(args) -> int:
+def run_train(args, run=None) -> int:
     from smolgrpo.config import load_config
-    from smolgrpo.trainer import run_training
 
+    if run is None:
+        from smolgrpo.trainer import run_training as run
     overrides = list(args.overrides)
     if args.output_dir:
         overrides.append(f"run.output_dir={args.output_dir}")
@@ -226,12 +248,18 @@ def run_train(args) -> int:
 
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
-    final = run_training(
+    final = run(
         config, resume=args.resume, overwrite=args.overwrite, show_progress=not args.no_progress
     )
     if final is not None:
         print(f"saved the trained model to {final} (evaluate it: smolgrpo eval --model {final})")
     return 0
+
+
+def run_sft_command(args) -> int:
+    from smolgrpo.sft import run_sft
+
+    return run_train(args, run=run_sft)
 
 
 def add_report_parser(subparsers) -> None:
@@ -329,6 +357,7 @@ def run_push(args) -> int:
 
 COMMANDS = {
     "eval": (add_eval_parser, run_eval),
+    "sft": (add_sft_parser, run_sft_command),
     "train": (add_train_parser, run_train),
     "report": (add_report_parser, run_report),
     "compare": (add_compare_parser, run_compare),

@@ -13,7 +13,7 @@ compare.png.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from smolgrpo.errors import SmolGRPOError
@@ -45,6 +45,7 @@ class Source:
     kind: str  # "run" or "eval"
     values: dict  # row label -> number
     rows: list[dict] | None = None  # a run's metrics.jsonl rows, for curves
+    intervals: dict = field(default_factory=dict)  # row label -> 95% Wilson interval (eval rates)
 
 
 def load_source(path: Path | str, window: int) -> Source:
@@ -66,7 +67,12 @@ def load_source(path: Path | str, window: int) -> Source:
         values = {f"eval {key}": metrics[key] for key in keys if is_number(metrics[key])}
         if is_number(metrics.get("num_problems")):
             values["eval num_problems"] = metrics["num_problems"]
-        return Source(path.name, path, "eval", values)
+        intervals = {
+            f"eval {key}": metrics[f"{key}_ci95"]
+            for key in keys
+            if isinstance(metrics.get(f"{key}_ci95"), list)
+        }
+        return Source(path.name, path, "eval", values, intervals=intervals)
     raise SmolGRPOError(f"{path}: neither a run (metrics.jsonl) nor an eval folder (metrics.json)")
 
 
@@ -88,6 +94,16 @@ def compare_table(sources: list[Source]) -> tuple[list[str], list[list]]:
     return list(labels), rows
 
 
+def show(source: Source, label: str, value) -> str:
+    """A table cell: the formatted value, with its 95% interval where the source has one."""
+    interval = source.intervals.get(label)
+    if interval and is_number(value):
+        from smolgrpo.evaluate import format_rate_with_interval
+
+        return format_rate_with_interval(value, interval)
+    return format_value(label.split()[-1], value)
+
+
 def write_compare(
     paths: list[str], output_dir: Path | str, window: int = 5, smooth: int = 1
 ) -> tuple[list[Source], list[str], list[list], dict]:
@@ -105,7 +121,14 @@ def write_compare(
     document = {
         "window": window,
         "sources": [{"name": s.name, "path": str(s.path), "kind": s.kind} for s in sources],
-        "rows": [{"metric": label, "values": values} for label, values in zip(labels, rows)],
+        "rows": [
+            {
+                "metric": label,
+                "values": values,
+                "ci95": [source.intervals.get(label) for source in sources],
+            }
+            for label, values in zip(labels, rows)
+        ],
     }
     written["json"].write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     runs = [source for source in sources if source.rows]
@@ -121,18 +144,29 @@ def _markdown(sources: list[Source], labels: list[str], rows: list[list], window
     header = "| metric | " + " | ".join(cell(f"{s.name} ({s.kind})") for s in sources) + " |"
     lines = [header, "|" + " --- |" * (len(sources) + 1)]
     for label, values in zip(labels, rows):
-        shown = [format_value(label.split()[-1], value) for value in values]
+        shown = [show(source, label, value) for source, value in zip(sources, values)]
         lines.append(f"| {cell(label)} | " + " | ".join(shown) + " |")
     paths = "\n".join(f"- {cell(s.name)}: `{s.path}`" for s in sources)
-    return "\n".join(lines) + "\n\n" + table_note(window) + "\n\n" + paths + "\n"
+    return "\n".join(lines) + "\n\n" + table_note(window, sources) + "\n\n" + paths + "\n"
 
 
-def table_note(window: int) -> str:
+def table_note(window: int, sources: list[Source] = ()) -> str:
     return (
-        f"`train` rows: mean over a run's last {window} logged steps (sampled completions of "
+        f"`train` rows: mean over {_averaged_steps(window, sources)} (sampled completions of "
         "training problems). `eval` rows: a run's last periodic eval, or an eval folder's "
-        "metrics.json (held-out problems)."
+        "metrics.json (held-out problems), with the 95% Wilson interval of each rate in "
+        "brackets where the eval folder has one."
     )
+
+
+def _averaged_steps(window: int, sources: list[Source]) -> str:
+    """`a run's last 5 logged steps`, with the real count when a run logged fewer."""
+    counts = {source.name: min(window, len(source.rows)) for source in sources if source.rows}
+    if len(set(counts.values())) > 1:
+        each = ", ".join(f"{count} for {name}" for name, count in counts.items())
+        return f"a run's last logged steps ({each})"
+    count = next(iter(counts.values()), window)
+    return f"a run's last {count} logged step{'s' * (count != 1)}"
 
 
 def write_curves(runs: list[Source], path: Path, smooth: int = 1) -> Path:
@@ -180,10 +214,10 @@ def print_compare(
 ) -> None:
     from rich.table import Table
 
-    table = Table(title="compare", caption=table_note(window))
+    table = Table(title="compare", caption=table_note(window, sources))
     table.add_column("metric")
     for source in sources:
         table.add_column(f"{source.name}\n({source.kind})", justify="right")
     for label, values in zip(labels, rows):
-        table.add_row(label, *(format_value(label.split()[-1], value) for value in values))
+        table.add_row(label, *(show(s, label, v) for s, v in zip(sources, values)))
     console.print(table)

@@ -62,8 +62,9 @@ class ModelConfig:
     )
 
     def validate(self) -> None:
-        _check(self.dtype in ("auto", "float32", "bfloat16", "float16"), "model.dtype", self.dtype)
-        _check(self.lora_rank >= 1, "model.lora_rank", self.lora_rank)
+        dtypes = ("auto", "float32", "bfloat16", "float16")
+        _check(self.dtype in dtypes, "model.dtype", self.dtype, _one_of(dtypes))
+        _check(self.lora_rank >= 1, "model.lora_rank", self.lora_rank, ">= 1")
 
 
 @dataclass
@@ -81,7 +82,7 @@ class PromptConfig:
     num_few_shot: int = 0
 
     def validate(self) -> None:
-        _check(self.num_few_shot >= 0, "prompt.num_few_shot", self.num_few_shot)
+        _check(self.num_few_shot >= 0, "prompt.num_few_shot", self.num_few_shot, ">= 0")
 
     def template(self) -> PromptTemplate:
         return PromptTemplate(self.system_prompt, self.prefill, self.num_few_shot)
@@ -101,8 +102,14 @@ class RewardConfig:
                 isinstance(weight, int | float) and not isinstance(weight, bool),
                 f"rewards.weights.{name}",
                 weight,
+                "a number",
             )
-        _check(any(w != 0 for w in self.weights.values()), "rewards.weights", "all zero")
+        _check(
+            any(w != 0 for w in self.weights.values()),
+            "rewards.weights",
+            self.weights,
+            "a mapping with at least one non-zero weight",
+        )
 
 
 @dataclass
@@ -117,14 +124,15 @@ class SamplingConfig:
     ignore_eos: bool = False
 
     def validate(self) -> None:
-        _check(self.num_generations >= 2, "sampling.num_generations", self.num_generations)
+        _check(self.num_generations >= 2, "sampling.num_generations", self.num_generations, ">= 2")
         _check(
             self.max_completion_length >= 1,
             "sampling.max_completion_length",
             self.max_completion_length,
+            ">= 1",
         )
-        _check(self.temperature > 0, "sampling.temperature", self.temperature)
-        _check(0 < self.top_p <= 1, "sampling.top_p", self.top_p)
+        _check(self.temperature > 0, "sampling.temperature", self.temperature, "> 0")
+        _check(0 < self.top_p <= 1, "sampling.top_p", self.top_p, "in (0, 1]")
 
 
 @dataclass
@@ -140,17 +148,30 @@ class GRPOConfig:
     max_refill_rounds: int = 3
 
     def validate(self) -> None:
-        _check(self.loss_type in VALID_LOSS_TYPES, "grpo.loss_type", self.loss_type)
-        _check(self.scale_rewards in VALID_SCALE_REWARDS, "grpo.scale_rewards", self.scale_rewards)
-        _check(self.beta >= 0, "grpo.beta", self.beta)
-        _check(self.epsilon > 0, "grpo.epsilon", self.epsilon)
+        _check(
+            self.loss_type in VALID_LOSS_TYPES,
+            "grpo.loss_type",
+            self.loss_type,
+            _one_of(VALID_LOSS_TYPES),
+        )
+        _check(
+            self.scale_rewards in VALID_SCALE_REWARDS,
+            "grpo.scale_rewards",
+            self.scale_rewards,
+            _one_of(VALID_SCALE_REWARDS),
+        )
+        _check(self.beta >= 0, "grpo.beta", self.beta, ">= 0")
+        _check(self.epsilon > 0, "grpo.epsilon", self.epsilon, "> 0")
         _check(
             self.epsilon_high is None or self.epsilon_high > 0,
             "grpo.epsilon_high",
             self.epsilon_high,
+            "> 0, or null for no upper clip of its own",
         )
-        _check(self.num_iterations >= 1, "grpo.num_iterations", self.num_iterations)
-        _check(self.max_refill_rounds >= 0, "grpo.max_refill_rounds", self.max_refill_rounds)
+        _check(self.num_iterations >= 1, "grpo.num_iterations", self.num_iterations, ">= 1")
+        _check(
+            self.max_refill_rounds >= 0, "grpo.max_refill_rounds", self.max_refill_rounds, ">= 0"
+        )
 
 
 @dataclass
@@ -169,15 +190,18 @@ class OptimConfig:
     max_bad_steps: int = 3
 
     def validate(self) -> None:
-        _check(self.learning_rate > 0, "optim.learning_rate", self.learning_rate)
-        _check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay)
-        _check(self.warmup_steps >= 0, "optim.warmup_steps", self.warmup_steps)
-        _check(self.lr_schedule in ("cosine", "constant"), "optim.lr_schedule", self.lr_schedule)
-        _check(self.max_grad_norm > 0, "optim.max_grad_norm", self.max_grad_norm)
-        _check(self.max_steps >= 1, "optim.max_steps", self.max_steps)
-        _check(self.prompts_per_step >= 1, "optim.prompts_per_step", self.prompts_per_step)
-        _check(self.micro_batch_size >= 1, "optim.micro_batch_size", self.micro_batch_size)
-        _check(self.max_bad_steps >= 1, "optim.max_bad_steps", self.max_bad_steps)
+        _check(self.learning_rate > 0, "optim.learning_rate", self.learning_rate, "> 0")
+        _check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, ">= 0")
+        _check(self.warmup_steps >= 0, "optim.warmup_steps", self.warmup_steps, ">= 0")
+        schedules = ("cosine", "constant")
+        _check(
+            self.lr_schedule in schedules, "optim.lr_schedule", self.lr_schedule, _one_of(schedules)
+        )
+        _check(self.max_grad_norm > 0, "optim.max_grad_norm", self.max_grad_norm, "> 0")
+        _check(self.max_steps >= 1, "optim.max_steps", self.max_steps, ">= 1")
+        _check(self.prompts_per_step >= 1, "optim.prompts_per_step", self.prompts_per_step, ">= 1")
+        _check(self.micro_batch_size >= 1, "optim.micro_batch_size", self.micro_batch_size, ">= 1")
+        _check(self.max_bad_steps >= 1, "optim.max_bad_steps", self.max_bad_steps, ">= 1")
 
 
 @dataclass
@@ -191,14 +215,33 @@ class RunConfig:
     eval_batch_size: int = 32
     log_samples_every: int = 10
     log_num_prompts: int = 2  # prompts whose G completions go to samples/step_N.jsonl
+    # Seconds from SIGTERM/SIGINT/SIGUSR1 to exit (checkpoint included); past it the run exits
+    # without a new checkpoint. Below a scheduler's kill delay (SLURM's KillWait is 30 s).
+    stop_grace_s: float = 20.0
 
     def validate(self) -> None:
-        _check(self.save_every >= 1, "run.save_every", self.save_every)
-        _check(self.keep_checkpoints >= 1, "run.keep_checkpoints", self.keep_checkpoints)
-        _check(self.eval_every >= 0, "run.eval_every", self.eval_every)
-        _check(self.log_samples_every >= 1, "run.log_samples_every", self.log_samples_every)
-        _check(self.log_num_prompts >= 0, "run.log_num_prompts", self.log_num_prompts)
-        _check(self.eval_batch_size >= 1, "run.eval_batch_size", self.eval_batch_size)
+        _check(self.save_every >= 1, "run.save_every", self.save_every, ">= 1")
+        _check(self.keep_checkpoints >= 1, "run.keep_checkpoints", self.keep_checkpoints, ">= 1")
+        _check(
+            self.eval_every >= 0, "run.eval_every", self.eval_every, ">= 0 (0: no periodic eval)"
+        )
+        _check(self.log_samples_every >= 1, "run.log_samples_every", self.log_samples_every, ">= 1")
+        _check(self.log_num_prompts >= 0, "run.log_num_prompts", self.log_num_prompts, ">= 0")
+        _check(self.eval_batch_size >= 1, "run.eval_batch_size", self.eval_batch_size, ">= 1")
+        if not self.stop_grace_s > 0:  # NaN too
+            raise SmolGRPOError(
+                f"config: invalid value for 'run.stop_grace_s': {self.stop_grace_s!r} (must be > 0)"
+            )
+
+
+@dataclass
+class SFTConfig:
+    """`smolgrpo sft` only (the supervised warm start, see sft.py); `train` ignores it."""
+
+    max_length: int = 512  # prompt + response tokens; longer examples are cut
+
+    def validate(self) -> None:
+        _check(self.max_length >= 2, "sft.max_length", self.max_length, ">= 2")
 
 
 @dataclass
@@ -211,6 +254,7 @@ class Config:
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
 
     def validate(self) -> Config:
         for section in dataclasses.fields(self):
@@ -233,9 +277,14 @@ class Config:
         path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
 
 
-def _check(ok: bool, key: str, value) -> None:
+def _check(ok: bool, key: str, value, allowed: str) -> None:
+    """One line naming the key, the value and what is allowed (`>= 2`, `one of a, b`)."""
     if not ok:
-        raise SmolGRPOError(f"config: invalid value for '{key}': {value!r}")
+        raise SmolGRPOError(f"config: invalid value for '{key}': {value!r} (must be {allowed})")
+
+
+def _one_of(choices) -> str:
+    return "one of " + ", ".join(choices)
 
 
 def _type_ok(value, annotation) -> bool:
@@ -252,16 +301,18 @@ def _type_ok(value, annotation) -> bool:
     return isinstance(value, typing.get_origin(hint) or hint)
 
 
-def _build_section(cls, values: dict, section: str, origin: str):
+def _build_section(cls, values: dict, section: str, origin: str, overridden=()):
     if not isinstance(values, dict):
         raise SmolGRPOError(f"{origin}: section '{section}' must be a mapping")
     known = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     values = dict(values)
     for key, value in values.items():
+        # A value given with --set is blamed on the --set, not on the recipe file.
+        origin_of_key = f"--set {section}.{key}" if f"{section}.{key}" in overridden else origin
         if key not in known:
             raise SmolGRPOError(
-                f"{origin}: unknown key '{section}.{key}' (valid: {', '.join(known)})"
+                f"{origin_of_key}: unknown key '{section}.{key}' (valid: {', '.join(known)})"
             )
         if isinstance(value, str) and float in typing.get_args(hints[key]) + (hints[key],):
             try:  # YAML reads "1e-5" (no dot) as a string
@@ -270,12 +321,13 @@ def _build_section(cls, values: dict, section: str, origin: str):
                 pass
         if not _type_ok(value, hints[key]):
             raise SmolGRPOError(
-                f"{origin}: '{section}.{key}' should be {known[key].type}, got {value!r}"
+                f"{origin_of_key}: '{section}.{key}' should be {known[key].type}, got {value!r}"
             )
     return cls(**values)
 
 
-def config_from_dict(raw: dict, origin: str = "config") -> Config:
+def config_from_dict(raw: dict, origin: str = "config", overridden: tuple = ()) -> Config:
+    """`overridden`: the `section.key`s that `--set` gave (their errors name the --set)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -284,10 +336,11 @@ def config_from_dict(raw: dict, origin: str = "config") -> Config:
     built = {}
     for name, values in raw.items():
         if name not in sections:
-            raise SmolGRPOError(
-                f"{origin}: unknown section '{name}' (valid: {', '.join(sections)})"
-            )
-        built[name] = _build_section(sections[name].default_factory, values or {}, name, origin)
+            where = next((f"--set {k}" for k in overridden if k.split(".")[0] == name), origin)
+            raise SmolGRPOError(f"{where}: unknown section '{name}' (valid: {', '.join(sections)})")
+        built[name] = _build_section(
+            sections[name].default_factory, values or {}, name, origin, overridden
+        )
     return Config(**built).validate()
 
 
@@ -323,4 +376,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             mark = getattr(error, "problem_mark", None)
             where = f":{mark.line + 1}" if mark else ""
             raise SmolGRPOError(f"{path}{where}: invalid YAML") from None
-    return config_from_dict(apply_overrides(raw, overrides or []), origin)
+    overrides = overrides or []
+    raw = apply_overrides(raw, overrides)  # checks each is section.key=value
+    overridden = tuple(override.split("=", 1)[0] for override in overrides)
+    return config_from_dict(raw, origin, overridden)

@@ -6,11 +6,16 @@ measures a model that ignores the tag format (the untrained base model) fairly.
 
 pass@k uses the unbiased estimator of Chen et al. (2021), "Evaluating Large Language Models
 Trained on Code": with n samples of which c are correct, pass@k = 1 - C(n-c, k) / C(n, k).
+
+Every rate comes with its 95% Wilson score interval (`<rate>_ci95`), which stays inside [0, 1]
+and is honest at the small counts a 135M model scores: 6/200 is 3.0% [1.4%, 6.4%], so it is not
+told apart from 1/200 = 0.5% [0.1%, 2.8%].
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -45,6 +50,38 @@ def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
     return 1.0 - failure
 
 
+# The rates that get a confidence interval in metrics.json, eval tables and compare.
+INTERVAL_KEYS = (
+    "accuracy",
+    "accuracy_last_number",
+    "strict_format_rate",
+    "soft_format_rate",
+    "truncation_rate",
+)
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a binomial rate (95% for z = 1.96)."""
+    if trials <= 0:
+        return 0.0, 1.0
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes={successes} is outside [0, trials={trials}]")
+    p = successes / trials
+    z2 = z * z
+    denominator = 1 + z2 / trials
+    centre = (p + z2 / (2 * trials)) / denominator
+    half = z * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def format_rate_with_interval(rate: float, interval) -> str:
+    """`3.0% [1.4, 6.4]`: a rate and its 95% interval, both in percent."""
+    if not interval:
+        return f"{rate:.1%}"
+    low, high = interval
+    return f"{rate:.1%} [{low * 100:.1f}, {high * 100:.1f}]"
+
+
 def _pass_k_values(num_samples: int) -> list[int]:
     values = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= num_samples]
     return values if num_samples in values else values + [num_samples]
@@ -65,10 +102,13 @@ def evaluate(
     reward_weights: dict[str, float] | None = None,
     show_progress: bool = True,
     synced: bool = False,
+    should_stop=None,
 ) -> tuple[dict, list[dict]]:
     """(metrics, one sample record per completion) for `num_samples` completions per problem.
 
-    `synced`: generation in step with the other ranks (FSDP; see `rollout.generate`)."""
+    `synced`: generation in step with the other ranks (FSDP; see `rollout.generate`).
+    `should_stop()`, checked before each decode step of every batch: True raises
+    `interrupts.StopRequested` (the periodic eval of a stopping run is dropped)."""
     template = template or PromptTemplate()
     reward_weights = reward_weights or DEFAULT_REWARD_WEIGHTS
     # SmolGRPOError, not ValueError: these come straight from CLI flags and must print one
@@ -104,9 +144,13 @@ def evaluate(
                 top_p=top_p,
                 prefill=template.prefill,
                 synced=synced,
+                should_stop=should_stop,
             )
             golds = [p.gold for p in batch for _ in range(num_samples)]
-            scored = score_completions(rollout.responses, golds, reward_weights)
+            questions = [p.question for p in batch for _ in range(num_samples)]
+            scored = score_completions(
+                rollout.responses, golds, reward_weights, questions=questions
+            )
             for index, response in enumerate(rollout.responses):
                 problem = batch[index // num_samples]
                 answer = extract_answer(response)
@@ -155,6 +199,9 @@ def summarize(records: list[dict], num_samples: int) -> dict:
         "truncation_rate": rate(lambda r: r["truncated"]),
         "mean_total_reward": sum(r["total_reward"] for r in records) / count,
     }
+    for key in INTERVAL_KEYS:  # successes are whole counts of the records behind each rate
+        successes = round(metrics[key] * len(records))
+        metrics[f"{key}_ci95"] = list(wilson_interval(successes, len(records)))
     for name in records[0]["rewards"] if records else []:
         metrics[f"reward/{name}"] = sum(r["rewards"][name] for r in records) / count
     if num_samples > 1:

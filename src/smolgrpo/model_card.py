@@ -14,7 +14,14 @@ from pathlib import Path
 
 import yaml
 
-from smolgrpo.report import EVAL_KEYS, HEADLINE_KEYS, format_value, is_number, summarize_run
+from smolgrpo.report import (
+    EVAL_KEYS,
+    HEADLINE_KEYS,
+    format_value,
+    is_number,
+    summarize_run,
+    window_headings,
+)
 
 CARD_FILE = "README.md"
 EVAL_RESULTS_FILE = "eval_results.json"
@@ -57,7 +64,6 @@ def build_model_card(
         if base_id.startswith("HuggingFaceTB/SmolLM2"):
             metadata["license"] = "apache-2.0"  # the base model's licence carries over
     metadata["datasets"] = ["openai/gsm8k"]
-    source = data.get("source") or "openai/gsm8k"
     lines = [
         "---",
         yaml.safe_dump(metadata, sort_keys=False).strip(),
@@ -71,7 +77,7 @@ def build_model_card(
         "",
         "## Training",
         "",
-        f"- Data: GSM8K `{data.get('train_split', 'train')}` split from `{source}`"
+        f"- Data: {_data_source(data)}"
         + (f", first {data['train_limit']} problems" if data.get("train_limit") else ""),
         f"- Prompt: system prompt + prefill `{_inline(prompt.get('prefill', ''))}`, "
         f"{prompt.get('num_few_shot', 0)} worked example(s)",
@@ -113,6 +119,21 @@ def build_model_card(
     return "\n".join(lines) + "\n"
 
 
+def _data_source(data: dict) -> str:
+    """Where the training problems came from: the source the run resolved, not a default."""
+    from smolgrpo.data import HUB_DATASET_ID, resolve_source
+
+    source = resolve_source(data.get("source"))  # None: $SMOLGRPO_DATA_DIR, else the hub
+    split = data.get("train_split", "train")
+    path = Path(source).expanduser()
+    if source.endswith(".jsonl") or path.is_file():
+        return f"local JSONL file `{source}`"
+    if path.is_dir() or source.startswith((".", "/", "~")):
+        return f"local JSONL `{(Path(source) / f'{split}.jsonl').as_posix()}` (`{split}` split)"
+    name = "GSM8K" if source == HUB_DATASET_ID else "hub dataset"
+    return f"{name} `{split}` split from the hub (`{source}`)"
+
+
 def _inline(text: str) -> str:
     return text.replace("\n", "\\n").replace("`", "'")
 
@@ -121,22 +142,22 @@ def _results(rows: list[dict], eval_metrics: dict | None, window: int) -> list[s
     lines = []
     if rows:
         summary = summarize_run(rows, window)
-        first, last = summary["first_steps"], summary["last_steps"]
+        single = summary["single_window"]  # as few steps as the window: one column
         by_metric = {m["metric"]: m for m in summary["metrics"]}
+        headings = window_headings(summary)
+        over = f"all {len(rows)}" if single else f"the first and last {window}"
         lines += [
-            f"Training, means over the first and last {window} steps (sampled completions of "
-            "training problems):",
+            f"Training, means over {over} steps (sampled completions of training problems):",
             "",
-            f"| metric | steps {first[0]}-{first[1]} | steps {last[0]}-{last[1]} |",
-            "| --- | --- | --- |",
+            "| metric | " + " | ".join(headings) + " |",
+            "| --- |" + " --- |" * len(headings),
         ]
         for key in CARD_METRICS:
             if key in by_metric:
                 item = by_metric[key]
-                lines.append(
-                    f"| `{key}` | {format_value(key, item['first'])} | "
-                    f"{format_value(key, item['last'])} |"
-                )
+                values = [item["first"]] if single else [item["first"], item["last"]]
+                shown = " | ".join(format_value(key, value) for value in values)
+                lines.append(f"| `{key}` | {shown} |")
         lines.append("")
         if summary["eval"]:
             lines += _eval_lines(

@@ -13,7 +13,9 @@ unless `allow_pickle=True`), and `trust_remote_code` is off unless asked for.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import os
 import shutil
 import sys
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from smolgrpo.checkpoint import share_weight_files
 from smolgrpo.errors import SmolGRPOError, warn
 from smolgrpo.prompts import ensure_chat_template
 
@@ -81,27 +84,40 @@ def _load_gguf_as_plain_model(gguf_path: Path):
 
     folder, name = str(gguf_path.parent), gguf_path.name
     print(f"converting {name} to float (once; about 30 s on CPU)", file=sys.stderr, flush=True)
-    previous = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"  # transformers' GGUF reader draws its own tqdm bar
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        quantized = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=name, dtype=torch.float32
-        )
-    except Exception as error:
-        raise SmolGRPOError(f"{gguf_path}: cannot load GGUF ({_first_line(error)})") from None
-    finally:
-        if previous is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = previous
-    config = quantized.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    plain.load_state_dict(quantized.state_dict(), strict=True)
+    # Building a model draws its random init from the global RNG: fork it, so that loading
+    # (a cold cache converts, a warm one does not) never shifts what a seeded run samples.
+    with torch.random.fork_rng(devices=[]), _quiet_progress_bars():
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+            quantized = AutoModelForCausalLM.from_pretrained(
+                folder, gguf_file=name, dtype=torch.float32
+            )
+        except Exception as error:
+            raise SmolGRPOError(f"{gguf_path}: cannot load GGUF ({_first_line(error)})") from None
+        config = quantized.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(quantized.state_dict(), strict=True)
     plain.generation_config = quantized.generation_config
     return plain, tokenizer
+
+
+@contextlib.contextmanager
+def _quiet_progress_bars():
+    """Hide transformers' progress bars: the conversion announces itself in one line instead."""
+    from transformers.utils import logging as transformers_logging
+
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        # The GGUF reader draws a plain tqdm bar that ignores the switch above (and tqdm reads
+        # TQDM_DISABLE only when it is imported); it writes to sys.stderr, caught here.
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
 
 
 def embedded_model_dir() -> Path:
@@ -115,9 +131,11 @@ def embedded_model_dir() -> Path:
     # Write beside the target, then rename: a concurrent or interrupted conversion never
     # leaves a half-written folder that a later load would trust.
     staging = Path(tempfile.mkdtemp(prefix=".embedded-", dir=target.parent))
-    model.save_pretrained(staging, safe_serialization=True)
+    with _quiet_progress_bars():
+        model.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
     staging.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
+    share_weight_files(staging)
     try:
         staging.rename(target)
     except OSError:  # another process finished first, or a stale folder is in the way

@@ -153,15 +153,36 @@ def last_eval(rows: list[dict]) -> tuple[int | None, dict]:
     return None, {}
 
 
-def summarize_run(rows: list[dict], window: int = 5) -> dict:
+def constant_metrics(config: dict) -> dict[str, str]:
+    """Metrics that the run's config makes 0 at every step (metric -> why): shown as a note,
+    not as a flat line or a row of zeros."""
+    grpo = config.get("grpo") or {}
+    notes = {}
+    if grpo.get("beta") == 0:
+        notes["kl"] = "not computed: grpo.beta is 0 (no KL term, no reference model)"
+    if grpo.get("num_iterations") == 1:
+        notes["clip_fraction"] = (
+            "0 by construction: with grpo.num_iterations 1 the policy ratio is 1, so no token "
+            "is clipped"
+        )
+    return notes
+
+
+def summarize_run(rows: list[dict], window: int = 5, config: dict | None = None) -> dict:
     """Means over the first and the last `window` steps, and the last periodic eval.
 
-    With fewer than 2 * window steps the two windows overlap; the step ranges say so."""
+    With fewer than 2 * window steps the two windows overlap; the step ranges say so (with at
+    most `window` steps they are the same steps: `single_window`). `config` (the run's) turns
+    the metrics it makes constant into `notes`."""
     if window < 1:
         raise SmolGRPOError(f"--window must be at least 1, got {window}")
     first, last = rows[:window], rows[-window:]
+    logged = {key for row in rows for key in row}
+    notes = {k: why for k, why in constant_metrics(config or {}).items() if k in logged}
     metrics = []
     for key in SUMMARY_KEYS + tuple(reward_components(rows)):
+        if key in notes:
+            continue
         first_mean, last_mean = _mean(first, key), _mean(last, key)
         if first_mean is not None or last_mean is not None:
             metrics.append({"metric": key, "first": first_mean, "last": last_mean})
@@ -171,7 +192,9 @@ def summarize_run(rows: list[dict], window: int = 5) -> dict:
         "window": window,
         "first_steps": [first[0]["step"], first[-1]["step"]],
         "last_steps": [last[0]["step"], last[-1]["step"]],
+        "single_window": len(rows) <= window,
         "metrics": metrics,
+        "notes": notes,
         "eval_step": eval_step,
         "eval": eval_values,
     }
@@ -281,8 +304,11 @@ def plot_specs(rows: list[dict]) -> dict[str, list[Panel]]:
     }
 
 
-def write_plots(rows: list[dict], output_dir: Path, smooth: int = 1) -> dict[str, Path]:
-    """One PNG per entry of `plot_specs` that has data; returns stem -> path."""
+def write_plots(
+    rows: list[dict], output_dir: Path, smooth: int = 1, notes: dict | None = None
+) -> dict[str, Path]:
+    """One PNG per entry of `plot_specs` that has data; returns stem -> path. A panel whose
+    metrics are all in `notes` (constant by construction) is left out."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: never open a window, work without a display
@@ -294,7 +320,11 @@ def write_plots(rows: list[dict], output_dir: Path, smooth: int = 1) -> dict[str
     output_dir.mkdir(parents=True, exist_ok=True)
     written = {}
     for stem, panels in plot_specs(rows).items():
-        panels = [p for p in panels if _has_data(rows, p)]
+        panels = [
+            p
+            for p in panels
+            if _has_data(rows, p) and not all(key in (notes or {}) for key, _ in p.keys)
+        ]
         if not panels:
             continue
         figure, axes = plt.subplots(1, len(panels), figsize=(5.8 * len(panels), 3.6), squeeze=False)
@@ -346,8 +376,14 @@ def _draw_panel(axis, rows: list[dict], panel: Panel, smooth: int) -> None:
     axis.set_xlabel("training step")
     axis.set_ylabel(panel.ylabel)
     axis.grid(alpha=0.3)
-    if len(panel.keys) > 1:
-        axis.legend(fontsize=8)
+    if len(panel.keys) > 1:  # below the axes: inside, it hides the lines it names
+        axis.legend(
+            fontsize=8,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.2),
+            ncol=min(3, len(panel.keys)),
+            frameon=False,
+        )
 
 
 # ----------------------------------------------------------------------------- the report
@@ -363,10 +399,10 @@ def write_report(
 
     run = load_run(run_dir)
     output_dir = Path(output_dir) if output_dir else run.run_dir / "report"
-    summary = summarize_run(run.rows, window)
+    summary = summarize_run(run.rows, window, run.config)
     if eval_dir is not None:
         summary["external_eval"] = {"path": str(eval_dir), "metrics": load_eval_dir(eval_dir)}
-    plots = write_plots(run.rows, output_dir, smooth)
+    plots = write_plots(run.rows, output_dir, smooth, summary["notes"])
     html_path = output_dir / "report.html"
     html_path.write_text(render_report_html(run, summary, plots, smooth), encoding="utf-8")
     summary_path = output_dir / "summary.json"
@@ -375,18 +411,27 @@ def write_report(
     return summary
 
 
+def window_headings(summary: dict, dash: str = "-") -> list[str]:
+    """`steps 1-5`, `steps 16-20`; one heading when both windows hold the same steps."""
+    spans = [summary["first_steps"], summary["last_steps"]]
+    headings = [f"steps {start}{dash}{end}" for start, end in spans]
+    return headings[:1] if summary.get("single_window") else headings
+
+
 def print_summary(console, summary: dict, title: str = "") -> None:
     from rich.table import Table
 
-    first, last = summary["first_steps"], summary["last_steps"]
     table = Table(title=title or None)
     table.add_column("metric")
-    table.add_column(f"steps {first[0]}-{first[1]}", justify="right")
-    table.add_column(f"steps {last[0]}-{last[1]}", justify="right")
+    for heading in window_headings(summary):
+        table.add_column(heading, justify="right")
     for row in summary["metrics"]:
         metric = row["metric"]
-        table.add_row(metric, format_value(metric, row["first"]), format_value(metric, row["last"]))
+        values = [row["first"]] if summary.get("single_window") else [row["first"], row["last"]]
+        table.add_row(metric, *(format_value(metric, value) for value in values))
     console.print(table)
+    for metric, why in summary.get("notes", {}).items():
+        console.print(f"{metric}: {why}")
     evals = []
     if summary.get("eval"):
         evals.append((f"periodic eval at step {summary['eval_step']}", summary["eval"]))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from smolgrpo.report import format_value, is_number
+from smolgrpo.report import format_value, is_number, window_headings
 from smolgrpo.rewards import answers_match, extract_answer
 
 STYLE = """
@@ -141,7 +141,7 @@ def render_report_html(run, summary: dict, plots: dict[str, Path], smooth: int =
         '<nav><a href="#summary">Summary</a><a href="#plots">Plots</a>'
         '<a href="#samples">Completions</a><a href="#config">Config</a></nav>',
         _summary_section(summary),
-        _plots_section(plots, smooth),
+        _plots_section(plots, smooth, summary.get("notes", {})),
         _samples_section(run.samples, run.config),
         '<section id="config"><h2>Config</h2>'
         f"<pre>{e(yaml.dump(run.config, Dumper=_ReadableDumper, sort_keys=False, allow_unicode=True))}</pre>"
@@ -152,27 +152,38 @@ def render_report_html(run, summary: dict, plots: dict[str, Path], smooth: int =
 
 
 def _summary_section(summary: dict) -> str:
-    first, last = summary["first_steps"], summary["last_steps"]
+    single = summary.get("single_window")  # as few steps as the window: one column, no change
     rows = []
     for item in summary["metrics"]:
         metric, before, after = item["metric"], item["first"], item["last"]
-        change, css = "—", ""
-        if is_number(before) and is_number(after):
-            change = _signed(metric, after - before)
-            css = "up" if after > before else "down" if after < before else ""
-        rows.append(
-            f"<tr><td><code>{e(metric)}</code></td><td>{e(format_value(metric, before))}</td>"
-            f"<td>{e(format_value(metric, after))}</td><td class='{css}'>{e(change)}</td></tr>"
-        )
+        cells = [f"<td>{e(format_value(metric, before))}</td>"]
+        if not single:
+            change, css = "—", ""
+            if is_number(before) and is_number(after):
+                change = _signed(metric, after - before)
+                css = "up" if after > before else "down" if after < before else ""
+            cells.append(f"<td>{e(format_value(metric, after))}</td>")
+            cells.append(f"<td class='{css}'>{e(change)}</td>")
+        rows.append(f"<tr><td><code>{e(metric)}</code></td>{''.join(cells)}</tr>")
+    over = (
+        f"all {summary['num_steps']} logged steps"
+        if single
+        else f"the first and the last {summary['window']} logged steps"
+    )
+    headings = window_headings(summary, dash="–") + ([] if single else ["change"])
     parts = [
         '<section id="summary"><h2>Summary</h2>',
-        f"<p class='subtitle'>Means over the first and the last {summary['window']} logged "
-        "steps (training samples, sampled at the training temperature).</p>",
+        f"<p class='subtitle'>Means over {over} (training samples, sampled at the training "
+        "temperature).</p>",
         "<table><thead><tr><th>metric</th>",
-        f"<th>steps {first[0]}–{first[1]}</th><th>steps {last[0]}–{last[1]}</th>",
-        "<th>change</th></tr></thead><tbody>",
+        "".join(f"<th>{e(heading)}</th>" for heading in headings),
+        "</tr></thead><tbody>",
         *rows,
         "</tbody></table>",
+        *(
+            f"<p class='subtitle'><code>{e(metric)}</code>: {e(why)}</p>"
+            for metric, why in summary.get("notes", {}).items()
+        ),
     ]
     if summary.get("eval"):
         parts.append(
@@ -204,10 +215,11 @@ def _eval_table(title: str, metrics: dict) -> str:
     )
 
 
-def _plots_section(plots: dict[str, Path], smooth: int) -> str:
+def _plots_section(plots: dict[str, Path], smooth: int, notes: dict | None = None) -> str:
     note = f" Lines are {smooth}-step moving averages; the raw values are drawn faint." * (
         smooth > 1
     )
+    note += "".join(f" Not plotted: {metric}, {why}." for metric, why in (notes or {}).items())
     figures = []
     for stem, path in plots.items():
         data = base64.b64encode(path.read_bytes()).decode("ascii")

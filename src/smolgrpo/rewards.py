@@ -379,6 +379,66 @@ def _score_arithmetic(completion: str, _gold: str | None) -> float:
     return sum(outcomes) / len(outcomes) if outcomes else 0.0
 
 
+# Operands a solution may use without finding them in the problem ("half" is / 2, percent / 100),
+# but only beside an operand that *is* grounded: `2 * 2 = 4` alone stays ungrounded.
+GROUNDING_CONSTANTS = frozenset({1.0, 2.0, 100.0})
+
+
+def _key(value: float) -> float:
+    return round(value, 6)
+
+
+def question_numbers(question: str) -> set[float]:
+    """The numbers written in digits in a problem statement (`1,200` is 1200)."""
+    return {
+        _key(value) for kind, _, value in _tokenize_arithmetic(question[:ARITHMETIC_SCAN_CHARS])
+        if kind == "number"
+    }
+
+
+def check_grounded_equations(text: str, question: str) -> list[bool]:
+    """For each distinct non-trivial equation in order: it holds *and* is grounded.
+
+    Grounded: every operand is a number of the problem, the result of an earlier true grounded
+    equation of the same text, or one of GROUNDING_CONSTANTS, and at least one operand is not
+    such a constant. So a chain that starts from the problem's numbers scores, while `8 + 2 = 10`
+    pasted anywhere (neither 8 nor 2 in the problem) counts as a failure."""
+    available = question_numbers(question)
+    tokens = _tokenize_arithmetic(text)
+    seen: set[tuple] = set()
+    outcomes: list[bool] = []
+    cache: dict = {}
+    equals_seen = 0
+    for index, token in enumerate(tokens):
+        if token[0] != "equals":
+            continue
+        equals_seen += 1
+        if equals_seen > MAX_EQUALS_SIGNS or len(outcomes) >= MAX_EQUATIONS:
+            break
+        stated = _number_after(tokens, index + 1)
+        left = _expression_before(tokens, index, cache) if stated is not None else None
+        if left is None or (left[0], stated) in seen:
+            continue
+        seen.add((left[0], stated))
+        symbols, computed = left
+        operands = [_key(float(symbol)) for symbol in symbols if symbol not in "+-*/()"]
+        grounded = all(o in available or o in GROUNDING_CONSTANTS for o in operands) and any(
+            o in available for o in operands
+        )
+        holds = grounded and _values_close(computed, stated)
+        if holds:
+            available.add(_key(stated))
+        outcomes.append(holds)
+    return outcomes
+
+
+def _score_grounded_arithmetic(completion: str, question: str | None) -> float:
+    if not question:
+        return 0.0
+    outcomes = check_grounded_equations(_reasoning_section(completion), question)
+    return sum(outcomes) / len(outcomes) if outcomes else 0.0
+
+
 # --------------------------------------------------------------------------- public rewards
 
 
@@ -431,13 +491,25 @@ def arithmetic_consistency_reward(completions: list[str], gold_answers: list[str
     return _score_each(_score_arithmetic, completions, gold_answers)
 
 
-REWARD_FUNCTIONS: dict[str, Callable[[list[str], list[str]], list[float]]] = {
+def grounded_arithmetic_reward(
+    completions: list[str], gold_answers: list[str], questions: list[str] | None = None
+) -> list[float]:
+    """Fraction of distinct equations in the reasoning that hold and are grounded in the problem
+    (see check_grounded_equations); 0.0 without equations or without the questions."""
+    return _score_each(_score_grounded_arithmetic, completions, questions or [])
+
+
+# Rewards that also read the problem statement (score_completions passes `questions=`).
+QUESTION_REWARDS = frozenset({"grounded_arithmetic"})
+
+REWARD_FUNCTIONS: dict[str, Callable[..., list[float]]] = {
     "correctness": correctness_reward,
     "strict_format": strict_format_reward,
     "soft_format": soft_format_reward,
     "xml_count": xml_count_reward,
     "integer_answer": integer_answer_reward,
     "arithmetic_consistency": arithmetic_consistency_reward,
+    "grounded_arithmetic": grounded_arithmetic_reward,
 }
 
 DEFAULT_REWARD_WEIGHTS: dict[str, float] = {
@@ -459,9 +531,15 @@ class RewardResult:
 
 
 def score_completions(
-    completions: list[str], gold_answers: list[str], weights: dict[str, float]
+    completions: list[str],
+    gold_answers: list[str],
+    weights: dict[str, float],
+    questions: list[str] | None = None,
 ) -> RewardResult:
     """Run every reward named in ``weights`` and sum them with those weights.
+
+    ``questions`` (one per completion) feed the rewards in QUESTION_REWARDS; without them those
+    rewards score 0.
 
     Rewards with weight 0 are still computed so they can be logged. An unknown reward name or
     mismatched list lengths are caller/config errors and raise ValueError.
@@ -475,7 +553,14 @@ def score_completions(
     gold_answers = list(gold_answers)
     if len(completions) != len(gold_answers):
         raise ValueError(f"got {len(completions)} completions but {len(gold_answers)} gold answers")
-    per_reward = {name: REWARD_FUNCTIONS[name](completions, gold_answers) for name in weights}
+    if questions is not None and len(questions) != len(completions):
+        raise ValueError(f"got {len(completions)} completions but {len(questions)} questions")
+    per_reward = {
+        name: REWARD_FUNCTIONS[name](completions, gold_answers, questions=questions)
+        if name in QUESTION_REWARDS
+        else REWARD_FUNCTIONS[name](completions, gold_answers)
+        for name in weights
+    }
     total = [
         sum(float(weights[name]) * per_reward[name][index] for name in weights)
         for index in range(len(completions))

@@ -9,12 +9,14 @@ part of what the model answered.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from smolgrpo import distributed as dist_utils
 from smolgrpo.grpo import completion_mask_from_ids
+from smolgrpo.interrupts import StopRequested
 from smolgrpo.modeling import cache_arguments, returned_cache
 
 
@@ -64,10 +66,11 @@ def generate(
     prefill: str = "",
     ignore_eos: bool = False,
     synced: bool = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Rollout:
     """Sample `num_generations` completions for each prompt; rows of one prompt are adjacent.
 
-    `synced` (FSDP, where every forward is a collective): see `decode`."""
+    `synced` (FSDP, where every forward is a collective) and `should_stop`: see `decode`."""
     device = next(model.parameters()).device
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; call modeling.prepare_tokenizer first")
@@ -90,6 +93,7 @@ def generate(
             top_k=top_k,
             ignore_eos=ignore_eos,
             synced=synced,
+            should_stop=should_stop,
         )  # (N, C)
     finally:
         model.train(was_training)
@@ -149,6 +153,7 @@ def decode(
     top_k: int = 0,
     ignore_eos: bool = False,
     synced: bool = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
     """Batched sampling with the KV cache, G completions per prompt; returns (N, C) ids.
 
@@ -160,6 +165,10 @@ def decode(
     `synced` (FSDP, where every forward is a collective): a rank whose rows have all finished
     keeps running (dummy) forwards until every rank's have, so all ranks run the same number.
     It samples exactly as without `synced`, so FSDP and plain training draw the same tokens.
+
+    `should_stop` is called before every decode step; when it returns True, `StopRequested` is
+    raised and the partial completions are dropped (interrupts.py). Under `synced` it must
+    answer alike on every rank.
     """
     # Left padding shared by every prompt is dead weight in every forward: cut it.
     first_real = int(prompt_mask.any(dim=0).long().argmax())
@@ -193,6 +202,8 @@ def decode(
     cache_kwargs = cache_arguments(model, cache)  # the same cache object, updated in place
     done = False  # this rank has nothing left to generate
     for step in range(max_new_tokens):
+        if should_stop is not None and should_stop():
+            raise StopRequested("stopped while decoding")
         if not done:
             if ignore_eos and len(eos_ids):
                 logits[:, eos] = float("-inf")

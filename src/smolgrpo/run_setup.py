@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from smolgrpo import distributed as dist_utils
+from smolgrpo.checkpoint import share_weight_files
 from smolgrpo.config import Config
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.model_card import write_training_card
@@ -97,6 +98,7 @@ def save_final_model(trainer, state_dict: dict | None = None) -> Path:
         model = copy.deepcopy(model).merge_and_unload()
     model.config.use_cache = True
     model.save_pretrained(staging, state_dict=state_dict, safe_serialization=True)
+    share_weight_files(staging)
     trainer.tokenizer.save_pretrained(staging)
     shutil.copy(trainer.run_dir / PROMPT_TEMPLATE_FILE, staging / PROMPT_TEMPLATE_FILE)
     write_training_card(staging, trainer.config.to_dict(), trainer.run_dir / "metrics.jsonl")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import random
-import signal
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -33,6 +32,7 @@ from smolgrpo import fsdp, guards
 from smolgrpo.batching import GroupBatch, PromptStream, build_group_batch, select_rows
 from smolgrpo.checkpoint import (
     latest_good_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -41,6 +41,7 @@ from smolgrpo.config import Config
 from smolgrpo.data import Problem, load_problems
 from smolgrpo.errors import warn
 from smolgrpo.grpo import group_advantages, grpo_loss, zero_std_keep_mask
+from smolgrpo.interrupts import StopRequested, StopSignal, restore_rng, rng_snapshot
 from smolgrpo.logprobs import completion_log_probs
 from smolgrpo.prompts import render_prompt, select_few_shot
 from smolgrpo.rewards import score_completions
@@ -71,11 +72,14 @@ class Trainer:
         if self.is_main:
             prepare_run_dir(self.run_dir, config, resume, overwrite)
         dist_utils.barrier()
-        torch.manual_seed(config.run.seed + self.rank)  # ranks sample different completions
         random.seed(config.run.seed)
+        torch.manual_seed(config.run.seed)  # for what set-up draws (LoRA's init)
         self.model, self.tokenizer, self.device, self.autocast_dtype = setup_model(
             config, model, tokenizer, self.rank, sharded=self.sharded
         )
+        # Seeded again after loading: what a loader drew (a cold cache converts the embedded
+        # model once, building it with a random init) must not shift the sampled completions.
+        torch.manual_seed(config.run.seed + self.rank)  # ranks sample different completions
         dist_utils.broadcast_parameters(self.model)
         self.reference_model = None
         if config.grpo.beta > 0:  # only built when the KL term is on (never sharded)
@@ -95,7 +99,12 @@ class Trainer:
         self.stream = PromptStream(self.train_problems, config.run.seed)
         self.optimizer, self.scheduler = build_optimizer(self.model, config)
         self.step = 0
-        self._stop_requested = False
+        self.saved_step: int | None = None  # the step of the newest checkpoint this run wrote
+        self.stop_signal = StopSignal(
+            config.run.stop_grace_s, describe=self._newest_checkpoint, announce=self.is_main
+        )
+        self.eval_cut_short = False
+        self.progress = None  # the running loop's TrainProgress, told each step's phase
         self.bad_steps_in_a_row = 0  # NaN/inf steps skipped in a row (guards.py)
         if resume:
             self._resume()
@@ -118,7 +127,7 @@ class Trainer:
             rank=self.rank,
             sharded=self.sharded,
         )
-        self.step = state["step"]
+        self.step = self.saved_step = state["step"]
         self.stream = PromptStream(self.train_problems, self.config.run.seed, **state["data"])
         if self.is_main:
             from smolgrpo.metrics import truncate_metrics
@@ -126,8 +135,59 @@ class Trainer:
             truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
             print(f"resumed from {checkpoint} (step {self.step})")
 
+    # A stop (signal or request_stop) is honoured at the next check point: between decode
+    # steps, between micro-batches before the step's first optimizer update, in periodic eval.
+    # The step in progress is then dropped: the state captured at its start (RNG, prompt-stream
+    # position) is put back and no gradient is kept, so the checkpoint holds the last finished
+    # step exactly as an uninterrupted run had it, and --resume continues bit for bit. With
+    # several ranks no rank may leave a step alone (the others would wait in a collective):
+    # they finish the step and stop together at its end.
     def request_stop(self, *_) -> None:
-        self._stop_requested = True
+        self.stop_signal.request()
+
+    def stop_pending(self) -> bool:
+        """True when the step in progress is to be dropped (the `should_stop` callback)."""
+        return self.world_size == 1 and self.stop_signal.requested
+
+    def check_stop(self) -> None:
+        """A check point: raises StopRequested when the step in progress is to be dropped."""
+        if self.stop_pending():
+            raise StopRequested(self.stop_signal.signal_name or "stop requested")
+
+    def _step_start_state(self) -> dict:
+        return {"rng": rng_snapshot(), "stream": self.stream.state()}
+
+    def _restore_step_start(self, state: dict) -> None:
+        restore_rng(state["rng"])
+        # Rebuilt as --resume rebuilds it, so the position is exactly the checkpointed one.
+        self.stream = type(self.stream)(self.stream.problems, self.stream.seed, **state["stream"])
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _newest_checkpoint(self) -> str:
+        found = list_checkpoints(self.run_dir)
+        return f"the newest checkpoint is {found[-1]}" if found else "no checkpoint was written"
+
+    def _stop(self, cut_short: bool) -> None:
+        """Checkpoint the last finished step (unless already done) and say so in one line."""
+        if self.step > 0 and self.saved_step != self.step:
+            self.save_checkpoint()
+        if not self.is_main:
+            return None
+        details = []
+        if cut_short:
+            details.append(f"step {self.step + 1} cut short and dropped")
+        if self.eval_cut_short:
+            details.append(f"the periodic eval of step {self.step} cut short")
+        details.append(self.stop_signal.summary())
+        if self.step == 0:
+            print(f"stopped before step 1 finished; nothing to save ({'; '.join(details)})")
+        else:
+            print(
+                f"stopped at step {self.step}; checkpoint written, resume with --resume "
+                f"({'; '.join(details)})",
+                flush=True,
+            )
+        return None
 
     # ------------------------------------------------------------------ one step
     def _prompts_for_this_rank(self, problems: list[Problem]) -> list[Problem]:
@@ -158,6 +218,7 @@ class Trainer:
             # enough for the rank that lacks the most, then keep this rank's slice.
             deficit = int(dist_utils.all_max(float(quota - len(kept_problems))))
             problems = self._prompts_for_this_rank(self.stream.take(deficit * self.world_size))
+            self.phase("generating")
             started = time.perf_counter()
             with self._autocast():
                 rollout = generate(
@@ -175,11 +236,16 @@ class Trainer:
                     prefill=self.template.prefill,
                     ignore_eos=config.sampling.ignore_eos,
                     synced=self.sharded,
+                    should_stop=self.stop_pending,
                 )
             stats["generation_s"] += time.perf_counter() - started
+            self.phase("scoring")
             started = time.perf_counter()
             golds = [p.gold for p in problems for _ in range(G)]
-            scored = score_completions(rollout.responses, golds, config.rewards.weights)
+            questions = [p.question for p in problems for _ in range(G)]
+            scored = score_completions(
+                rollout.responses, golds, config.rewards.weights, questions=questions
+            )
             stats["reward_s"] += time.perf_counter() - started
             rewards = torch.tensor(scored.total, dtype=torch.float32)  # (n * G,)
             if config.grpo.scale_rewards == "batch":
@@ -239,6 +305,8 @@ class Trainer:
         entropy_sum = 0.0  # over this rank's valid tokens, first pass only
         for iteration in range(config.grpo.num_iterations):
             for part in slices:
+                if iteration == 0:  # after the first optimizer update, the step is finished
+                    self.check_stop()
                 with self._autocast():
                     log_probs, entropy = self._completion_log_probs(
                         self.model, batch, part, return_entropy=True
@@ -324,6 +392,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         rollouts, advantages, problems, stats = self.collect_groups()
+        self.phase("training")
         backward_started = time.perf_counter()
         # Decided globally: a rank that kept no group must still join the other ranks' update.
         if dist_utils.any_true(bool(rollouts)):
@@ -368,46 +437,36 @@ class Trainer:
         from smolgrpo.run_setup import save_final_model
 
         config = self.config
-        previous_handlers = {
-            s: signal.signal(s, self.request_stop) for s in (signal.SIGINT, signal.SIGTERM)
-        }
         logger = MetricsLogger(self.run_dir, enabled=self.is_main)
-        progress = TrainProgress(
+        self.progress = progress = TrainProgress(
             config.optim.max_steps, self.step, enabled=self.is_main and self.show_progress
         )
-        try:
-            with progress:
-                while self.step < config.optim.max_steps:
+        with self.stop_signal, progress:  # SIGINT/SIGTERM/SIGUSR1 handlers while training
+            while self.step < config.optim.max_steps:
+                step_start = self._step_start_state()
+                try:
                     metrics, samples = self.train_step()
-                    if config.run.eval_every and self.step % config.run.eval_every == 0:
-                        metrics.update(self.periodic_eval())
-                    logger.log(
-                        metrics,
-                        samples
-                        if self.step % config.run.log_samples_every == 0 or self.step == 1
-                        else None,
-                    )
-                    progress.update(metrics)
-                    # Raises before any checkpoint of a diverged run can replace a good one.
-                    self.bad_steps_in_a_row = guards.count_bad_steps(
-                        self.bad_steps_in_a_row, metrics, config.optim.max_bad_steps, self.run_dir
-                    )
-                    stop = dist_utils.any_true(self._stop_requested)
-                    if (
-                        self.step % config.run.save_every == 0
-                        or stop
-                        or self.step == config.optim.max_steps
-                    ):
-                        self.save_checkpoint()
-                    if stop:
-                        if self.is_main:
-                            print(
-                                f"stopped at step {self.step}; checkpoint written, resume with --resume"
-                            )
-                        return None
-        finally:
-            for sig, handler in previous_handlers.items():
-                signal.signal(sig, handler)
+                except StopRequested:  # nothing of the step was applied: put back its start
+                    self._restore_step_start(step_start)
+                    return self._stop(cut_short=True)
+                if config.run.eval_every and self.step % config.run.eval_every == 0:
+                    metrics.update(self.periodic_eval())
+                logger.log(
+                    metrics,
+                    samples
+                    if self.step % config.run.log_samples_every == 0 or self.step == 1
+                    else None,
+                )
+                progress.update(metrics)
+                # Raises before any checkpoint of a diverged run can replace a good one.
+                self.bad_steps_in_a_row = guards.count_bad_steps(
+                    self.bad_steps_in_a_row, metrics, config.optim.max_bad_steps, self.run_dir
+                )
+                stop = dist_utils.any_true(self.stop_signal.requested)  # all ranks stop together
+                if self.step % config.run.save_every == 0 or self.step == config.optim.max_steps:
+                    self.save_checkpoint()
+                if stop:
+                    return self._stop(cut_short=False)
         final = None
         full_state = fsdp.full_state_dict(self.model) if self.sharded else None  # collective
         if self.is_main:
@@ -415,7 +474,13 @@ class Trainer:
         dist_utils.barrier()
         return final
 
+    def phase(self, name: str) -> None:
+        """Show what the step is doing now (generating, scoring, ...) in the progress bar."""
+        if self.progress is not None:
+            self.progress.phase(name)
+
     def save_checkpoint(self) -> None:
+        self.phase("saving")
         rank_rng_states = dist_utils.gather_objects([rng_state()])  # every rank's own RNG
         model_state = optimizer_state = None
         if self.sharded:  # gathered from all ranks' shards (collective), on rank 0
@@ -434,11 +499,13 @@ class Trainer:
                 model_state=model_state,
                 optimizer_state=optimizer_state,
             )
+        self.saved_step = self.step
         dist_utils.barrier()
 
     def periodic_eval(self) -> dict:
         from smolgrpo.evaluate import evaluate
 
+        self.phase("evaluating")
         result = {}
         if self.is_main or self.sharded:  # under FSDP every rank takes part in each forward
             if self.eval_problems is None:
@@ -446,21 +513,26 @@ class Trainer:
                     self.config.data.source, self.config.data.eval_split, self.config.run.eval_limit
                 )
             rng_state = torch.get_rng_state()  # evaluation must not shift the training RNG
-            with self._autocast():
-                metrics, _ = evaluate(
-                    self.model,
-                    self.tokenizer,
-                    self.eval_problems,
-                    template=self.template,
-                    few_shot=self.few_shot,
-                    batch_size=self.config.run.eval_batch_size,
-                    max_new_tokens=self.config.sampling.max_completion_length,
-                    reward_weights=self.config.rewards.weights,
-                    show_progress=False,
-                    synced=self.sharded,
-                )
-            torch.set_rng_state(rng_state)
-            if self.is_main:
+            try:
+                with self._autocast():
+                    metrics, _ = evaluate(
+                        self.model,
+                        self.tokenizer,
+                        self.eval_problems,
+                        template=self.template,
+                        few_shot=self.few_shot,
+                        batch_size=self.config.run.eval_batch_size,
+                        max_new_tokens=self.config.sampling.max_completion_length,
+                        reward_weights=self.config.rewards.weights,
+                        show_progress=False,
+                        synced=self.sharded,
+                        should_stop=self.stop_pending,
+                    )
+            except StopRequested:  # the step is finished and kept; only its eval is lost
+                metrics, self.eval_cut_short = None, True
+            finally:
+                torch.set_rng_state(rng_state)
+            if self.is_main and metrics is not None:
                 from smolgrpo.metrics import PERIODIC_EVAL_KEYS
 
                 result = {f"eval/{k}": metrics[k] for k in PERIODIC_EVAL_KEYS}

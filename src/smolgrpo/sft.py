@@ -1,0 +1,219 @@
+"""Supervised warm start (`smolgrpo sft`): fine-tune on worked solutions before GRPO.
+
+DeepSeek-R1's "cold start": before RL, a short supervised pass on solutions written in the target
+format, so that RL starts from a policy that already writes `<reasoning>…</reasoning>
+<answer>…</answer>` and spends its samples on getting answers right. Here the solutions are
+GSM8K's own train-split reference solutions rewritten in the tag format
+(`prompts.format_reference_response`, calculator annotations removed).
+
+How it is built:
+- The prompt is the same chat template and system prompt as GRPO (few-shot examples too, if the
+  recipe asks for them), *without* the prefill: the loss covers the whole assistant turn,
+  `<reasoning>` included, then EOS. The model so learns to open the tag itself, and a prefilled
+  `<reasoning>\\n` at GRPO or eval time is simply the start of what it learned to write.
+- The loss is the mean negative log-likelihood over the assistant tokens of the step (prompt and
+  padding tokens are masked out), token-level like DAPO's normalisation.
+- One loop style: `SFTTrainer` is the GRPO `Trainer` with another `train_step`, so it shares the
+  config, run folder, checkpoints, resume, stop handling, metrics, progress, periodic eval and the
+  `final/` folder, which `smolgrpo train` takes as `model.name`.
+- `optim.prompts_per_step` is the number of examples per optimizer step; `sft.max_length`
+  truncates prompt + response. Problems whose question also appears in the eval split are dropped
+  (there are none in GSM8K; the check guards other data), so no test problem is trained on.
+
+Run it with `smolgrpo sft --config recipes/cpu-sft.yaml`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import torch
+
+from smolgrpo import distributed as dist_utils
+from smolgrpo import fsdp, guards
+from smolgrpo.config import Config
+from smolgrpo.data import Problem, load_problems
+from smolgrpo.errors import SmolGRPOError, warn
+from smolgrpo.prompts import PromptTemplate, format_reference_response, render_prompt
+from smolgrpo.trainer import Trainer
+
+
+# ----------------------------------------------------------------------------- data
+def normalise_question(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def drop_held_out(train: list[Problem], held_out: list[Problem]) -> tuple[list[Problem], int]:
+    """(train problems whose question is not in `held_out`, how many were dropped)."""
+    seen = {normalise_question(p.question) for p in held_out}
+    kept = [p for p in train if normalise_question(p.question) not in seen]
+    return kept, len(train) - len(kept)
+
+
+def load_sft_problems(config: Config) -> list[Problem]:
+    """The train split, minus any problem whose question is also in the eval split."""
+    if config.data.train_split == config.data.eval_split:
+        raise SmolGRPOError(
+            f"data.train_split and data.eval_split are both '{config.data.train_split}': "
+            "SFT would train on the problems it is evaluated on"
+        )
+    train = load_problems(config.data.source, config.data.train_split, config.data.train_limit)
+    try:
+        held_out = load_problems(config.data.source, config.data.eval_split)
+    except SmolGRPOError as error:  # e.g. a single JSONL file: nothing to compare against
+        warn(f"could not load the eval split to exclude its problems ({error})")
+        return train
+    kept, dropped = drop_held_out(train, held_out)
+    if dropped:
+        warn(f"dropped {dropped} train problem(s) whose question is in the eval split")
+    if not kept:
+        raise SmolGRPOError("no train problem left after removing the eval split's questions")
+    return kept
+
+
+@dataclass
+class SFTBatch:
+    input_ids: torch.Tensor  # (B, T) right-padded
+    attention_mask: torch.Tensor  # (B, T)
+    loss_mask: torch.Tensor  # (B, T) 1 on assistant tokens (the targets), 0 on prompt/padding
+
+
+def encode_example(
+    tokenizer,
+    problem: Problem,
+    template: PromptTemplate,
+    few_shot: list[Problem],
+    max_length: int,
+    eos_token_id: int | None,
+) -> tuple[list[int], list[int]]:
+    """(token ids, loss mask) of one example: chat prompt without prefill, then the response."""
+    no_prefill = dataclasses.replace(template, prefill="")
+    prompt = render_prompt(tokenizer, problem.question, no_prefill, few_shot)
+    response = format_reference_response(problem)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    if eos_token_id is not None:
+        response_ids = response_ids + [eos_token_id]
+    ids = (prompt_ids + response_ids)[:max_length]
+    mask = ([0] * len(prompt_ids) + [1] * len(response_ids))[:max_length]
+    return ids, mask
+
+
+def build_sft_batch(examples: list[tuple[list[int], list[int]]], pad_token_id: int) -> SFTBatch:
+    width = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
+    attention = torch.zeros((len(examples), width), dtype=torch.long)
+    loss_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, (ids, mask) in enumerate(examples):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention[row, : len(ids)] = 1
+        loss_mask[row, : len(ids)] = torch.tensor(mask)
+    return SFTBatch(input_ids, attention, loss_mask)
+
+
+# ----------------------------------------------------------------------------- loss
+def sft_token_nll(model, batch: SFTBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed NLL over the batch's target tokens, number of correctly predicted targets).
+
+    Token t is predicted from the logits at t - 1, so the targets are input_ids[:, 1:] where
+    loss_mask[:, 1:] is 1."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    logits = logits[:, :-1].float()  # (B, T-1, V)
+    targets = batch.input_ids[:, 1:]  # (B, T-1)
+    mask = batch.loss_mask[:, 1:].to(logits.dtype)  # (B, T-1)
+    nll = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+    ).view_as(targets)  # (B, T-1)
+    correct = ((logits.argmax(dim=-1) == targets).to(mask.dtype) * mask).sum()
+    return (nll * mask).sum(), correct.detach()
+
+
+# ----------------------------------------------------------------------------- the loop
+class SFTTrainer(Trainer):
+    """The GRPO trainer's loop, checkpoints and outputs with a supervised step."""
+
+    stage = "sft"
+
+    def __init__(self, config: Config, train_problems: list[Problem] | None = None, **kwargs):
+        if train_problems is None:
+            train_problems = load_sft_problems(config)
+        super().__init__(config, train_problems=train_problems, **kwargs)
+        self.reference_model = None  # no KL term in supervised training
+        self.eos_token_id = self.tokenizer.eos_token_id
+
+    def train_step(self) -> tuple[dict, list]:
+        config = self.config
+        started = time.perf_counter()
+        problems = self._prompts_for_this_rank(self.stream.take(config.optim.prompts_per_step))
+        examples = [
+            encode_example(
+                self.tokenizer,
+                problem,
+                self.template,
+                self.few_shot,
+                config.sft.max_length,
+                self.eos_token_id,
+            )
+            for problem in problems
+        ]
+        micro = config.optim.micro_batch_size
+        local_tokens = float(sum(sum(mask[1:]) for _, mask in examples))
+        global_tokens = max(dist_utils.all_sum(local_tokens), 1.0)
+        nll_sum = correct_sum = 0.0
+        for start in range(0, len(examples), micro):
+            self.check_stop()
+            batch = build_sft_batch(examples[start : start + micro], self.tokenizer.pad_token_id)
+            batch = SFTBatch(*(t.to(self.device) for t in dataclasses.astuple(batch)))
+            with self._autocast():
+                nll, correct = sft_token_nll(self.model, batch)
+            (nll / global_tokens).backward()
+            nll_sum += float(nll.detach())
+            correct_sum += float(correct)
+        self.check_stop()
+        if not self.sharded:
+            dist_utils.all_reduce_gradients(self.model)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for p in self.model.parameters() if p.requires_grad], config.optim.max_grad_norm
+        )
+        grad_norm = fsdp.local_value(grad_norm)
+        loss = dist_utils.all_sum(nll_sum) / global_tokens
+        bad = dist_utils.any_true(not guards.is_finite_step(loss, grad_norm))
+        if not bad:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        elapsed = time.perf_counter() - started
+        metrics = {
+            "step": self.step,
+            "loss": loss,
+            "token_accuracy": dist_utils.all_sum(correct_sum) / global_tokens,
+            "grad_norm": float(grad_norm),
+            "bad_steps": int(bad),
+            "learning_rate": self.scheduler.get_last_lr()[0],
+            "examples": int(dist_utils.all_sum(float(len(problems)))),
+            "trained_tokens": int(global_tokens),
+            "tokens_per_s": global_tokens / max(elapsed, 1e-9),
+            "step_time_s": elapsed,
+        }
+        if self.device.type == "cuda":
+            metrics["peak_memory_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        return metrics, []
+
+    def check_stop(self) -> None:
+        """Hook for the stop handling of the base loop (a no-op unless it defines one)."""
+
+
+def run_sft(
+    config: Config, resume: bool = False, overwrite: bool = False, show_progress: bool = True
+):
+    try:
+        with guards.resource_errors(config):
+            trainer = SFTTrainer(
+                config, resume=resume, overwrite=overwrite, show_progress=show_progress
+            )
+            return trainer.train()
+    finally:
+        dist_utils.shutdown()
