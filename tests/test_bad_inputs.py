@@ -23,6 +23,7 @@ from smolgrpo import cli
 from smolgrpo.errors import SmolGRPOError
 
 GOOD_ROW = '{"question": "What is 1+1?", "answer": "1+1=2\\n#### 2"}\n'
+SMOKE_RECIPE = str(Path(__file__).parents[1] / "recipes/cpu-smoke.yaml")
 ONE_GB = 1 << 30
 
 
@@ -115,14 +116,14 @@ CASES = [
     ("num_generations < 2", train_recipe("one_generation.yaml"), ["'sampling.num_generations': 1 (must be >= 2)"]),
     ("epsilon <= 0", train_recipe("zero_epsilon.yaml"), ["'grpo.epsilon': 0.0 (must be > 0)"]),
     ("max_bad_steps < 1", train_recipe("zero_max_bad_steps.yaml"), ["'optim.max_bad_steps': 0 (must be >= 1)"]),
-    (
+    (  # the recipe is fine: the line blames the --set, not the file
         "--set of an unknown key",
-        lambda p: ["train", "--config", str(p["one_generation.yaml"]), "--set", "optim.max_step=5"],
+        lambda p: ["train", "--config", SMOKE_RECIPE, "--set", "optim.max_step=5", "--print-config"],
         ["error: --set optim.max_step: unknown key 'optim.max_step'", "max_steps"],
     ),
     (
         "--set of a wrong type",
-        lambda p: ["train", "--config", str(p["one_generation.yaml"]), "--set", "optim.max_steps=ten"],
+        lambda p: ["train", "--config", SMOKE_RECIPE, "--set", "optim.max_steps=ten", "--print-config"],
         ["error: --set optim.max_steps: 'optim.max_steps' should be int, got 'ten'"],
     ),
     (

@@ -177,8 +177,51 @@ def test_wrong_type_in_yaml_file(tmp_path):
     ],
 )
 def test_out_of_range(override, key):
-    with pytest.raises(SmolGRPOError, match=f"invalid value for '{key}'"):
+    with pytest.raises(SmolGRPOError, match=f"invalid value for '{key}'") as error:
         load_config(None, [override])
+    assert "(must be " in str(error.value)  # every range check says what is allowed
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "sampling.num_generations=0",
+            "config: invalid value for 'sampling.num_generations': 0 (must be >= 2)",
+        ),
+        (
+            "sampling.top_p=1.5",
+            "config: invalid value for 'sampling.top_p': 1.5 (must be in (0, 1])",
+        ),
+        (
+            "grpo.loss_type=ppo",
+            "config: invalid value for 'grpo.loss_type': 'ppo' (must be one of grpo, bnpo, dapo, "
+            "dr_grpo)",
+        ),
+        ("run.eval_every=-1", "config: invalid value for 'run.eval_every': -1 (must be >= 0"),
+    ],
+)
+def test_out_of_range_says_the_allowed_range(override, message):
+    with pytest.raises(SmolGRPOError) as error:
+        load_config(None, [override])
+    assert str(error.value).startswith(message)
+
+
+def test_set_errors_blame_the_set_not_the_recipe(tmp_path):
+    path = write_yaml(tmp_path, {"optim": {"max_steps": 3}})
+    for override, expected in [
+        ("optim.max_step=5", "--set optim.max_step: unknown key 'optim.max_step' (valid: "),
+        ("optim.max_steps=ten", "--set optim.max_steps: 'optim.max_steps' should be int"),
+        ("optimizer.max_steps=5", "--set optimizer.max_steps: unknown section 'optimizer'"),
+    ]:
+        with pytest.raises(SmolGRPOError) as error:
+            load_config(path, [override])
+        assert str(error.value).startswith(expected), str(error.value)
+        assert str(path) not in str(error.value)
+    bad = write_yaml(tmp_path, {"optim": {"max_step": 3}}, "bad.yaml")  # the file's own error
+    with pytest.raises(SmolGRPOError) as error:
+        load_config(bad, ["optim.max_steps=5"])
+    assert str(error.value).startswith(f"{bad}: unknown key 'optim.max_step'")
 
 
 def test_unknown_reward_name():

@@ -49,16 +49,10 @@ def build_model_card(
     window: int = 5,
 ) -> str:
     """Markdown with metadata front matter; `rows` are metrics.jsonl rows (may be empty)."""
-    model, data = config.get("model", {}), config.get("data", {})
-    sampling, grpo, optim = (
-        config.get("sampling", {}),
-        config.get("grpo", {}),
-        config.get("optim", {}),
-    )
-    prompt = config.get("prompt", {})
-    weights = (config.get("rewards") or {}).get("weights") or {}
+    model = config.get("model", {})
     base_text, base_id = _base_model(str(model.get("name", "?")))
-    metadata = {"library_name": "transformers", "tags": ["grpo", "gsm8k", "math", "smolgrpo"]}
+    method = "sft" if is_sft_run(rows) else "grpo"
+    metadata = {"library_name": "transformers", "tags": [method, "gsm8k", "math", "smolgrpo"]}
     if base_id:
         metadata["base_model"] = base_id
         if base_id.startswith("HuggingFaceTB/SmolLM2"):
@@ -69,35 +63,7 @@ def build_model_card(
         yaml.safe_dump(metadata, sort_keys=False).strip(),
         "---",
         "",
-        "# GRPO fine-tune for grade-school math (GSM8K)",
-        "",
-        f"Fine-tuned from {base_text} with GRPO (Group Relative Policy Optimization) by "
-        "smolgrpo to answer GSM8K problems in the format "
-        "`<reasoning>…</reasoning><answer>…</answer>`.",
-        "",
-        "## Training",
-        "",
-        f"- Data: {_data_source(data)}"
-        + (f", first {data['train_limit']} problems" if data.get("train_limit") else ""),
-        f"- Prompt: system prompt + prefill `{_inline(prompt.get('prefill', ''))}`, "
-        f"{prompt.get('num_few_shot', 0)} worked example(s)",
-        f"- Steps: {optim.get('max_steps', '?')} × {optim.get('prompts_per_step', '?')} prompts × "
-        f"{sampling.get('num_generations', '?')} completions (≤ "
-        f"{sampling.get('max_completion_length', '?')} tokens, temperature "
-        f"{sampling.get('temperature', '?')})",
-        f"- GRPO: loss `{grpo.get('loss_type', '?')}`, β (KL) {grpo.get('beta', '?')}, clip ε "
-        f"{grpo.get('epsilon', '?')}/{grpo.get('epsilon_high', '?')}, reward scaling "
-        f"`{grpo.get('scale_rewards', '?')}`, {grpo.get('num_iterations', '?')} iteration(s)",
-        f"- Optimizer: AdamW, learning rate {optim.get('learning_rate', '?')} "
-        f"({optim.get('lr_schedule', '?')}, {optim.get('warmup_steps', '?')} warmup steps), "
-        f"{'LoRA rank ' + str(model.get('lora_rank')) + ' (merged)' if model.get('lora') else 'full fine-tuning'}",
-        "",
-        "Reward weights (each reward is in [0, 1]; the total is the weighted sum):",
-        "",
-        "| reward | weight |",
-        "| --- | --- |",
-        *(f"| `{name}` | {weight} |" for name, weight in weights.items()),
-        "",
+        *(_sft_lines(config, base_text) if is_sft_run(rows) else _grpo_lines(config, base_text)),
         "## Results",
         "",
         *_results(rows, eval_metrics, window),
@@ -132,6 +98,90 @@ def _data_source(data: dict) -> str:
         return f"local JSONL `{(Path(source) / f'{split}.jsonl').as_posix()}` (`{split}` split)"
     name = "GSM8K" if source == HUB_DATASET_ID else "hub dataset"
     return f"{name} `{split}` split from the hub (`{source}`)"
+
+
+def is_sft_run(rows: list[dict]) -> bool:
+    """An `smolgrpo sft` run logs token-level loss and accuracy and no reward."""
+    return bool(rows) and "token_accuracy" in rows[-1] and "reward_mean" not in rows[-1]
+
+
+def _common_lines(config: dict) -> list[str]:
+    data, prompt = config.get("data", {}), config.get("prompt", {})
+    return [
+        f"- Data: {_data_source(data)}"
+        + (f", first {data['train_limit']} problems" if data.get("train_limit") else ""),
+        f"- Prompt: system prompt + prefill `{_inline(prompt.get('prefill', ''))}`, "
+        f"{prompt.get('num_few_shot', 0)} worked example(s)",
+    ]
+
+
+def _optimizer_line(config: dict) -> str:
+    model, optim = config.get("model", {}), config.get("optim", {})
+    tuning = (
+        f"LoRA rank {model.get('lora_rank')} (merged)" if model.get("lora") else "full fine-tuning"
+    )
+    return (
+        f"- Optimizer: AdamW, learning rate {optim.get('learning_rate', '?')} "
+        f"({optim.get('lr_schedule', '?')}, {optim.get('warmup_steps', '?')} warmup steps), "
+        f"{tuning}"
+    )
+
+
+def _sft_lines(config: dict, base_text: str) -> list[str]:
+    optim, sft = config.get("optim", {}), config.get("sft", {})
+    return [
+        "# Supervised warm start for grade-school math (GSM8K)",
+        "",
+        f"Fine-tuned from {base_text} by smolgrpo's `sft` (supervised learning on worked "
+        "solutions, the cold start before GRPO) to answer GSM8K problems in the format "
+        "`<reasoning>…</reasoning><answer>…</answer>`.",
+        "",
+        "## Training",
+        "",
+        *_common_lines(config),
+        "- Targets: each problem's reference solution rewritten as `<reasoning>` steps "
+        "`</reasoning><answer>` gold `</answer>`; the loss covers the assistant tokens only "
+        "(the prefill is not given during SFT: the model learns to open the tag itself)",
+        f"- Steps: {optim.get('max_steps', '?')} × {optim.get('prompts_per_step', '?')} examples "
+        f"(≤ {sft.get('max_length', '?')} tokens each)",
+        _optimizer_line(config),
+        "",
+    ]
+
+
+def _grpo_lines(config: dict, base_text: str) -> list[str]:
+    sampling, grpo, optim = (
+        config.get("sampling", {}),
+        config.get("grpo", {}),
+        config.get("optim", {}),
+    )
+    weights = (config.get("rewards") or {}).get("weights") or {}
+    return [
+        "# GRPO fine-tune for grade-school math (GSM8K)",
+        "",
+        f"Fine-tuned from {base_text} with GRPO (Group Relative Policy Optimization) by "
+        "smolgrpo to answer GSM8K problems in the format "
+        "`<reasoning>…</reasoning><answer>…</answer>`.",
+        "",
+        "## Training",
+        "",
+        *_common_lines(config),
+        f"- Steps: {optim.get('max_steps', '?')} × {optim.get('prompts_per_step', '?')} prompts × "
+        f"{sampling.get('num_generations', '?')} completions (≤ "
+        f"{sampling.get('max_completion_length', '?')} tokens, temperature "
+        f"{sampling.get('temperature', '?')})",
+        f"- GRPO: loss `{grpo.get('loss_type', '?')}`, β (KL) {grpo.get('beta', '?')}, clip ε "
+        f"{grpo.get('epsilon', '?')}/{grpo.get('epsilon_high', '?')}, reward scaling "
+        f"`{grpo.get('scale_rewards', '?')}`, {grpo.get('num_iterations', '?')} iteration(s)",
+        _optimizer_line(config),
+        "",
+        "Reward weights (each reward is in [0, 1]; the total is the weighted sum):",
+        "",
+        "| reward | weight |",
+        "| --- | --- |",
+        *(f"| `{name}` | {weight} |" for name, weight in weights.items()),
+        "",
+    ]
 
 
 def _inline(text: str) -> str:
