@@ -70,6 +70,39 @@ def build_tiny_model(vocab_size: int, seed: int = 0):
     return model
 
 
+def install_fake_gguf(monkeypatch, folder: Path) -> Path:
+    """Make `embedded` a tiny model: transformers' GGUF reader is replaced by one that yields
+    a tiny Llama and the character tokenizer (and draws a tqdm bar, as the real one does); the
+    rest of the one-time conversion (a model built from the config, saved) runs for real."""
+    import transformers
+    from tqdm.auto import tqdm
+
+    from smolgrpo import modeling
+
+    gguf = folder / "tiny.gguf"
+    gguf.write_bytes(b"GGUF")
+    tokenizer = build_char_tokenizer()
+    with torch.random.fork_rng(devices=[]):  # reading a file draws no random numbers
+        quantized = build_tiny_model(len(tokenizer), seed=1)
+    load_model = transformers.AutoModelForCausalLM.from_pretrained
+    load_tokenizer = transformers.AutoTokenizer.from_pretrained
+
+    def fake_load_model(*args, **kwargs):
+        if "gguf_file" not in kwargs:
+            return load_model(*args, **kwargs)
+        for _ in tqdm(range(3), desc="Converting and de-quantizing GGUF tensors..."):
+            pass
+        return quantized
+
+    def fake_load_tokenizer(*args, **kwargs):
+        return tokenizer if "gguf_file" in kwargs else load_tokenizer(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", fake_load_model)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fake_load_tokenizer)
+    monkeypatch.setattr(modeling, "embedded_gguf_path", lambda: gguf)
+    return gguf
+
+
 @pytest.fixture
 def char_tokenizer():
     return build_char_tokenizer()

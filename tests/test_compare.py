@@ -51,6 +51,19 @@ def test_compare_runs_and_evals_mixed(tmp_path):
     assert written["png"].read_bytes()[:4] == b"\x89PNG"
 
 
+def test_compare_note_gives_the_real_number_of_averaged_steps(tmp_path):
+    write_fake_run(tmp_path / "short", steps=4)
+    _, _, _, written = write_compare([tmp_path / "short"], tmp_path / "out", window=5)
+    markdown = written["md"].read_text()
+    assert "mean over a run's last 4 logged steps" in markdown and "last 5" not in markdown
+    write_fake_run(tmp_path / "long", steps=8)
+    paths = [tmp_path / "long", tmp_path / "short"]
+    _, _, _, written = write_compare(paths, tmp_path / "out", window=5)
+    assert "a run's last logged steps (5 for long, 4 for short)" in written["md"].read_text()
+    _, _, _, written = write_compare([tmp_path / "long"], tmp_path / "out", window=5)
+    assert "mean over a run's last 5 logged steps" in written["md"].read_text()
+
+
 def test_only_eval_folders_give_no_curves(tmp_path):
     write_fake_eval(tmp_path / "x" / "eval", accuracy=0.25)
     write_fake_eval(tmp_path / "y" / "eval", accuracy=0.5)

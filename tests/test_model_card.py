@@ -34,6 +34,33 @@ def test_card_has_recipe_results_limitations_and_usage(tmp_path):
     assert 'model_id = "me/smol-grpo"' in card and "AutoModelForCausalLM.from_pretrained" in card
 
 
+def data_line(card: str) -> str:
+    return next(line for line in card.splitlines() if line.startswith("- Data: "))
+
+
+def test_card_names_the_data_the_run_used(tmp_path, monkeypatch):
+    folder = tmp_path / "gsm8k"
+    folder.mkdir()
+    monkeypatch.setenv("SMOLGRPO_DATA_DIR", str(folder))  # no data.source: the run used this
+    config = load_config(None, ["model.name=embedded"]).to_dict()
+    assert config["data"]["source"] is None
+    line = data_line(build_model_card(config, []))
+    assert f"`{folder}/train.jsonl`" in line and "openai/gsm8k" not in line
+    config["data"]["source"] = str(folder / "mine.jsonl")
+    line = data_line(build_model_card(config, []))
+    assert line == f"- Data: local JSONL file `{folder}/mine.jsonl`"
+    monkeypatch.delenv("SMOLGRPO_DATA_DIR")
+    config["data"]["source"] = None
+    assert "from the hub (`openai/gsm8k`)" in data_line(build_model_card(config, []))
+
+
+def test_card_with_fewer_steps_than_the_window_has_one_column(tmp_path):
+    rows = write_fake_run(tmp_path / "run", steps=3, eval_every=0)
+    card = build_model_card(load_config(None, []).to_dict(), rows)
+    assert "means over all 3 steps" in card
+    assert "| metric | steps 1-3 |\n| --- | --- |\n" in card
+
+
 def test_card_for_a_local_base_model_has_no_hub_metadata(tmp_path):
     config = {"model": {"name": str(tmp_path)}, "rewards": {"weights": {"correctness": 1.0}}}
     card = build_model_card(config, [])

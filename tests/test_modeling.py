@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -261,3 +262,24 @@ def test_embedded_conversion_is_cached(tmp_path, monkeypatch, tiny_model, char_t
     assert calls == [gguf]  # converted once
     assert (first / "model.safetensors").is_file() and (first / "config.json").is_file()
     assert [p.name for p in (tmp_path / "cache").iterdir()] == ["embedded-4"]
+
+
+def test_cold_conversion_is_quiet_shared_and_leaves_the_rng_alone(tmp_path, monkeypatch, capsys):
+    from conftest import install_fake_gguf
+
+    install_fake_gguf(monkeypatch, tmp_path)
+    monkeypatch.setenv(modeling.CACHE_ENV, str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    umask = os.umask(0o022)
+    try:
+        folder = modeling.embedded_model_dir()  # builds a model from its config: a random init
+    finally:
+        os.umask(umask)
+    assert torch.equal(torch.get_rng_state(), state)  # a seeded run samples as on a warm cache
+    err = capsys.readouterr().err  # no progress bar, only the one announcing line
+    assert err.splitlines() == ["converting tiny.gguf to float (once; about 30 s on CPU)"]
+    assert (folder / "model.safetensors").stat().st_mode & 0o777 == 0o644  # as other files
+    model, _ = load_model_and_tokenizer("embedded", device="cpu")
+    assert torch.equal(torch.get_rng_state(), state)
+    assert count_parameters(model) > 0

@@ -6,10 +6,18 @@ import json
 import re
 
 import pytest
+import yaml
 from _report_run import HOSTILE, SAMPLE_STEPS, write_fake_eval, write_fake_run
 
 from smolgrpo import cli
-from smolgrpo.report import format_value, moving_average, read_samples, summarize_run, write_report
+from smolgrpo.report import (
+    format_value,
+    moving_average,
+    print_summary,
+    read_samples,
+    summarize_run,
+    write_report,
+)
 
 ALL_PLOTS = {"reward", "accuracy_format", "length", "kl_clip", "optimizer", "throughput"}
 
@@ -47,6 +55,46 @@ def test_summary_with_fewer_steps_than_the_window(tmp_path):
     summary = summarize_run(rows, window=5)
     assert summary["first_steps"] == [1, 3] == summary["last_steps"]
     assert summary["eval_step"] is None and summary["eval"] == {}
+    assert summary["single_window"] and not summarize_run(rows, window=2)["single_window"]
+
+
+def test_fewer_steps_than_the_window_show_one_column(tmp_path):
+    from rich.console import Console
+
+    write_fake_run(tmp_path / "run", steps=4, eval_every=0)
+    summary = write_report(tmp_path / "run", window=5)
+    html = summary["paths"]["html"].read_text()
+    assert html.count("<th>steps 1–4</th>") == 1 and "<th>change</th>" not in html
+    assert "Means over all 4 logged steps" in html
+    console = Console(record=True, width=100)
+    print_summary(console, summary)
+    header = next(line for line in console.export_text().splitlines() if "steps" in line)
+    assert header.count("steps 1-4") == 1
+    # enough steps for two windows: both columns and the change
+    html = write_report(tmp_path / "run", window=2)["paths"]["html"].read_text()
+    assert "<th>steps 1–2</th><th>steps 3–4</th><th>change</th>" in html
+
+
+def test_metrics_constant_by_construction_get_a_note_not_a_plot(tmp_path):
+    write_fake_run(tmp_path / "run", steps=6)
+    config_path = tmp_path / "run/config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["grpo"].update(beta=0.0, num_iterations=1)
+    config_path.write_text(yaml.safe_dump(config))
+    summary = write_report(tmp_path / "run")
+    assert set(summary["notes"]) == {"kl", "clip_fraction"}
+    assert "num_iterations 1" in summary["notes"]["clip_fraction"]
+    assert "grpo.beta is 0" in summary["notes"]["kl"]
+    assert "kl_clip" not in summary["paths"]["plots"]  # both panels would be flat: no figure
+    assert {m["metric"] for m in summary["metrics"]}.isdisjoint({"kl", "clip_fraction"})
+    html = summary["paths"]["html"].read_text()
+    assert "<code>clip_fraction</code>: 0 by construction" in html
+    assert "Not plotted: kl, not computed" in html
+    # with several iterations the ratio moves: the clip fraction is plotted again
+    config["grpo"]["num_iterations"] = 2
+    config_path.write_text(yaml.safe_dump(config))
+    summary = write_report(tmp_path / "run")
+    assert set(summary["notes"]) == {"kl"} and "kl_clip" in summary["paths"]["plots"]
 
 
 def test_moving_average_is_trailing():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import statistics
 
@@ -708,3 +709,75 @@ def test_truncate_metrics_drops_later_partial_and_duplicate_rows(tmp_path):
     assert {row["step"]: row["v"] for row in rows}[2] in (2, 22)
     truncate_metrics(path, 0)
     assert path.read_text() == ""
+
+
+# ----------------------------------------------------------------------------- fresh clone
+def test_cold_and_warm_model_cache_train_alike(tmp_path, monkeypatch):
+    """The first run converts the embedded model (building it draws from the RNG), later runs
+    load the cached copy: both must sample the same completions and end with the same weights."""
+    from conftest import install_fake_gguf
+
+    install_fake_gguf(monkeypatch, tmp_path)
+    monkeypatch.setenv("SMOLGRPO_CACHE", str(tmp_path / "cache"))
+    results = []
+    for name in ("cold", "warm"):
+        config = make_config(tmp_path, "model.name=embedded", "optim.max_steps=2", name=name)
+        trainer = Trainer(config, overwrite=True, show_progress=False, train_problems=problems())
+        trainer.train()
+        rows = read_metrics(tmp_path / name / "metrics.jsonl")
+        timing = ("tokens_per_s", "step_time_s", "generation_s", "reward_s", "train_s")
+        results.append(([{k: v for k, v in r.items() if k not in timing} for r in rows], trainer))
+    (cold_rows, cold), (warm_rows, warm) = results
+    assert cold_rows == warm_rows and len(cold_rows) == 2
+    assert not changed(snapshot(cold.model), warm.model)
+
+
+def test_progress_is_one_line_per_step_in_a_log_file(tmp_path, capsys, monkeypatch):
+    from smolgrpo.metrics import TrainProgress
+
+    phases = []
+    monkeypatch.setattr(TrainProgress, "phase", lambda self, name: phases.append(name))
+    config = make_config(tmp_path, "optim.max_steps=2")
+    trainer = Trainer(
+        config,
+        overwrite=True,
+        model=build_tiny_model(len(build_char_tokenizer())),
+        tokenizer=build_char_tokenizer(),
+        train_problems=problems(),
+    )  # show_progress, with stdout captured: not a terminal
+    trainer.train()
+    lines = [line for line in capsys.readouterr().out.splitlines() if " step " in line]
+    rows = read_metrics(tmp_path / "run/metrics.jsonl")
+    assert [line.split("  ")[0] for line in lines] == ["train step 1/2", "train step 2/2"]
+    for line, row in zip(lines, rows):
+        assert f"reward {row['reward_mean']:.3f}" in line
+        assert f"lr {row['learning_rate']:.2e}" in line
+        assert f"tok/s {row['tokens_per_s']:.0f}" in line and "  eta " in line
+    assert phases[:3] == ["generating", "scoring", "training"] and "saving" in phases
+
+
+def test_weight_files_get_the_mode_of_every_other_file(tmp_path):
+    from types import SimpleNamespace
+
+    from smolgrpo.run_setup import save_final_model
+
+    model, optimizer, scheduler = _tiny_state()
+    tokenizer = build_char_tokenizer()
+    trainer = SimpleNamespace(
+        run_dir=tmp_path,
+        config=load_config(None, []),
+        model=build_tiny_model(len(tokenizer)),
+        tokenizer=tokenizer,
+    )
+    (tmp_path / "prompt_template.json").write_text("{}")
+    umask = os.umask(0o022)
+    try:
+        checkpoint = save_checkpoint(tmp_path, 1, model, optimizer, scheduler, {})
+        final = save_final_model(trainer)
+    finally:
+        os.umask(umask)
+    files = [*checkpoint.iterdir(), *final.iterdir()]
+    assert len([path for path in files if path.suffix == ".safetensors"]) == 4
+    assert {path.name: oct(path.stat().st_mode & 0o777) for path in files} == {
+        path.name: oct(0o644) for path in files
+    }

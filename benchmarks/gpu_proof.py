@@ -1,0 +1,469 @@
+"""The GPU proof: every GPU figure the README lacks, from one command, within a time limit.
+
+    python benchmarks/gpu_proof.py --output-dir OUT [--time-limit-s 540] [--model FILE.gguf]
+    python benchmarks/gpu_proof.py --output-dir OUT --tiny      # the same parts on CPU, tiny model
+
+Parts, in this order (each a subprocess given what is left of the time as its timeout):
+1. benchmark: `grpo_vs_trl.py`'s smolgrpo and TRL sides at the real recipe's sizes (its `gpu`
+   preset), TRL at its best single-GPU settings; "skipped: trl not installed" without trl;
+2. memory: a few steps of `recipes/smollm2-135m-gsm8k.yaml` through `smolgrpo train`, its peak
+   `torch.cuda.max_memory_allocated` against the recipe's 8 GB promise, and its time per step;
+3. decode: smolgrpo's decode tokens/s (from part 1) and its fraction of the memory-bandwidth bound
+   (every decode step reads all weights once, in bf16) from the card's bandwidth;
+4. recipe: `smolgrpo sft`, then `smolgrpo train` from its model for as many of the recipe's steps
+   as the time left allows (all if they fit), then `smolgrpo eval` on as many of the 1,319 test
+   problems as fit (all if they do); a stage stopped by the time limit hands on its checkpoint.
+After each part `gpu_proof.json` and `gpu_proof.md` are rewritten in --output-dir, so a run cut
+off by its caller still leaves what it measured. Past --time-limit-s a running part gets SIGTERM
+(smolgrpo checkpoints and exits within run.stop_grace_s), the files are written, and the exit
+status is 0. Big files (models, checkpoints) go to --work-dir, not to --output-dir.
+
+`--tiny` builds a random two-layer model with a character tokenizer and toy problems, and runs
+every part with tiny sizes on CPU: a check of the plumbing in a few minutes, not a measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parent
+ROOT = BENCHMARKS.parent
+sys.path.insert(0, str(BENCHMARKS))
+import grpo_vs_trl  # noqa: E402  (the benchmark this script runs, next to it)
+from gpu_proof_support import (  # noqa: E402
+    PARTS,
+    PROMISE_MB,
+    build_tiny_model,
+    markdown,
+    write_toy_data,
+)
+
+RECIPE = ROOT / "recipes/smollm2-135m-gsm8k.yaml"
+SFT_RECIPES = [ROOT / "recipes/smollm2-135m-gsm8k-sft.yaml", ROOT / "recipes/cpu-sft.yaml"]
+TEST_PROBLEMS = 1319
+STOP_MARGIN_S = 25  # a part told to stop by SIGTERM has run.stop_grace_s (20 s) to exit
+# --tiny: every part at toy sizes on CPU.
+TINY_BENCH = {"max_completion_length": 16, "timed_steps": 1, "device": "cpu"}
+TINY_TRAIN = [
+    "model.device=cpu",
+    "sampling.num_generations=2",
+    "sampling.max_completion_length=16",
+    "optim.prompts_per_step=2",
+    "optim.micro_batch_size=4",
+    "optim.warmup_steps=0",
+]
+TINY_SFT = ["model.device=cpu", "optim.prompts_per_step=2", "optim.micro_batch_size=2"]
+TINY_SFT += ["optim.max_steps=2", "optim.warmup_steps=0", "sft.max_length=2048"]
+
+
+# ----------------------------------------------------------------------------- bookkeeping
+class Proof:
+    """The results so far, the clock, and the subprocesses that produce them."""
+
+    def __init__(self, args):
+        self.args, self.started = args, time.monotonic()
+        self.output_dir, self.work_dir = Path(args.output_dir), Path(args.work_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.log = self.output_dir / "gpu_proof.log"
+        self.log.write_text("")
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "SMOLGRPO_DATA_DIR": args.data}
+        self.result = {
+            "command": " ".join(["python", *sys.argv]),
+            "date": datetime.date.today().isoformat(),
+            "tiny": args.tiny,
+            "time_limit_s": args.time_limit_s,
+            "versions": grpo_vs_trl.versions(),
+            "parts": {part: {"status": "pending"} for part in PARTS},
+        }
+
+    def left(self) -> float:
+        return self.args.time_limit_s - (time.monotonic() - self.started)
+
+    def part(self, name: str) -> dict:
+        return self.result["parts"][name]
+
+    def skip(self, name: str, reason: str) -> None:
+        self.part(name).update(status="skipped", reason=reason)
+        self.write()
+
+    def run(self, name: str, command: list[str], budget_s: float | None = None) -> dict:
+        """Run one command with at most `budget_s` (and what is left); SIGTERM when it runs out."""
+        timeout = min(budget_s or math.inf, self.left() - STOP_MARGIN_S)
+        record = {"command": " ".join(command[1:] if command[0] == sys.executable else command)}
+        if timeout < 5:
+            return record | {"status": "skipped", "reason": "time limit reached"}
+        with open(self.log, "a") as log:
+            log.write(f"\n===== {name}: {record['command']}\n")
+            log.flush()
+            started = time.monotonic()
+            process = subprocess.Popen(command, env=self.env, stdout=log, stderr=log, cwd=ROOT)
+            try:
+                code = process.wait(timeout=timeout)
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGTERM)  # smolgrpo checkpoints and stops
+                try:
+                    code = process.wait(timeout=STOP_MARGIN_S - 2)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    code = process.wait()
+                timed_out = True
+        record["seconds"] = round(time.monotonic() - started, 1)
+        record["exit_status"] = code
+        if timed_out:
+            record |= {"status": "timed out", "reason": f"stopped after {timeout:.0f} s"}
+        elif code != 0:
+            record |= {"status": "failed", "reason": f"exit {code}; see gpu_proof.log"}
+        else:
+            record["status"] = "done"
+        return record
+
+    def write(self) -> None:
+        self.result["elapsed_s"] = round(time.monotonic() - self.started, 1)
+        path = self.output_dir / "gpu_proof.json"
+        path.write_text(json.dumps(self.result, indent=1) + "\n")
+        (self.output_dir / "gpu_proof.md").write_text(markdown(self.result))
+
+    def cli(self, *arguments: str) -> list[str]:
+        return [sys.executable, "-m", "smolgrpo.cli", *arguments]
+
+
+# ----------------------------------------------------------------------------- the parts
+def benchmark(proof: Proof, model_dir: Path) -> None:
+    settings = dict(grpo_vs_trl.PRESETS["cpu" if proof.args.tiny else "gpu"])
+    settings |= TINY_BENCH if proof.args.tiny else {}
+    part = proof.part("benchmark")
+    part.update(workload={**settings, **grpo_vs_trl.COMMON}, forced_length=True)
+    part["trl_vllm"] = (
+        "not used: vllm is not installed (its wheels and the torch build they pin are far over "
+        "the 64 MiB a device call carries)"
+        if importlib.util.find_spec("vllm") is None
+        else "not used: vllm is installed, but grpo_vs_trl.run_trl does not switch it on yet"
+    )
+    share = {"smolgrpo": 0.25, "trl": 0.4}  # of the time left; TRL's generate is the slow one
+    for side in ("smolgrpo", "trl"):
+        missing = [m for m in ("trl", "datasets") if importlib.util.find_spec(m) is None]
+        if side == "trl" and missing:
+            part["trl"] = {"status": "skipped", "reason": f"{' and '.join(missing)} not installed"}
+            continue
+        output = proof.work_dir / f"benchmark-{side}.json"
+        command = [sys.executable, __file__, "--bench-side", side, "--bench-output", str(output)]
+        command += ["--bench-settings", json.dumps(settings), "--model", str(model_dir)]
+        record = proof.run(f"benchmark ({side})", command, budget_s=proof.left() * share[side])
+        if record["status"] == "done":
+            record |= json.loads(output.read_text())
+            proof.result.setdefault("device", record["device"])
+        part[side] = record
+        proof.write()
+    ours = part["smolgrpo"]
+    part["status"] = ours["status"]
+    if ours["status"] != "done":
+        part["reason"] = f"smolgrpo side {ours['status']}: {ours.get('reason')}"
+    proof.write()
+
+
+def memory(proof: Proof, model_dir: Path) -> None:
+    steps = 2 if proof.args.tiny else 3
+    run_dir = proof.work_dir / "memory-run"
+    command = proof.cli("train", "--config", str(RECIPE), "--overwrite", "--no-progress")
+    overrides = [f"model.name={model_dir}", f"optim.max_steps={steps}", "run.eval_every=0"]
+    overrides += TINY_TRAIN if proof.args.tiny else []
+    command += ["--output-dir", str(run_dir)] + [a for o in overrides for a in ("--set", o)]
+    record = proof.run("memory", command, budget_s=proof.left() * 0.3)
+    rows = read_rows(run_dir / "metrics.jsonl")
+    record["steps"] = len(rows)
+    record["step_time_s"] = [round(row["step_time_s"], 2) for row in rows]
+    peaks = [row["peak_memory_mb"] for row in rows if "peak_memory_mb" in row]
+    if record["status"] == "done" and not peaks:
+        record |= {
+            "status": "skipped",
+            "reason": "no GPU: the step ran on CPU, where "
+            "torch.cuda.max_memory_allocated does not exist",
+        }
+    if peaks:
+        record |= {"peak_memory_mb": round(max(peaks)), "promise_mb": PROMISE_MB}
+        record["fits_promise"] = max(peaks) < PROMISE_MB
+    proof.part("memory").update(record)
+    proof.write()
+
+
+def decode(proof: Proof, model_dir: Path) -> None:
+    ours = proof.part("benchmark").get("smolgrpo", {})
+    if ours.get("status") != "done":
+        return proof.skip("decode", "needs the benchmark's smolgrpo side, which did not finish")
+    workload = proof.part("benchmark")["workload"]
+    rows = workload["num_generations"] * workload["prompts_per_step"]
+    part = proof.part("decode")
+    part.update(status="done", device=ours["device"], rows=rows)
+    # Forced length: every row generates exactly max_completion_length tokens; the prefill is
+    # inside generation_s, so this is a lower bound on the decode speed.
+    part["decode_tokens_per_s"] = rows * workload["max_completion_length"] / ours["generation_s"]
+    part["parameters"] = count_weights(model_dir)
+    grpo_vs_trl.PARAMETERS = part["parameters"]  # the bound reads every weight of this model
+    table = {"device": ours["device"], "workload": workload, "smolgrpo": ours}
+    bound = grpo_vs_trl.bandwidth_bound(table, proof.args.bandwidth_gbs)
+    if bound is None:
+        part["fraction_of_bound"] = None
+        part["reason"] = f"bound not computed: memory bandwidth of '{ours['device']}' unknown "
+        part["reason"] += "(pass --bandwidth-gbs)"
+    else:
+        part.update(bound)
+        part["bound_decode_tokens_per_s"] = bound["bound_decode_steps_per_s"] * rows
+    proof.write()
+
+
+def recipe(proof: Proof, model_dir: Path) -> None:
+    """SFT, then GRPO from its model, then eval: each given what it fits in the time left."""
+    part = proof.part("recipe")
+    part["status"] = "running"
+    start_model = recipe_sft(proof, model_dir)
+    grpo_model = recipe_grpo(proof, start_model, model_dir)
+    recipe_eval(proof, grpo_model)
+    stages = ("sft", "grpo", "eval")
+    unfinished = [k for k in stages if part[k]["status"] not in ("done", "skipped")]
+    part["status"] = "partial" if unfinished else "done"
+    if unfinished:
+        part["reason"] = "; ".join(f"{k}: {part[k].get('reason')}" for k in unfinished)
+    proof.write()
+
+
+def recipe_sft(proof: Proof, model_dir: Path) -> Path:
+    """`smolgrpo sft` with at most 30% of the time left; the model GRPO starts from."""
+    part = proof.part("recipe")
+    sft_recipe = next((p for p in SFT_RECIPES if p.is_file()), None)
+    has_sft = importlib.util.find_spec("smolgrpo.sft") is not None
+    if not has_sft or sft_recipe is None:
+        why = "smolgrpo sft is not available" if not has_sft else "no SFT recipe"
+        part["sft"] = {"status": "skipped", "reason": why}
+        proof.write()
+        return model_dir
+    run_dir = proof.work_dir / "sft-run"
+    command = proof.cli("sft", "--config", str(sft_recipe), "--overwrite", "--no-progress")
+    overrides = [f"model.name={model_dir}", "model.device=auto", "run.eval_every=0"]
+    overrides += TINY_SFT if proof.args.tiny else []
+    command += ["--output-dir", str(run_dir)] + [a for o in overrides for a in ("--set", o)]
+    record = proof.run("recipe: sft", command, budget_s=proof.left() * 0.3)
+    rows = read_rows(run_dir / "metrics.jsonl")
+    record.update(recipe=sft_recipe.name, steps_done=len(rows))
+    record["recipe_steps"] = recipe_steps(sft_recipe, TINY_SFT if proof.args.tiny else [])
+    trained = trained_model(run_dir, model_dir)
+    record["model"] = str(trained) if trained else "none: GRPO starts from the base model"
+    part["sft"] = record
+    proof.write()
+    return trained or model_dir
+
+
+def recipe_grpo(proof: Proof, start_model: Path, base_dir: Path) -> Path | None:
+    """GRPO for all the recipe's steps if they fit, else as many as fit (timed by part 2)."""
+    tiny = proof.args.tiny
+    step_times = proof.part("memory").get("step_time_s") or []
+    step_s = sum(step_times[1:]) / len(step_times[1:]) if len(step_times) > 1 else None
+    planned = total = recipe_steps(RECIPE, TINY_TRAIN if tiny else [])
+    if tiny:
+        planned = min(total, 3)
+    elif step_s:  # 40 s: start-up of the run, then of the eval
+        fit = (proof.left() - STOP_MARGIN_S - estimate_eval_s(proof, TEST_PROBLEMS) - 40) / step_s
+        planned = max(1, min(total, int(fit)))
+    else:
+        planned = min(total, 10)  # no step time measured: a few steps, and their time
+    run_dir = proof.work_dir / "grpo-run"
+    command = proof.cli("train", "--config", str(RECIPE), "--overwrite", "--no-progress")
+    overrides = [f"model.name={start_model}", f"optim.max_steps={planned}", "run.eval_every=0"]
+    overrides += TINY_TRAIN if tiny else []
+    command += ["--output-dir", str(run_dir)] + [a for o in overrides for a in ("--set", o)]
+    record = proof.run("recipe: grpo", command)
+    rows = read_rows(run_dir / "metrics.jsonl")
+    record.update(steps_planned=planned, recipe_steps=total, steps_done=len(rows))
+    record["note"] = "periodic eval off (run.eval_every=0): the test-set eval replaces it"
+    if rows:
+        record["time_per_step_s"] = round(sum(r["step_time_s"] for r in rows) / len(rows), 2)
+        for key in ("reward_mean", "accuracy", "strict_format_rate", "completion_length_mean"):
+            record[f"last_{key}"] = rows[-1].get(key)
+    trained = trained_model(run_dir, base_dir)
+    record["model"] = str(trained) if trained else None
+    proof.part("recipe")["grpo"] = record
+    proof.write()
+    return trained
+
+
+def recipe_eval(proof: Proof, model: Path | None) -> None:
+    """Greedy eval of the GRPO model on all 1,319 test problems, or as many as fit."""
+    part = proof.part("recipe")
+    if model is None:
+        part["eval"] = {"status": "skipped", "reason": "GRPO left no model (no step finished)"}
+        return proof.write()
+    limit = 4 if proof.args.tiny else TEST_PROBLEMS
+    per_problem = estimate_eval_s(proof, 1)
+    if per_problem and not proof.args.tiny:
+        limit = max(1, min(limit, int((proof.left() - STOP_MARGIN_S - 40) / per_problem)))
+    eval_dir = proof.work_dir / "eval"
+    command = proof.cli("eval", "--model", str(model), "--split", "test", "--no-progress")
+    command += ["--limit", str(limit), "--output-dir", str(eval_dir)]
+    command += ["--batch-size", "4", "--max-new-tokens", "16"] if proof.args.tiny else []
+    command += [] if proof.args.tiny else ["--batch-size", "128"]
+    record = proof.run("recipe: eval", command)
+    record["problems_planned"] = limit
+    if (eval_dir / "metrics.json").is_file():
+        metrics = json.loads((eval_dir / "metrics.json").read_text())
+        keys = ("num_problems", "accuracy", "accuracy_last_number", "strict_format_rate")
+        record |= {k: metrics.get(k) for k in keys + ("time_s",)}
+    part["eval"] = record
+    proof.write()
+
+
+def recipe_steps(path: Path, overrides: list[str]) -> int:
+    from smolgrpo.config import load_config
+
+    return load_config(path, overrides).optim.max_steps
+
+
+def trained_model(run_dir: Path, base_dir: Path) -> Path | None:
+    """The run's final/, else a model folder made from its newest good checkpoint (a run
+    stopped by the time limit), else None."""
+    if (run_dir / "final").is_dir():
+        return run_dir / "final"
+    from smolgrpo.checkpoint import latest_good_checkpoint
+
+    checkpoint = latest_good_checkpoint(run_dir) if run_dir.is_dir() else None
+    if checkpoint is None:
+        return None
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    weights = load_file(checkpoint / "model.safetensors")
+    if set(weights) - set(model.state_dict()):  # LoRA adapters: not a full model
+        return None
+    model.load_state_dict(weights, strict=False)  # a tied head is saved once, as embeddings
+    target = run_dir / f"{checkpoint.name}-model"
+    model.save_pretrained(target, safe_serialization=True)
+    AutoTokenizer.from_pretrained(base_dir).save_pretrained(target)
+    if (run_dir / "prompt_template.json").is_file():  # eval prompts it as it was trained
+        shutil.copy(run_dir / "prompt_template.json", target)
+    return target
+
+
+def estimate_eval_s(proof: Proof, problems: int) -> float:
+    """Greedy eval time from the benchmark's decode speed: batches of 128, 256 tokens each."""
+    decode_part = proof.part("decode")
+    rate = decode_part.get("decode_tokens_per_s")
+    if not rate:
+        return 0.0
+    steps_per_s = rate / decode_part["rows"]  # one decode step serves a whole batch
+    return math.ceil(problems / 128) * 256 / steps_per_s * 1.5  # 1.5: prefill and scoring
+
+
+def count_weights(model_dir: Path) -> int:
+    """Parameters stored in the folder's safetensors (a tied embedding counts once)."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in sorted(model_dir.glob("*.safetensors")):
+        with safe_open(path, framework="pt") as handle:
+            total += sum(math.prod(handle.get_slice(k).get_shape()) for k in handle.keys())
+    return total
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    from smolgrpo.metrics import read_metrics
+
+    return read_metrics(path)
+
+
+# ----------------------------------------------------------------------------- set-up
+def prepare_model(args, work_dir: Path) -> Path:
+    """A save_pretrained folder every part loads: tiny and random, or the real model."""
+    from smolgrpo.modeling import embedded_model_dir, load_model_and_tokenizer
+
+    if args.tiny:
+        return build_tiny_model(work_dir / "tiny-model")
+    if args.model == "embedded":
+        return embedded_model_dir()
+    path = Path(args.model)
+    if path.is_dir():
+        return path
+    target = work_dir / f"{path.stem}-float"  # a .gguf, de-quantized once
+    if not (target / "model.safetensors").is_file():
+        model, tokenizer = load_model_and_tokenizer(str(path), device="cpu")
+        model.save_pretrained(target, safe_serialization=True)
+        tokenizer.save_pretrained(target)
+    return target
+
+
+# ----------------------------------------------------------------------------- entry points
+def bench_side(args) -> None:
+    """Child process: one side of grpo_vs_trl.py on the prepared model folder."""
+    import smolgrpo.modeling
+
+    settings = json.loads(args.bench_settings)
+    smolgrpo.modeling.embedded_model_dir = lambda: Path(args.model)  # the workload's model
+    run = grpo_vs_trl.run_smolgrpo if args.bench_side == "smolgrpo" else grpo_vs_trl.run_trl
+    result = run(settings, True)
+    result["peak_memory_mb"] = grpo_vs_trl.peak_memory_mb(settings["device"])
+    result["device"] = grpo_vs_trl.device_name(settings["device"])
+    Path(args.bench_output).write_text(json.dumps(result))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output-dir", required=False, help="gpu_proof.json/.md/.log go here")
+    parser.add_argument("--work-dir", default=None, help="models and runs (default: a temp dir)")
+    parser.add_argument("--time-limit-s", type=float, default=540.0, help="(default: 540)")
+    parser.add_argument("--tiny", action="store_true", help="tiny random model on CPU")
+    parser.add_argument(
+        "--model", default="embedded", help="embedded, a .gguf file or a model folder"
+    )
+    parser.add_argument("--data", default=None, help="GSM8K folder (default: $SMOLGRPO_DATA_DIR)")
+    parser.add_argument("--bandwidth-gbs", type=float, default=None, help="GPU memory bandwidth")
+    parser.add_argument("--parts", default=",".join(PARTS), help="(default: all)")
+    for hidden in ("--bench-side", "--bench-output", "--bench-settings"):
+        parser.add_argument(hidden, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bench_side:
+        bench_side(args)
+        return 0
+    if not args.output_dir:
+        parser.error("--output-dir is required")
+    args.work_dir = args.work_dir or tempfile.mkdtemp(prefix="gpu-proof-")
+    if args.tiny:
+        args.data = str(write_toy_data(Path(args.work_dir) / "toy-data"))
+    args.data = args.data or os.environ.get("SMOLGRPO_DATA_DIR") or "openai/gsm8k"
+    if Path(args.data).exists():  # the parts run from the repository root
+        args.data = str(Path(args.data).resolve())
+    proof = Proof(args)
+    proof.write()
+    model_dir = prepare_model(args, Path(args.work_dir))
+    proof.result["model"] = str(model_dir)
+    wanted = set(args.parts.split(","))
+    for name, run in zip(PARTS, (benchmark, memory, decode, recipe)):
+        if name not in wanted:
+            proof.skip(name, "not asked for (--parts)")
+        elif proof.left() < STOP_MARGIN_S + 5:
+            proof.skip(name, f"time limit reached ({args.time_limit_s:g} s)")
+        else:
+            run(proof, model_dir)
+    proof.result["finished"] = True
+    proof.write()
+    print((proof.output_dir / "gpu_proof.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Helpers of gpu_proof.py: the tiny model and toy problems of `--tiny`, and the Markdown report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from grpo_vs_trl import RESULT_KEYS
+
+PROMISE_MB = 8 * 1024  # "sized for one 8 GB GPU" (recipes/smollm2-135m-gsm8k.yaml)
+PARTS = ("benchmark", "memory", "decode", "recipe")
+
+
+# ----------------------------------------------------------------------------- --tiny
+def build_tiny_model(target: Path) -> Path:
+    """A random 2-layer Llama and a character tokenizer (as tests/conftest.py builds them)."""
+    import string
+
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    special = ["<pad>", "<|im_start|>", "<|im_end|>", "<unk>"]
+    characters = [c for c in string.printable if c not in "\x0b\x0c\r"]
+    vocab = {token: index for index, token in enumerate(special + characters)}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        eos_token="<|im_end|>",
+        bos_token="<|im_start|>",
+        unk_token="<unk>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+    )
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,  # the one-shot prompt is ~1,500 characters
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id, model.generation_config.pad_token_id = 2, 0
+    model.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+def write_toy_data(folder: Path) -> Path:
+    """Short GSM8K-style problems (the tiny model reads characters, so prompts stay short)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, numbers in (("train", range(16)), ("test", range(100, 108))):
+        rows = [
+            {
+                "question": f"Tom has {i} apples and buys {i + 2} more. How many?",
+                "answer": f"{i} + {i + 2} = <<{i}+{i + 2}={2 * i + 2}>>{2 * i + 2}\n#### {2 * i + 2}",
+            }
+            for i in numbers
+        ]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+# ----------------------------------------------------------------------------- the report
+def markdown(result: dict) -> str:
+    parts = result["parts"]
+    title = (
+        "GPU proof (--tiny: a CPU plumbing check, not a measurement)"
+        if result["tiny"]
+        else "GPU proof"
+    )
+    lines = [
+        f"# {title}",
+        "",
+        f"{result['date']}, `{result['command']}`, "
+        f"{result.get('elapsed_s', 0):.0f} s of {result['time_limit_s']} s.",
+        "",
+        "| part | result |",
+        "| --- | --- |",
+    ]
+    for name in PARTS:
+        lines.append(f"| {name} | {summary(name, parts[name])} |")
+    bench = parts["benchmark"]
+    ours, theirs = bench.get("smolgrpo", {}), bench.get("trl", {})
+    if ours.get("status") == "done":
+        lines += [
+            "",
+            f"Benchmark on {ours.get('device')} (TRL vLLM: {bench['trl_vllm']}):",
+            "",
+            "| metric | smolgrpo | TRL GRPOTrainer | smolgrpo / TRL |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for key in RESULT_KEYS:
+            other = theirs.get(key) if theirs.get("status") == "done" else None
+            ratio = f"{ours[key] / other:.2f}×" if other else "-"
+            shown = f"{other:.3f}" if other is not None else theirs.get("reason", "-")
+            lines.append(f"| {key} | {ours[key]:.3f} | {shown} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def summary(name: str, part: dict) -> str:
+    status = part.get("status")
+    if status in ("skipped", "pending") or (status != "done" and name != "recipe"):
+        return f"{status}: {part.get('reason', '')}".rstrip(": ")
+    if name == "benchmark":
+        trl = part.get("trl", {})
+        ratio = (
+            f"{part['smolgrpo']['steps_per_s'] / trl['steps_per_s']:.2f}× TRL's steps/s"
+            if trl.get("status") == "done"
+            else f"TRL {trl.get('status')}: {trl.get('reason')}"
+        )
+        return f"smolgrpo {part['smolgrpo']['steps_per_s']:.3f} steps/s; {ratio}"
+    if name == "memory":
+        fits = "within" if part["fits_promise"] else "OVER"
+        return (
+            f"peak {part['peak_memory_mb']:,} MiB allocated, {fits} the {PROMISE_MB:,} MiB "
+            f"promise ({part['steps']} steps, {part['step_time_s']} s each)"
+        )
+    if name == "decode":
+        text = f"{part['decode_tokens_per_s']:,.0f} tokens/s over {part['rows']} rows"
+        if part.get("fraction_of_bound") is not None:
+            return text + (
+                f", {part['fraction_of_bound']:.1%} of the bandwidth bound "
+                f"({part['bandwidth_gbs']:g} GB/s)"
+            )
+        return f"{text}; {part.get('reason', '')}"
+    sft, grpo, evaluation = (part.get(k, {}) for k in ("sft", "grpo", "eval"))
+    text = f"{status}. SFT: {sft.get('status')}"
+    if "steps_done" in sft:
+        text += f", {sft['steps_done']} of {sft['recipe_steps']} steps in {sft['seconds']} s"
+    else:
+        text += f" ({sft.get('reason')})"
+    text += f"; GRPO: {grpo.get('steps_done', 0)} of {grpo.get('recipe_steps')} steps"
+    if grpo.get("time_per_step_s"):
+        text += f", {grpo['time_per_step_s']} s/step"
+    if evaluation.get("accuracy") is not None:
+        text += (
+            f"; eval on {evaluation['num_problems']} test problems: accuracy "
+            f"{evaluation['accuracy']:.1%}, strict format {evaluation['strict_format_rate']:.1%}"
+        )
+    elif evaluation:
+        text += f"; eval {evaluation.get('status')}: {evaluation.get('reason')}"
+    return text
