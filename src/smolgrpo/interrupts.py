@@ -61,6 +61,14 @@ def restore_rng(snapshot: dict) -> None:
     random.setstate(snapshot["python"])
 
 
+def _say(line: str) -> None:
+    """One line on stderr, from a signal handler or the watchdog thread."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except RuntimeError:  # a reentrant write: the handler interrupted a write to stderr
+        os.write(2, (line + "\n").encode())
+
+
 class StopSignal:
     """Installs handlers for STOP_SIGNALS while entered; `requested` turns True on the first.
 
@@ -113,11 +121,9 @@ class StopSignal:
         self.signal_name, self.received_at = name, time.monotonic()
         self.requested = True
         if self.announce:
-            print(
+            _say(
                 f"{name}: stopping at the next check point and writing a checkpoint (at most "
-                f"{self.grace_s:g} s; send it again to exit at once)",
-                file=sys.stderr,
-                flush=True,
+                f"{self.grace_s:g} s; send it again to exit at once)"
             )
         if math.isfinite(self.grace_s):
             self._watchdog = threading.Timer(self.grace_s, self._grace_expired, args=(signum,))
@@ -143,7 +149,7 @@ class StopSignal:
                 stream.flush()
             except Exception:
                 pass
-        print(f"{reason}{where}", file=sys.stderr, flush=True)
+        _say(f"{reason}{where}")
         self._exit(128 + signum)
 
     # ------------------------------------------------------------------ the loop's side

@@ -202,9 +202,6 @@ class SFTTrainer(Trainer):
             metrics["peak_memory_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         return metrics, []
 
-    def check_stop(self) -> None:
-        """Hook for the stop handling of the base loop (a no-op unless it defines one)."""
-
 
 def run_sft(
     config: Config, resume: bool = False, overwrite: bool = False, show_progress: bool = True
