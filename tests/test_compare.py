@@ -44,7 +44,7 @@ def test_compare_runs_and_evals_mixed(tmp_path):
 
     document = json.loads(written["json"].read_text())
     assert [s["kind"] for s in document["sources"]] == ["run", "run", "eval"]
-    assert {"metric": "steps", "values": [20, 10, None]} in document["rows"]
+    assert {"metric": "steps", "values": [20, 10, None], "ci95": [None] * 3} in document["rows"]
     markdown = written["md"].read_text()
     assert markdown.startswith("| metric | a (run) | b (run) | base-eval (eval) |")
     assert "| eval accuracy | 50.0% | — | 0.0% |" in markdown
@@ -95,3 +95,19 @@ def test_compare_user_errors_are_one_line(tmp_path, capsys, extra):
     assert run_main(["compare", source, *extra, "--output-dir", str(tmp_path / "out")]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
+
+
+def test_compare_shows_the_wilson_interval_of_an_eval_rate(tmp_path):
+    import json as json_module
+
+    from smolgrpo.evaluate import wilson_interval
+
+    folder = tmp_path / "eval-a"
+    metrics = write_fake_eval(folder, accuracy=0.03)
+    metrics["accuracy_ci95"] = list(wilson_interval(6, 200))
+    (folder / "metrics.json").write_text(json_module.dumps(metrics))
+    _, _, _, written = write_compare([folder], tmp_path / "out")
+    assert "| eval accuracy | 3.0% [1.4, 6.4] |" in written["md"].read_text()
+    document = json_module.loads(written["json"].read_text())
+    row = next(r for r in document["rows"] if r["metric"] == "eval accuracy")
+    assert row["ci95"][0] == pytest.approx([0.013820, 0.063895], abs=1e-6)

@@ -177,6 +177,16 @@ def test_completions_browser_markup(tmp_path):
         assert "extracted <code>10</code>" in block and "gold <code>10</code>" in block
 
 
+def test_no_text_leaves_problems_and_completions_out(tmp_path):
+    write_fake_run(tmp_path / "run", steps=20)
+    full = write_report(tmp_path / "run", tmp_path / "full")["paths"]["html"].read_text()
+    html = write_report(tmp_path / "run", tmp_path / "bare", include_text=False)
+    html = html["paths"]["html"].read_text()
+    assert "bold?" in full and '<li class="completion' in full
+    assert "bold?" not in html and '<li class="completion' not in html
+    assert "smolgrpo report --no-text" in html and "<img" in html  # the plots stay
+
+
 # ----------------------------------------------------------------------------- the command
 def test_report_command_with_eval_updates_report_and_card(tmp_path, capsys):
     write_fake_run(tmp_path / "run", steps=20, final=True)

@@ -274,6 +274,12 @@ def add_report_parser(subparsers) -> None:
     parser.add_argument("--smooth", type=int, default=1, help="moving average over N steps (1)")
     parser.add_argument("--window", type=int, default=5, help="first/last N steps to average (5)")
     parser.add_argument(
+        "--no-text",
+        action="store_true",
+        help="leave the problems and completions out of report.html (e.g. for a report "
+        "committed somewhere the dataset's text must not be copied)",
+    )
+    parser.add_argument(
         "--eval",
         dest="eval_dir",
         default=None,
@@ -288,7 +294,14 @@ def run_report(args) -> int:
     from smolgrpo.report import print_summary, write_report
 
     console = Console(stderr=True)
-    summary = write_report(args.run_dir, args.output_dir, args.smooth, args.window, args.eval_dir)
+    summary = write_report(
+        args.run_dir,
+        args.output_dir,
+        args.smooth,
+        args.window,
+        args.eval_dir,
+        include_text=not args.no_text,
+    )
     print_summary(console, summary, title=str(args.run_dir))
     if args.eval_dir and (Path(args.run_dir) / "final").is_dir():
         from smolgrpo.model_card import refresh_model_card

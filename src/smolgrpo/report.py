@@ -393,13 +393,20 @@ def write_report(
     smooth: int = 1,
     window: int = 5,
     eval_dir: Path | str | None = None,
+    include_text: bool = True,
 ) -> dict:
-    """Plots, summary.json and report.html for a run; returns the summary (with `paths`)."""
+    """Plots, summary.json and report.html for a run; returns the summary (with `paths`).
+
+    `include_text=False` (`--no-text`) leaves the problems and completions out of report.html,
+    for a report kept where the data's text must not be copied."""
     from smolgrpo.report_html import render_report_html
 
     run = load_run(run_dir)
+    if not include_text:
+        run.samples = {}
     output_dir = Path(output_dir) if output_dir else run.run_dir / "report"
     summary = summarize_run(run.rows, window, run.config)
+    summary["text_included"] = include_text
     if eval_dir is not None:
         summary["external_eval"] = {"path": str(eval_dir), "metrics": load_eval_dir(eval_dir)}
     plots = write_plots(run.rows, output_dir, smooth, summary["notes"])

@@ -142,7 +142,11 @@ def render_report_html(run, summary: dict, plots: dict[str, Path], smooth: int =
         '<a href="#samples">Completions</a><a href="#config">Config</a></nav>',
         _summary_section(summary),
         _plots_section(plots, smooth, summary.get("notes", {})),
-        _samples_section(run.samples, run.config),
+        _samples_section(run.samples, run.config)
+        if summary.get("text_included", True)
+        else '<section id="samples"><h2>Completions</h2><p>Left out of this report '
+        "(<code>smolgrpo report --no-text</code>): no problem or completion text is copied "
+        "into it.</p></section>",
         '<section id="config"><h2>Config</h2>'
         f"<pre>{e(yaml.dump(run.config, Dumper=_ReadableDumper, sort_keys=False, allow_unicode=True))}</pre>"
         "</section>",

@@ -439,7 +439,10 @@ class Trainer:
         config = self.config
         logger = MetricsLogger(self.run_dir, enabled=self.is_main)
         self.progress = progress = TrainProgress(
-            config.optim.max_steps, self.step, enabled=self.is_main and self.show_progress
+            config.optim.max_steps,
+            self.step,
+            enabled=self.is_main and self.show_progress,
+            label=getattr(self, "stage", "train"),
         )
         with self.stop_signal, progress:  # SIGINT/SIGTERM/SIGUSR1 handlers while training
             while self.step < config.optim.max_steps:
