@@ -274,7 +274,9 @@ def recipe_grpo(proof: Proof, start_model: Path, base_dir: Path) -> Path | None:
     if tiny:
         planned = min(total, 3)
     elif step_s:  # 40 s: start-up of the run, then of the eval
-        fit = (proof.left() - STOP_MARGIN_S - estimate_eval_s(proof, TEST_PROBLEMS) - 40) / step_s
+        batch_s = eval_batch_s(proof)  # without it, keep 35% of the time for the eval
+        eval_s = math.ceil(TEST_PROBLEMS / 128) * batch_s if batch_s else proof.left() * 0.35
+        fit = (proof.left() - STOP_MARGIN_S - eval_s - 40) / step_s
         planned = max(1, min(total, int(fit)))
     else:
         planned = min(total, 10)  # no step time measured: a few steps, and their time
@@ -305,14 +307,15 @@ def recipe_eval(proof: Proof, model: Path | None) -> None:
         part["eval"] = {"status": "skipped", "reason": "GRPO left no model (no step finished)"}
         return proof.write()
     limit = 4 if proof.args.tiny else TEST_PROBLEMS
-    per_problem = estimate_eval_s(proof, 1)
-    if per_problem and not proof.args.tiny:
-        limit = max(1, min(limit, int((proof.left() - STOP_MARGIN_S - 40) / per_problem)))
+    batch_s = eval_batch_s(proof)
+    if batch_s and not proof.args.tiny:
+        batches = int((proof.left() - STOP_MARGIN_S - 40) / batch_s)
+        limit = max(1, min(limit, batches * 128))
     eval_dir = proof.work_dir / "eval"
     command = proof.cli("eval", "--model", str(model), "--split", "test", "--no-progress")
     command += ["--limit", str(limit), "--output-dir", str(eval_dir)]
-    command += ["--batch-size", "4", "--max-new-tokens", "16"] if proof.args.tiny else []
-    command += [] if proof.args.tiny else ["--batch-size", "128"]
+    tiny_sizes = ["--batch-size", "4", "--max-new-tokens", "16"]
+    command += tiny_sizes if proof.args.tiny else ["--batch-size", "128"]
     record = proof.run("recipe: eval", command)
     record["problems_planned"] = limit
     if (eval_dir / "metrics.json").is_file():
@@ -358,14 +361,14 @@ def trained_model(run_dir: Path, base_dir: Path) -> Path | None:
     return target
 
 
-def estimate_eval_s(proof: Proof, problems: int) -> float:
-    """Greedy eval time from the benchmark's decode speed: batches of 128, 256 tokens each."""
+def eval_batch_s(proof: Proof) -> float | None:
+    """Seconds for one greedy eval batch (128 problems, up to 256 tokens), from part 3's decode
+    speed (one decode step serves the whole batch); None without it."""
     decode_part = proof.part("decode")
     rate = decode_part.get("decode_tokens_per_s")
     if not rate:
-        return 0.0
-    steps_per_s = rate / decode_part["rows"]  # one decode step serves a whole batch
-    return math.ceil(problems / 128) * 256 / steps_per_s * 1.5  # 1.5: prefill and scoring
+        return None
+    return 256 / (rate / decode_part["rows"]) * 1.5  # 1.5: prefill, scoring, a slower batch
 
 
 def count_weights(model_dir: Path) -> int:
@@ -455,10 +458,14 @@ def main() -> int:
     for name, run in zip(PARTS, (benchmark, memory, decode, recipe)):
         if name not in wanted:
             proof.skip(name, "not asked for (--parts)")
-        elif proof.left() < STOP_MARGIN_S + 5:
+        elif name != "decode" and proof.left() < STOP_MARGIN_S + 5:  # decode: no run, arithmetic
             proof.skip(name, f"time limit reached ({args.time_limit_s:g} s)")
         else:
-            run(proof, model_dir)
+            try:
+                run(proof, model_dir)
+            except Exception as error:  # one broken part must not lose the others' figures
+                proof.part(name).update(status="failed", reason=f"{type(error).__name__}: {error}")
+                proof.write()
     proof.result["finished"] = True
     proof.write()
     print((proof.output_dir / "gpu_proof.md").read_text())

@@ -86,7 +86,7 @@ def markdown(result: dict) -> str:
         f"# {title}",
         "",
         f"{result['date']}, `{result['command']}`, "
-        f"{result.get('elapsed_s', 0):.0f} s of {result['time_limit_s']} s.",
+        f"{result.get('elapsed_s', 0):.0f} s of {result['time_limit_s']:g} s.",
         "",
         "| part | result |",
         "| --- | --- |",
@@ -143,7 +143,8 @@ def summary(name: str, part: dict) -> str:
         text += f", {sft['steps_done']} of {sft['recipe_steps']} steps in {sft['seconds']} s"
     else:
         text += f" ({sft.get('reason')})"
-    text += f"; GRPO: {grpo.get('steps_done', 0)} of {grpo.get('recipe_steps')} steps"
+    text += f"; GRPO: {grpo.get('steps_done', 0)} steps ({grpo.get('steps_planned')} planned, "
+    text += f"the recipe has {grpo.get('recipe_steps')})"
     if grpo.get("time_per_step_s"):
         text += f", {grpo['time_per_step_s']} s/step"
     if evaluation.get("accuracy") is not None:

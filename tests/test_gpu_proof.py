@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 SCRIPT = Path(__file__).parents[1] / "benchmarks/gpu_proof.py"
 
 
@@ -51,3 +53,56 @@ def test_tiny_gpu_proof_reports_every_part(tmp_path, capsys):
     assert recipe["eval"]["status"] == "done" and recipe["eval"]["num_problems"] == 4
     with capsys.disabled():
         print(f"\n{table}")
+
+
+def test_a_run_stopped_by_the_time_limit_hands_on_its_checkpoint(tmp_path, monkeypatch):
+    """gpu_proof.trained_model: no final/ (the run got SIGTERM), so the newest checkpoint's
+    weights become a model folder that the next stage (GRPO, eval) loads."""
+    from conftest import build_char_tokenizer, build_tiny_model
+    from transformers import AutoModelForCausalLM
+
+    from smolgrpo import cli, rewards
+
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    from gpu_proof import trained_model
+
+    tokenizer = build_char_tokenizer()
+    base = tmp_path / "base"
+    build_tiny_model(len(tokenizer)).save_pretrained(base, safe_serialization=True)
+    tokenizer.save_pretrained(base)
+    data = tmp_path / "toy.jsonl"
+    data.write_text(
+        "".join(json.dumps({"question": f"Q{i}", "answer": f"#### {i}"}) + "\n" for i in range(4))
+    )
+    monkeypatch.setitem(
+        rewards.REWARD_FUNCTIONS,
+        "digits",
+        lambda texts, _golds: [sum(c.isdigit() for c in t) / max(len(t), 1) for t in texts],
+    )
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        json.dumps(
+            {
+                "model": {"name": str(base), "device": "cpu"},
+                "data": {"source": str(data)},
+                "prompt": {"system_prompt": "S", "prefill": ""},
+                "rewards": {"weights": {"digits": 1.0}},
+                "sampling": {"num_generations": 2, "max_completion_length": 4},
+                "optim": {"learning_rate": 1e-2, "max_steps": 2, "prompts_per_step": 2},
+                "run": {"save_every": 1},
+            }
+        )
+    )
+    run_dir = tmp_path / "run"
+    argv = ["train", "--config", str(recipe), "--no-progress", "--output-dir", str(run_dir)]
+    assert cli.main(argv) == 0
+    (run_dir / "final").rename(tmp_path / "reference")  # as if SIGTERM came before final/
+
+    exported = trained_model(run_dir, base)
+    assert exported == run_dir / "step_2-model"
+    assert (exported / "prompt_template.json").is_file()
+    expected = AutoModelForCausalLM.from_pretrained(tmp_path / "reference").state_dict()
+    actual = AutoModelForCausalLM.from_pretrained(exported).state_dict()
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+    assert trained_model(tmp_path / "never-ran", base) is None
