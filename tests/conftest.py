@@ -70,6 +70,40 @@ def build_tiny_model(vocab_size: int, seed: int = 0):
     return model
 
 
+TINY_ARCHITECTURES = {  # name -> (config class, model class, extra config keys)
+    "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", {}),  # fused qkv_proj and gate_up_proj
+    "gemma": ("GemmaConfig", "GemmaForCausalLM", {"head_dim": 8}),  # scaled embeddings
+}
+
+
+def build_tiny_architecture(name: str, vocab_size: int, seed: int = 0):
+    """build_tiny_model's shape for another architecture of TINY_ARCHITECTURES."""
+    import transformers
+
+    config_class, model_class, extra = TINY_ARCHITECTURES[name]
+    torch.manual_seed(seed)
+    config = getattr(transformers, config_class)(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=True,
+        **extra,
+    )
+    model = getattr(transformers, model_class)(config)
+    model.generation_config.eos_token_id = 2
+    model.generation_config.pad_token_id = 0
+    return model
+
+
 def install_fake_gguf(monkeypatch, folder: Path) -> Path:
     """Make `embedded` a tiny model: transformers' GGUF reader is replaced by one that yields
     a tiny Llama and the character tokenizer (and draws a tqdm bar, as the real one does); the

@@ -24,8 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from smolgrpo.errors import SmolGRPOError, warn
-from smolgrpo.guards import is_disk_full
+from smolgrpo.errors import SmolGRPOError, is_disk_full, warn
 
 MANIFEST = "manifest.json"
 

@@ -30,7 +30,9 @@ import yaml
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.grpo import VALID_LOSS_TYPES, VALID_SCALE_REWARDS
 from smolgrpo.prompts import DEFAULT_PREFILL, SYSTEM_PROMPT, PromptTemplate
+from smolgrpo.reward_plugins import is_plugin, load_reward
 from smolgrpo.rewards import DEFAULT_REWARD_WEIGHTS, REWARD_FUNCTIONS
+from smolgrpo.tracking import check_report_to
 
 
 @dataclass
@@ -49,7 +51,8 @@ class ModelConfig:
     lora_rank: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
-    lora_target_modules: list = field(
+    # Or "auto": every linear layer but the output head, for any architecture (architectures.py).
+    lora_target_modules: list | str = field(
         default_factory=lambda: [
             "q_proj",
             "k_proj",
@@ -65,6 +68,12 @@ class ModelConfig:
         dtypes = ("auto", "float32", "bfloat16", "float16")
         _check(self.dtype in dtypes, "model.dtype", self.dtype, _one_of(dtypes))
         _check(self.lora_rank >= 1, "model.lora_rank", self.lora_rank, ">= 1")
+        _check(
+            self.lora_target_modules == "auto" or isinstance(self.lora_target_modules, list),
+            "model.lora_target_modules",
+            self.lora_target_modules,
+            "a list of module names or auto",
+        )
 
 
 @dataclass
@@ -94,9 +103,12 @@ class RewardConfig:
 
     def validate(self) -> None:
         for name, weight in self.weights.items():
-            if name not in REWARD_FUNCTIONS:
+            if is_plugin(name):
+                load_reward(name)  # importable and callable, or one line naming it
+            elif name not in REWARD_FUNCTIONS:
                 raise SmolGRPOError(
-                    f"rewards.weights: unknown reward '{name}' (valid: {', '.join(REWARD_FUNCTIONS)})"
+                    f"rewards.weights: unknown reward '{name}' (valid: {', '.join(REWARD_FUNCTIONS)}"
+                    ", or module:function / file.py:function)"
                 )
             _check(
                 isinstance(weight, int | float) and not isinstance(weight, bool),
@@ -218,8 +230,11 @@ class RunConfig:
     # Seconds from SIGTERM/SIGINT/SIGUSR1 to exit (checkpoint included); past it the run exits
     # without a new checkpoint. Below a scheduler's kill delay (SLURM's KillWait is 30 s).
     stop_grace_s: float = 20.0
+    # Experiment trackers that mirror metrics.jsonl: tensorboard, trackio, wandb (tracking.py).
+    report_to: list = field(default_factory=list)
 
     def validate(self) -> None:
+        check_report_to(self.report_to)
         _check(self.save_every >= 1, "run.save_every", self.save_every, ">= 1")
         _check(self.keep_checkpoints >= 1, "run.keep_checkpoints", self.keep_checkpoints, ">= 1")
         _check(

@@ -15,10 +15,9 @@ easier to test on its own.
 from __future__ import annotations
 
 import contextlib
-import errno
 import math
 
-from smolgrpo.errors import SmolGRPOError
+from smolgrpo.errors import SmolGRPOError, is_disk_full
 
 
 def is_finite_step(loss: float, grad_norm: float) -> bool:
@@ -77,16 +76,6 @@ def out_of_memory_message(error: BaseException, config=None) -> str:
         f"(now {sampling.max_completion_length}), or set model.gradient_checkpointing=true"
         + (" (now false)" if not config.model.gradient_checkpointing else "")
     )
-
-
-# safetensors reports a full disk as a SafetensorError (not an OSError) holding this text.
-_DISK_FULL_TEXTS = ("no space left on device", "disk quota exceeded")
-
-
-def is_disk_full(error: BaseException) -> bool:
-    if isinstance(error, OSError):
-        return error.errno in (errno.ENOSPC, errno.EDQUOT)
-    return isinstance(error, Exception) and any(t in str(error).lower() for t in _DISK_FULL_TEXTS)
 
 
 def disk_full_message(error: BaseException) -> str:

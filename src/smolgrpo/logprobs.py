@@ -9,7 +9,8 @@ tokens are run per row, attending to that cache. The result and the gradient are
 the full forward (the cache is an ordinary differentiable tensor); see tests/test_logprobs.py.
 
 It needs the model's KV cache in training mode, so gradient checkpointing (which turns the cache
-off) takes the full-forward path.
+off) takes the full-forward path, as does a model whose cache cannot be indexed per row or fed
+back (one warning line; the values are the same, only the compute is not shared).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from smolgrpo.errors import warn
 from smolgrpo.grpo import per_token_log_probs, selective_log_softmax, token_entropy
 from smolgrpo.modeling import cache_arguments, returned_cache
 
@@ -59,6 +61,33 @@ def completion_log_probs(
             temperature=temperature,
             return_entropy=return_entropy,
         )
+    if not getattr(model, "_smolgrpo_full_forward", False):
+        try:
+            return _shared_prompt_log_probs(
+                model, prompt_ids, prompt_mask, completion_ids, temperature, return_entropy
+            )
+        except (AttributeError, NotImplementedError, TypeError, ValueError) as error:
+            # A model whose cache cannot be indexed or fed back: the full forward per row gives
+            # the same values, only slower; said once per model.
+            warn(
+                f"{type(model).__name__}: shared-prompt log-probs unavailable "
+                f"({type(error).__name__}); using the full forward"
+            )
+            model._smolgrpo_full_forward = True
+    return completion_log_probs(
+        model,
+        prompt_ids,
+        prompt_mask,
+        completion_ids,
+        temperature=temperature,
+        return_entropy=return_entropy,
+        share_prompt=False,
+    )
+
+
+def _shared_prompt_log_probs(
+    model, prompt_ids, prompt_mask, completion_ids, temperature, return_entropy
+):
     first_rows, row_to_prompt = prompt_groups(prompt_ids, prompt_mask)  # (U,), (B,)
     unique_ids, unique_mask = prompt_ids[first_rows], prompt_mask[first_rows]  # (U, P)
     # Left padding shared by all these prompts would only cost compute: cut it.

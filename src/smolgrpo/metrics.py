@@ -63,6 +63,10 @@ def step_metrics(
         step_time_s=timings["step_s"],
         generation_s=stats["generation_s"],
         reward_s=stats["reward_s"],
+        **{
+            f"reward_time_s/{name}": dist_utils.all_max(seconds)  # the slowest rank's
+            for name, seconds in stats.get("reward_times", {}).items()
+        },
         train_s=timings["train_s"],
     )
     if trainer.device.type == "cuda":
@@ -90,14 +94,35 @@ def step_metrics(
 
 
 class MetricsLogger:
-    """Appends one JSON line per step (flushed and fsynced: a killed run loses no logged step)."""
+    """Appends one JSON line per step (flushed and fsynced: a killed run loses no logged step).
 
-    def __init__(self, run_dir: Path, enabled: bool = True):
-        self.run_dir, self.enabled = run_dir, enabled
+    With a `config` whose `run.report_to` names trackers, used as a context manager, each row
+    and its samples also go to those trackers (tracking.py), started on enter, closed on exit.
+    """
+
+    def __init__(self, run_dir: Path, enabled: bool = True, config=None):
+        self.run_dir, self.enabled, self.config = run_dir, enabled, config
+        self.trackers = None
+
+    def __enter__(self):
+        report_to = getattr(getattr(self.config, "run", None), "report_to", None)
+        if self.enabled and report_to:
+            from smolgrpo.tracking import Trackers
+
+            self.trackers = Trackers(report_to, self.run_dir, self.config.to_dict())
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self.trackers is not None:
+            self.trackers.close()
+            self.trackers = None
+        return False
 
     def log(self, metrics: dict, samples: list | None) -> None:
         if not self.enabled:
             return
+        if self.trackers is not None:
+            self.trackers.log(metrics, samples)
         with open(self.run_dir / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(metrics) + "\n")
             handle.flush()

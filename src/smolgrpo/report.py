@@ -12,7 +12,6 @@ were not logged (no periodic eval, no KL) is skipped, not drawn empty.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import yaml
 
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.metrics import PERIODIC_EVAL_KEYS, read_metrics
+from smolgrpo.report_format import format_value, is_number, window_headings  # noqa: F401
 
 EVAL_PREFIX = "eval/"
 REWARD_PREFIX = "reward/"
@@ -111,10 +111,6 @@ def load_eval_dir(eval_dir: Path | str) -> dict:
 
 
 # ----------------------------------------------------------------------------- numbers
-def is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
     """(steps, values) of the rows that logged `key` as a finite number."""
     pairs = [(row["step"], row[key]) for row in rows if is_number(row.get(key))]
@@ -198,23 +194,6 @@ def summarize_run(rows: list[dict], window: int = 5, config: dict | None = None)
         "eval_step": eval_step,
         "eval": eval_values,
     }
-
-
-def format_value(metric: str, value) -> str:
-    """Rates as percentages, everything else with a precision that suits its size."""
-    if not is_number(value):
-        return "—" if value is None else str(value)
-    name = metric.split("/")[-1]
-    rate = name.endswith("_rate") and name != "learning_rate"
-    if rate or name.startswith(("accuracy", "pass@", "frac_")) or name == "clip_fraction":
-        return f"{value:.1%}"
-    if isinstance(value, int) or abs(value) >= 100:
-        return f"{value:,.0f}"
-    if abs(value) >= 10:
-        return f"{value:.1f}"
-    if value != 0 and abs(value) < 0.01:
-        return f"{value:.2e}"
-    return f"{value:.3f}"
 
 
 # ----------------------------------------------------------------------------- plots
@@ -416,13 +395,6 @@ def write_report(
     summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     summary["paths"] = {"html": html_path, "summary": summary_path, "plots": plots}
     return summary
-
-
-def window_headings(summary: dict, dash: str = "-") -> list[str]:
-    """`steps 1-5`, `steps 16-20`; one heading when both windows hold the same steps."""
-    spans = [summary["first_steps"], summary["last_steps"]]
-    headings = [f"steps {start}{dash}{end}" for start, end in spans]
-    return headings[:1] if summary.get("single_window") else headings
 
 
 def print_summary(console, summary: dict, title: str = "") -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from smolgrpo.report import format_value, is_number, window_headings
+from smolgrpo.report_format import format_value, is_number, window_headings
 from smolgrpo.rewards import answers_match, extract_answer
 
 STYLE = """

@@ -38,14 +38,16 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from smolgrpo.arithmetic import (
     ARITHMETIC_SCAN_CHARS,
     check_equations,
     check_grounded_equations,
 )
+from smolgrpo.reward_plugins import is_plugin, score_plugin
 
 REASONING_OPEN = "<reasoning>"
 REASONING_CLOSE = "</reasoning>"
@@ -296,6 +298,7 @@ class RewardResult:
 
     total: list[float]
     per_reward: dict[str, list[float]]
+    seconds: dict[str, float] = field(default_factory=dict)  # each reward's wall time
 
 
 def score_completions(
@@ -303,6 +306,7 @@ def score_completions(
     gold_answers: list[str],
     weights: dict[str, float],
     questions: list[str] | None = None,
+    step: int | None = None,
 ) -> RewardResult:
     """Run every reward named in ``weights`` and sum them with those weights.
 
@@ -310,9 +314,12 @@ def score_completions(
     rewards score 0.
 
     Rewards with weight 0 are still computed so they can be logged. An unknown reward name or
-    mismatched list lengths are caller/config errors and raise ValueError.
+    mismatched list lengths are caller/config errors and raise ValueError. A name with a colon
+    is a user's reward (reward_plugins.py): its failures are SmolGRPOErrors naming ``step``.
     """
-    unknown = sorted(name for name in weights if name not in REWARD_FUNCTIONS)
+    unknown = sorted(
+        name for name in weights if name not in REWARD_FUNCTIONS and not is_plugin(name)
+    )
     if unknown:
         raise ValueError(
             f"unknown reward name(s) {unknown}; valid names are {sorted(REWARD_FUNCTIONS)}"
@@ -323,14 +330,20 @@ def score_completions(
         raise ValueError(f"got {len(completions)} completions but {len(gold_answers)} gold answers")
     if questions is not None and len(questions) != len(completions):
         raise ValueError(f"got {len(completions)} completions but {len(questions)} questions")
-    per_reward = {
-        name: REWARD_FUNCTIONS[name](completions, gold_answers, questions=questions)
-        if name in QUESTION_REWARDS
-        else REWARD_FUNCTIONS[name](completions, gold_answers)
-        for name in weights
-    }
+    per_reward, seconds = {}, {}
+    for name in weights:
+        started = time.perf_counter()
+        if is_plugin(name):
+            per_reward[name] = score_plugin(name, completions, gold_answers, questions, step)
+        elif name in QUESTION_REWARDS:
+            per_reward[name] = REWARD_FUNCTIONS[name](
+                completions, gold_answers, questions=questions
+            )
+        else:
+            per_reward[name] = REWARD_FUNCTIONS[name](completions, gold_answers)
+        seconds[name] = time.perf_counter() - started
     total = [
         sum(float(weights[name]) * per_reward[name][index] for name in weights)
         for index in range(len(completions))
     ]
-    return RewardResult(total=total, per_reward=per_reward)
+    return RewardResult(total=total, per_reward=per_reward, seconds=seconds)

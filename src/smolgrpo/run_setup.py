@@ -70,13 +70,15 @@ def setup_model(config: Config, model=None, tokenizer=None, rank: int = 0, shard
     if config.model.lora:
         from peft import LoraConfig, get_peft_model
 
+        from smolgrpo.architectures import lora_target_modules
+
         model = get_peft_model(
             model,
             LoraConfig(
                 r=config.model.lora_rank,
                 lora_alpha=config.model.lora_alpha,
                 lora_dropout=config.model.lora_dropout,
-                target_modules=list(config.model.lora_target_modules),
+                target_modules=lora_target_modules(model, config.model.lora_target_modules),
                 task_type="CAUSAL_LM",
             ),
         )

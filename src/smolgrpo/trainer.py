@@ -199,6 +199,7 @@ class Trainer:
         config, G = self.config, self.config.sampling.num_generations
         kept_rollouts, kept_advantages, kept_problems = [], [], []
         reward_log: dict[str, list[float]] = {}
+        reward_times: dict[str, float] = {}  # seconds per reward: a slow plug-in shows up
         stats = {
             "groups_generated": 0,
             "zero_std_groups": 0,
@@ -244,7 +245,7 @@ class Trainer:
             golds = [p.gold for p in problems for _ in range(G)]
             questions = [p.question for p in problems for _ in range(G)]
             scored = score_completions(
-                rollout.responses, golds, config.rewards.weights, questions=questions
+                rollout.responses, golds, config.rewards.weights, questions, step=self.step + 1
             )
             stats["reward_s"] += time.perf_counter() - started
             rewards = torch.tensor(scored.total, dtype=torch.float32)  # (n * G,)
@@ -254,6 +255,7 @@ class Trainer:
                 advantages, zero_std = group_advantages(rewards, G, config.grpo.scale_rewards)
             for name, values in scored.per_reward.items():
                 reward_log.setdefault(name, []).extend(values)
+                reward_times[name] = reward_times.get(name, 0.0) + scored.seconds[name]
             stats["totals"].extend(scored.total)
             stats["groups_generated"] += len(problems)
             stats["zero_std_groups"] += int(zero_std.sum())
@@ -270,7 +272,7 @@ class Trainer:
                 kept_problems.extend(p for p, k in zip(problems, keep.tolist()) if k)
             if dist_utils.all_max(float(quota - len(kept_problems))) <= 0:
                 break
-        stats["rewards"] = reward_log
+        stats["rewards"], stats["reward_times"] = reward_log, reward_times
         return kept_rollouts, kept_advantages, kept_problems, stats
 
     def _autocast(self):
@@ -406,13 +408,7 @@ class Trainer:
                 )
             losses = self.train_on_batch(batch)
         else:  # every group was uninformative: no update, but the step still counts
-            losses = {
-                "loss": 0.0,
-                "clip_fraction": 0.0,
-                "kl": 0.0,
-                "grad_norm": 0.0,
-                "entropy": 0.0,
-            }
+            losses = dict.fromkeys(("loss", "clip_fraction", "kl", "grad_norm", "entropy"), 0.0)
             if self.is_main:
                 warn(f"step {self.step + 1}: all groups had equal rewards; no update")
             for _ in range(self.config.grpo.num_iterations):  # keep the LR schedule on time
@@ -437,14 +433,14 @@ class Trainer:
         from smolgrpo.run_setup import save_final_model
 
         config = self.config
-        logger = MetricsLogger(self.run_dir, enabled=self.is_main)
+        logger = MetricsLogger(self.run_dir, enabled=self.is_main, config=config)  # + trackers
         self.progress = progress = TrainProgress(
             config.optim.max_steps,
             self.step,
             enabled=self.is_main and self.show_progress,
             label=getattr(self, "stage", "train"),
         )
-        with self.stop_signal, progress:  # SIGINT/SIGTERM/SIGUSR1 handlers while training
+        with self.stop_signal, progress, logger:  # signal handlers while training; trackers
             while self.step < config.optim.max_steps:
                 step_start = self._step_start_state()
                 try:

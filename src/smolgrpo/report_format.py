@@ -1,0 +1,34 @@
+"""How report numbers are shown (terminal table, report.html, model card), apart from report.py
+so that report_html.py can use them without importing report.py, which imports it."""
+
+from __future__ import annotations
+
+import math
+
+
+def is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def format_value(metric: str, value) -> str:
+    """Rates as percentages, everything else with a precision that suits its size."""
+    if not is_number(value):
+        return "—" if value is None else str(value)
+    name = metric.split("/")[-1]
+    rate = name.endswith("_rate") and name != "learning_rate"
+    if rate or name.startswith(("accuracy", "pass@", "frac_")) or name == "clip_fraction":
+        return f"{value:.1%}"
+    if isinstance(value, int) or abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    if value != 0 and abs(value) < 0.01:
+        return f"{value:.2e}"
+    return f"{value:.3f}"
+
+
+def window_headings(summary: dict, dash: str = "-") -> list[str]:
+    """`steps 1-5`, `steps 16-20`; one heading when both windows hold the same steps."""
+    spans = [summary["first_steps"], summary["last_steps"]]
+    headings = [f"steps {start}{dash}{end}" for start, end in spans]
+    return headings[:1] if summary.get("single_window") else headings
