@@ -28,7 +28,9 @@ def write_toy_data(folder: Path) -> None:
     for split, numbers in (("train", range(6)), ("test", range(6, 9))):
         (folder / f"{split}.jsonl").write_text(
             "".join(
-                json.dumps({"question": f"What is {i} plus {i}?", "answer": f"{i}+{i}\n#### {2 * i}"})
+                json.dumps(
+                    {"question": f"What is {i} plus {i}?", "answer": f"{i}+{i}\n#### {2 * i}"}
+                )
                 + "\n"
                 for i in numbers
             )
@@ -51,8 +53,14 @@ def test_recipe_chain_runs_on_cpu_with_overrides(chain, tmp_path):
     small = ("model.device=cpu", f"data.source={data}", "prompt.system_prompt=Solve it.")
     code = main(
         ["sft", "--config", sft_recipe, "--no-progress", "--output-dir", str(tmp_path / "sft")]
-        + sets(*small, f"model.name={base}", "optim.max_steps=2", "optim.prompts_per_step=2",
-               "optim.micro_batch_size=2", "sft.max_length=128")
+        + sets(
+            *small,
+            f"model.name={base}",
+            "optim.max_steps=2",
+            "optim.prompts_per_step=2",
+            "optim.micro_batch_size=2",
+            "sft.max_length=128",
+        )
     )
     assert code == 0
     sft_final = tmp_path / "sft" / "final"
@@ -60,16 +68,33 @@ def test_recipe_chain_runs_on_cpu_with_overrides(chain, tmp_path):
     assert "Supervised warm start" in (sft_final / "README.md").read_text()
     code = main(
         ["train", "--config", grpo_recipe, "--no-progress", "--output-dir", str(tmp_path / "grpo")]
-        + sets(*small, f"model.name={sft_final}", "optim.max_steps=1",
-               "optim.prompts_per_step=1", "sampling.num_generations=2",
-               "sampling.max_completion_length=4")
+        + sets(
+            *small,
+            f"model.name={sft_final}",
+            "optim.max_steps=1",
+            "optim.prompts_per_step=1",
+            "sampling.num_generations=2",
+            "sampling.max_completion_length=4",
+        )
     )
     assert code == 0
     rows = [json.loads(line) for line in (tmp_path / "grpo/metrics.jsonl").read_text().splitlines()]
     assert "reward/grounded_arithmetic" in rows[0]
     code = main(
-        ["eval", "--model", str(tmp_path / "grpo" / "final"), "--data", str(data), "--limit", "2",
-         "--max-new-tokens", "4", "--no-progress", "--output-dir", str(tmp_path / "eval")]
+        [
+            "eval",
+            "--model",
+            str(tmp_path / "grpo" / "final"),
+            "--data",
+            str(data),
+            "--limit",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--no-progress",
+            "--output-dir",
+            str(tmp_path / "eval"),
+        ]
     )
     assert code == 0
     metrics = json.loads((tmp_path / "eval/metrics.json").read_text())

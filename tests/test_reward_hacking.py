@@ -221,6 +221,7 @@ def test_pasted_equations_dilute_an_honest_chain():
 def test_grounded_arithmetic_without_the_problem_scores_zero():
     reward = REWARD_FUNCTIONS["grounded_arithmetic"]
     assert reward([GROUNDED_HONEST], [GOLD]) == [0.0]
-    totals = score_completions([GROUNDED_HONEST], [GOLD], {"grounded_arithmetic": 1.0},
-                               questions=[QUESTION]).total
+    totals = score_completions(
+        [GROUNDED_HONEST], [GOLD], {"grounded_arithmetic": 1.0}, questions=[QUESTION]
+    ).total
     assert totals == [1.0]

@@ -24,7 +24,9 @@ from smolgrpo.sft import (
 
 def toy_problems(count: int = 6) -> list[Problem]:
     return [
-        Problem(f"What is {i} plus {i}?", f"{i} + {i} = {2 * i}\n#### {2 * i}", str(2 * i), f"toy:{i}")
+        Problem(
+            f"What is {i} plus {i}?", f"{i} + {i} = {2 * i}\n#### {2 * i}", str(2 * i), f"toy:{i}"
+        )
         for i in range(count)
     ]
 
@@ -200,12 +202,42 @@ def test_sft_cli_runs_and_train_takes_its_output(tmp_path, monkeypatch):
 
     common = [f"data.source={data}", "optim.prompts_per_step=2", "optim.micro_batch_size=2"]
     sets = sum((["--set", s] for s in common), [])
-    assert main(["sft", "--no-progress", "--set", f"model.name={base}", "--set",
-                 "optim.max_steps=2", "--output-dir", str(tmp_path / "sft"), *sets]) == 0
+    assert (
+        main(
+            [
+                "sft",
+                "--no-progress",
+                "--set",
+                f"model.name={base}",
+                "--set",
+                "optim.max_steps=2",
+                "--output-dir",
+                str(tmp_path / "sft"),
+                *sets,
+            ]
+        )
+        == 0
+    )
     final = tmp_path / "sft" / "final"
     assert AutoTokenizer.from_pretrained(final).eos_token == "<|im_end|>"
-    assert main(["train", "--no-progress", "--set", f"model.name={final}", "--set",
-                 "optim.max_steps=1", "--set", "sampling.num_generations=2", "--set",
-                 "sampling.max_completion_length=4", "--output-dir", str(tmp_path / "grpo"),
-                 *sets]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--no-progress",
+                "--set",
+                f"model.name={final}",
+                "--set",
+                "optim.max_steps=1",
+                "--set",
+                "sampling.num_generations=2",
+                "--set",
+                "sampling.max_completion_length=4",
+                "--output-dir",
+                str(tmp_path / "grpo"),
+                *sets,
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "grpo" / "final" / "model.safetensors").is_file()

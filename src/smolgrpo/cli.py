@@ -177,7 +177,9 @@ def print_metrics(console, metrics: dict) -> None:
 
     for key, value in metrics.items():
         if isinstance(metrics.get(f"{key}_ci95"), list):
-            table.add_row(f"{key} [95% CI]", format_rate_with_interval(value, metrics[f"{key}_ci95"]))
+            table.add_row(
+                f"{key} [95% CI]", format_rate_with_interval(value, metrics[f"{key}_ci95"])
+            )
         elif isinstance(value, float):
             shown = f"{value:.4f}" if "reward" in key or key.startswith("mean") else f"{value:.2%}"
             if key in ("time_s", "temperature", "top_p"):
