@@ -49,8 +49,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def add_eval_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="measure a model on a GSM8K split",
-        description="Generate answers for a GSM8K split and report accuracy (answer tag and last "
+        help="measure a model on a task's split (GSM8K by default)",
+        description="Generate answers for a task's split (GSM8K by default) and report accuracy (answer tag and last "
         "number), strict/soft format rate, completion length, truncation and pass@k. Writes "
         "metrics.json and samples.jsonl to --output-dir.",
     )
@@ -66,6 +66,9 @@ def add_eval_parser(subparsers) -> None:
     data.add_argument("--limit", type=int, default=None, help="evaluate the first N problems")
     data.add_argument("--shuffle", action="store_true", help="shuffle with --seed before --limit")
     data.add_argument("--seed", type=int, default=0, help="seed for shuffling and sampling (0)")
+    from smolgrpo.tasks.cli_args import add_task_arguments
+
+    add_task_arguments(data)
     gen = parser.add_argument_group("generation")
     gen.add_argument("--batch-size", type=int, default=16, help="prompts per batch (16)")
     gen.add_argument("--max-new-tokens", type=int, default=256, help="completion budget (256)")
@@ -116,10 +119,10 @@ def _prompt_template_for(args):
 def run_eval(args) -> int:
     from rich.console import Console
 
-    from smolgrpo.data import load_problems
     from smolgrpo.evaluate import describe_device, evaluate, write_eval_outputs
     from smolgrpo.modeling import load_model_and_tokenizer
     from smolgrpo.prompts import select_few_shot
+    from smolgrpo.tasks.cli_args import task_from_args
 
     for name in ("batch_size", "max_new_tokens", "num_samples"):
         if getattr(args, name) < 1:
@@ -128,12 +131,11 @@ def run_eval(args) -> int:
         raise SmolGRPOError("pass@k with --num-samples > 1 needs --temperature > 0")
     console = Console(stderr=True)
     template = _prompt_template_for(args)
-    problems = load_problems(args.data, args.split, args.limit, args.seed, args.shuffle)
+    task = task_from_args(args)
+    problems = task.load(args.split, args.limit, args.seed, args.shuffle)
     few_shot = []
     if template.num_few_shot > 0:
-        few_shot = select_few_shot(
-            load_problems(args.data, "train"), template.num_few_shot, args.seed
-        )
+        few_shot = select_few_shot(task.load("train"), template.num_few_shot, args.seed)
     started = time.perf_counter()
     model, tokenizer = load_model_and_tokenizer(
         args.model, args.device, args.dtype, args.trust_remote_code, args.allow_pickle
@@ -156,9 +158,12 @@ def run_eval(args) -> int:
         num_samples=args.num_samples,
         temperature=args.temperature,
         top_p=args.top_p,
+        answer_check=task.answer_check,
         show_progress=not args.no_progress,
     )
     metrics.update(model=args.model, split=args.split, device=describe_device(model))
+    if task.name != "gsm8k":
+        metrics["task"] = task.title
     output_dir = Path(args.output_dir or f"runs/eval-{time.strftime('%Y%m%d-%H%M%S')}")
     write_eval_outputs(output_dir, metrics, records)
     template.save(output_dir / PROMPT_TEMPLATE_FILE)

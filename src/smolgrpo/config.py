@@ -32,6 +32,7 @@ from smolgrpo.grpo import VALID_LOSS_TYPES, VALID_SCALE_REWARDS
 from smolgrpo.prompts import DEFAULT_PREFILL, SYSTEM_PROMPT, PromptTemplate
 from smolgrpo.reward_plugins import is_plugin, load_reward
 from smolgrpo.rewards import DEFAULT_REWARD_WEIGHTS, REWARD_FUNCTIONS
+from smolgrpo.tasks import check_task_config, default_reward_weights
 from smolgrpo.tracking import check_report_to
 
 
@@ -78,10 +79,20 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    source: str | None = None  # folder of {train,test}.jsonl, a .jsonl, or a hub id
+    task: str = "gsm8k"  # gsm8k, jsonl, csv or reasoning_gym (see tasks/)
+    source: str | None = None  # folder of {train,test}.jsonl (.csv), a file, or a hub id
     train_split: str = "train"
     train_limit: int | None = None
     eval_split: str = "test"
+    question_field: str = "question"  # jsonl/csv: the columns holding question and answer
+    answer_field: str = "answer"
+    answer_type: str = "number"  # jsonl/csv: number, exact or math
+    gym_dataset: str = "countdown"  # reasoning_gym: dataset name, problems per split, seed
+    gym_size: int = 1000
+    gym_seed: int = 0
+
+    def validate(self) -> None:
+        check_task_config(self)
 
 
 @dataclass
@@ -272,6 +283,8 @@ class Config:
     sft: SFTConfig = field(default_factory=SFTConfig)
 
     def validate(self) -> Config:
+        if self.rewards.weights == DEFAULT_REWARD_WEIGHTS:  # not set: the task's own defaults
+            self.rewards.weights = default_reward_weights(self.data)
         for section in dataclasses.fields(self):
             validate = getattr(getattr(self, section.name), "validate", None)
             if validate:

@@ -1,7 +1,7 @@
-"""Evaluation: accuracy, format compliance and pass@k of a model on a GSM8K split.
+"""Evaluation: accuracy, format compliance and pass@k of a model on a task's split (GSM8K).
 
-Correctness uses the same `extract_answer` + `answers_match` as the training reward, so a number
-reported here means what the reward optimised. A second extractor, the last number in the text,
+Correctness uses the same `extract_answer` + `answers_match` as the training reward (or the same
+task check, see tasks/), so a number reported here means what the reward optimised. A second extractor, the last number in the text,
 measures a model that ignores the tag format (the untrained base model) fairly.
 
 pass@k uses the unbiased estimator of Chen et al. (2021), "Evaluating Large Language Models
@@ -100,12 +100,14 @@ def evaluate(
     temperature: float = 0.0,
     top_p: float = 1.0,
     reward_weights: dict[str, float] | None = None,
+    answer_check=None,
     show_progress: bool = True,
     synced: bool = False,
     should_stop=None,
 ) -> tuple[dict, list[dict]]:
     """(metrics, one sample record per completion) for `num_samples` completions per problem.
 
+    `answer_check`: a task's `(answer, gold) -> score` (tasks/); None is GSM8K's numeric match.
     `synced`: generation in step with the other ranks (FSDP; see `rollout.generate`).
     `should_stop()`, checked before each decode step of every batch: True raises
     `interrupts.StopRequested` (the periodic eval of a stopping run is dropped)."""
@@ -149,7 +151,7 @@ def evaluate(
             golds = [p.gold for p in batch for _ in range(num_samples)]
             questions = [p.question for p in batch for _ in range(num_samples)]
             scored = score_completions(
-                rollout.responses, golds, reward_weights, questions=questions
+                rollout.responses, golds, reward_weights, questions, answer_check=answer_check
             )
             for index, response in enumerate(rollout.responses):
                 problem = batch[index // num_samples]
@@ -165,8 +167,8 @@ def evaluate(
                         "gold": problem.gold,
                         "extracted_answer": answer,
                         "extracted_last_number": last_number,
-                        "correct": answers_match(answer, problem.gold),
-                        "correct_last_number": answers_match(last_number, problem.gold),
+                        "correct": _is_correct(answer, problem.gold, answer_check),
+                        "correct_last_number": _is_correct(last_number, problem.gold, answer_check),
                         "completion_tokens": int(rollout.completion_lengths[index]),
                         "truncated": bool(rollout.truncated[index]),
                         "rewards": {name: v[index] for name, v in scored.per_reward.items()},
@@ -179,6 +181,15 @@ def evaluate(
     metrics["time_s"] = round(time.perf_counter() - start, 2)
     metrics.update(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     return metrics, records
+
+
+def _is_correct(answer: str | None, gold: str, answer_check) -> bool:
+    if answer_check is None:
+        return answers_match(answer, gold)
+    try:  # a task's check scores like a reward: it must not end an evaluation
+        return answer_check(answer, gold) >= 1.0
+    except Exception:  # noqa: BLE001
+        return False
 
 
 def summarize(records: list[dict], num_samples: int) -> dict:

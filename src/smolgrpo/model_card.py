@@ -52,12 +52,16 @@ def build_model_card(
     model = config.get("model", {})
     base_text, base_id = _base_model(str(model.get("name", "?")))
     method = "sft" if is_sft_run(rows) else "grpo"
-    metadata = {"library_name": "transformers", "tags": [method, "gsm8k", "math", "smolgrpo"]}
+    data = config.get("data") or {}
+    gsm8k = data.get("task", "gsm8k") == "gsm8k"  # configs saved before tasks have no key
+    task_tags = ["gsm8k", "math"] if gsm8k else [_task_tag(data)]
+    metadata = {"library_name": "transformers", "tags": [method, *task_tags, "smolgrpo"]}
     if base_id:
         metadata["base_model"] = base_id
         if base_id.startswith("HuggingFaceTB/SmolLM2"):
             metadata["license"] = "apache-2.0"  # the base model's licence carries over
-    metadata["datasets"] = ["openai/gsm8k"]
+    if gsm8k:
+        metadata["datasets"] = ["openai/gsm8k"]
     lines = [
         "---",
         yaml.safe_dump(metadata, sort_keys=False).strip(),
@@ -71,8 +75,8 @@ def build_model_card(
         "",
         "- A small model trained briefly on one dataset: it is a demonstration of GRPO, not a "
         "reliable calculator. Check every answer.",
-        "- Trained and measured only on GSM8K-style English word problems; expect little transfer "
-        "to other tasks.",
+        f"- Trained and measured only on {_subject(data, 'GSM8K-style English word')} problems; "
+        "expect little transfer to other tasks.",
         "- The reward checks the final number and the tag format, not whether the reasoning is "
         "sound: a right answer can come with wrong reasoning.",
         "- Training metrics are measured on sampled completions of training problems; only the "
@@ -89,6 +93,17 @@ def _data_source(data: dict) -> str:
     """Where the training problems came from: the source the run resolved, not a default."""
     from smolgrpo.data import HUB_DATASET_ID, resolve_source
 
+    task = data.get("task", "gsm8k")
+    if task == "reasoning_gym":
+        return (
+            f"reasoning-gym `{data.get('gym_dataset')}`, {data.get('gym_size')} generated "
+            f"problems (seed {data.get('gym_seed')})"
+        )
+    if task in ("jsonl", "csv"):
+        return (
+            f"local {task.upper()} `{data.get('source')}` (question `{data.get('question_field')}`"
+            f", answer `{data.get('answer_field')}`, {data.get('answer_type')} answers)"
+        )
     source = resolve_source(data.get("source"))  # None: $SMOLGRPO_DATA_DIR, else the hub
     split = data.get("train_split", "train")
     path = Path(source).expanduser()
@@ -98,6 +113,19 @@ def _data_source(data: dict) -> str:
         return f"local JSONL `{(Path(source) / f'{split}.jsonl').as_posix()}` (`{split}` split)"
     name = "GSM8K" if source == HUB_DATASET_ID else "hub dataset"
     return f"{name} `{split}` split from the hub (`{source}`)"
+
+
+def _task_tag(data: dict) -> str:
+    if data.get("task") == "reasoning_gym":
+        return f"reasoning-gym-{data.get('gym_dataset')}"
+    return str(data.get("task"))
+
+
+def _subject(data: dict, gsm8k_text: str = "grade-school math (GSM8K)") -> str:
+    """What the model was trained on, for the title and the limitations (the task's name)."""
+    from smolgrpo.tasks import task_title
+
+    return gsm8k_text if data.get("task", "gsm8k") == "gsm8k" else task_title(data)
 
 
 def is_sft_run(rows: list[dict]) -> bool:
@@ -156,11 +184,12 @@ def _grpo_lines(config: dict, base_text: str) -> list[str]:
         config.get("optim", {}),
     )
     weights = (config.get("rewards") or {}).get("weights") or {}
+    data = config.get("data") or {}
     return [
-        "# GRPO fine-tune for grade-school math (GSM8K)",
+        f"# GRPO fine-tune for {_subject(data)}",
         "",
         f"Fine-tuned from {base_text} with GRPO (Group Relative Policy Optimization) by "
-        "smolgrpo to answer GSM8K problems in the format "
+        f"smolgrpo to answer {_subject(data, 'GSM8K')} problems in the format "
         "`<reasoning>…</reasoning><answer>…</answer>`.",
         "",
         "## Training",

@@ -48,7 +48,11 @@ class PromptTemplate:
 
 
 def format_reference_response(problem: Problem) -> str:
-    """A GSM8K reference solution rewritten in our response format (for few-shot examples)."""
+    """A GSM8K reference solution rewritten in our response format (for few-shot examples).
+
+    Other tasks (tasks/) keep only the bare answer as the solution: no reasoning to show."""
+    if "####" not in problem.solution:
+        return f"<reasoning>\n</reasoning>\n<answer>\n{problem.solution}\n</answer>"
     reasoning = problem.solution.rsplit("####", 1)[0]
     reasoning = _CALCULATOR_ANNOTATION.sub("", reasoning).strip()
     return f"<reasoning>\n{reasoning}\n</reasoning>\n<answer>\n{problem.gold}\n</answer>"

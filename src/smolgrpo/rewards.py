@@ -307,11 +307,13 @@ def score_completions(
     weights: dict[str, float],
     questions: list[str] | None = None,
     step: int | None = None,
+    answer_check: Callable[[str | None, str], float] | None = None,
 ) -> RewardResult:
     """Run every reward named in ``weights`` and sum them with those weights.
 
     ``questions`` (one per completion) feed the rewards in QUESTION_REWARDS; without them those
-    rewards score 0.
+    rewards score 0. ``answer_check`` (a task's, see tasks/): the correctness reward scores
+    ``answer_check(extract_answer(completion), gold)`` instead of the numeric GSM8K match.
 
     Rewards with weight 0 are still computed so they can be logged. An unknown reward name or
     mismatched list lengths are caller/config errors and raise ValueError. A name with a colon
@@ -335,6 +337,12 @@ def score_completions(
         started = time.perf_counter()
         if is_plugin(name):
             per_reward[name] = score_plugin(name, completions, gold_answers, questions, step)
+        elif name == "correctness" and answer_check is not None:
+            per_reward[name] = _score_each(
+                lambda completion, gold: answer_check(extract_answer(completion), gold),
+                completions,
+                gold_answers,
+            )
         elif name in QUESTION_REWARDS:
             per_reward[name] = REWARD_FUNCTIONS[name](
                 completions, gold_answers, questions=questions

@@ -54,6 +54,10 @@ def drop_held_out(train: list[Problem], held_out: list[Problem]) -> tuple[list[P
 
 def load_sft_problems(config: Config) -> list[Problem]:
     """The train split, minus any problem whose question is also in the eval split."""
+    if config.data.task != "gsm8k":  # the targets are GSM8K worked solutions (`####` answers)
+        raise SmolGRPOError(
+            f"sft needs data.task: gsm8k (worked solutions), not '{config.data.task}'"
+        )
     if config.data.train_split == config.data.eval_split:
         raise SmolGRPOError(
             f"data.train_split and data.eval_split are both '{config.data.train_split}': "

@@ -38,14 +38,14 @@ from smolgrpo.checkpoint import (
     save_checkpoint,
 )
 from smolgrpo.config import Config
-from smolgrpo.data import Problem, load_problems
+from smolgrpo.data import Problem
 from smolgrpo.errors import warn
 from smolgrpo.grpo import group_advantages, grpo_loss, zero_std_keep_mask
 from smolgrpo.interrupts import StopRequested, StopSignal, restore_rng, rng_snapshot
 from smolgrpo.logprobs import completion_log_probs
 from smolgrpo.prompts import render_prompt, select_few_shot
-from smolgrpo.rewards import score_completions
 from smolgrpo.rollout import Rollout, generate
+from smolgrpo.tasks import build_task
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -86,11 +86,11 @@ class Trainer:
             self.reference_model = frozen_copy(self.model).to(self.device)
         if self.sharded:  # after the broadcast: all ranks shard the same weights
             fsdp.shard_model(self.model)
-        self.template = config.prompt.template()
+        self.template, self.task = config.prompt.template(), build_task(config.data)
         self.train_problems = (
             train_problems
             if train_problems is not None
-            else load_problems(config.data.source, config.data.train_split, config.data.train_limit)
+            else self.task.load(config.data.train_split, config.data.train_limit)
         )
         self.eval_problems = eval_problems
         self.few_shot = select_few_shot(
@@ -244,8 +244,8 @@ class Trainer:
             started = time.perf_counter()
             golds = [p.gold for p in problems for _ in range(G)]
             questions = [p.question for p in problems for _ in range(G)]
-            scored = score_completions(
-                rollout.responses, golds, config.rewards.weights, questions, step=self.step + 1
+            scored = self.task.score(
+                rollout.responses, golds, config.rewards.weights, questions, self.step + 1
             )
             stats["reward_s"] += time.perf_counter() - started
             rewards = torch.tensor(scored.total, dtype=torch.float32)  # (n * G,)
@@ -508,8 +508,8 @@ class Trainer:
         result = {}
         if self.is_main or self.sharded:  # under FSDP every rank takes part in each forward
             if self.eval_problems is None:
-                self.eval_problems = load_problems(
-                    self.config.data.source, self.config.data.eval_split, self.config.run.eval_limit
+                self.eval_problems = self.task.load(
+                    self.config.data.eval_split, self.config.run.eval_limit
                 )
             rng_state = torch.get_rng_state()  # evaluation must not shift the training RNG
             try:
@@ -523,6 +523,7 @@ class Trainer:
                         batch_size=self.config.run.eval_batch_size,
                         max_new_tokens=self.config.sampling.max_completion_length,
                         reward_weights=self.config.rewards.weights,
+                        answer_check=self.task.answer_check,
                         show_progress=False,
                         synced=self.sharded,
                         should_stop=self.stop_pending,

@@ -1,0 +1,175 @@
+"""The `jsonl` and `csv` tasks: questions and answers from any file, with a field mapping.
+
+`data.source` is a file, or a folder holding `<split>.jsonl` (`<split>.csv`). Each row gives its
+question in `data.question_field` and its gold answer in `data.answer_field` (used as written,
+stripped; no `####` needed). `data.answer_type` picks the comparison with the model's
+`<answer>` text:
+
+* `number`: the numeric `answers_match` of rewards.py (GSM8K's check).
+* `exact`: equal after stripping, casefolding and collapsing runs of whitespace.
+* `math`: symbolic equivalence with `math-verify` (`pip install 'smolgrpo[math]'`), so
+  `\\frac{1}{2}`, `1/2` and `0.5` all match. A bare answer is read as inline LaTeX (`$...$`).
+
+A column the mapping names but a row lacks is a one-line error naming file, line and column.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+from smolgrpo.data import MAX_LINE_BYTES, Problem
+from smolgrpo.errors import SmolGRPOError
+from smolgrpo.rewards import answers_match, parse_number
+
+MATH_EXTRA_HINT = "pip install 'smolgrpo[math]'"
+
+
+def normalize_exact(text: str) -> str:
+    """`exact` answers compare as stripped, casefolded text with single spaces."""
+    return " ".join(text.split()).casefold()
+
+
+def check_number(predicted: str | None, gold: str) -> float:
+    return 1.0 if answers_match(predicted, gold) else 0.0
+
+
+def check_exact(predicted: str | None, gold: str) -> float:
+    if predicted is None:
+        return 0.0
+    return 1.0 if normalize_exact(predicted) == normalize_exact(gold) else 0.0
+
+
+def _as_latex(text: str) -> str:
+    return text if "$" in text or "\\boxed" in text else f"${text}$"
+
+
+def check_math(predicted: str | None, gold: str) -> float:
+    from math_verify import parse, verify
+
+    if predicted is None:
+        return 0.0
+    gold_parsed, predicted_parsed = parse(_as_latex(gold)), parse(_as_latex(predicted))
+    if not gold_parsed or not predicted_parsed:
+        return 0.0
+    return 1.0 if verify(gold_parsed, predicted_parsed) else 0.0
+
+
+def answer_check_for(answer_type: str):
+    if answer_type == "math":
+        try:
+            import math_verify  # noqa: F401
+        except ImportError:
+            raise SmolGRPOError(
+                f"data.answer_type 'math' needs the math-verify package: {MATH_EXTRA_HINT}"
+            ) from None
+        return check_math
+    return {"number": check_number, "exact": check_exact}[answer_type]
+
+
+def _jsonl_rows(path: Path):
+    """(line number, row) for each non-blank line; one-line errors for bad lines."""
+    try:
+        handle = open(path, "rb")
+    except OSError as error:
+        raise SmolGRPOError(f"{path}: cannot read ({error.strerror})") from None
+    with handle:
+        line_number = 0
+        while raw := handle.readline(MAX_LINE_BYTES + 1):
+            line_number += 1
+            origin = f"{path}:{line_number}"
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                raise SmolGRPOError(f"{origin}: line longer than {MAX_LINE_BYTES:,} bytes")
+            try:
+                text = raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise SmolGRPOError(f"{origin}: not valid UTF-8 text") from None
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except (ValueError, RecursionError) as error:
+                reason = getattr(error, "msg", type(error).__name__)
+                raise SmolGRPOError(f"{origin}: malformed JSON ({reason})") from None
+            if not isinstance(row, dict):
+                raise SmolGRPOError(f"{origin}: expected a JSON object, got {type(row).__name__}")
+            yield line_number, row
+
+
+def _csv_rows(path: Path):
+    """(line number, row) per CSV record; the first line is the header."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle)
+            for row in reader:
+                yield reader.line_num, row
+    except OSError as error:
+        raise SmolGRPOError(f"{path}: cannot read ({error.strerror})") from None
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise SmolGRPOError(f"{path}: not a readable CSV file ({error})") from None
+
+
+def read_rows(path: Path, kind: str, question_field: str, answer_field: str) -> list[Problem]:
+    """Problems of a JSONL or CSV file through the field mapping."""
+    rows = _jsonl_rows(path) if kind == "jsonl" else _csv_rows(path)
+    problems = []
+    for line_number, row in rows:
+        origin = f"{path}:{line_number}"
+        fields = {}
+        for role, column in (("question", question_field), ("answer", answer_field)):
+            value = row.get(column)
+            if column not in row or value is None:
+                columns = ", ".join(str(key) for key in row if key is not None)
+                raise SmolGRPOError(
+                    f"{origin}: no column '{column}' (data.{role}_field; columns: {columns})"
+                )
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                value = str(value)
+            if not isinstance(value, str) or not value.strip():
+                raise SmolGRPOError(f"{origin}: column '{column}' must be a non-empty string")
+            fields[role] = value.strip()
+        problems.append(Problem(fields["question"], fields["answer"], fields["answer"], origin))
+    if not problems:
+        raise SmolGRPOError(f"{path}: no problems found (empty file)")
+    return problems
+
+
+def resolve_file(source: str | None, split: str, kind: str) -> Path:
+    if not source:
+        raise SmolGRPOError(f"data.task '{kind}' needs data.source (a .{kind} file or a folder)")
+    path = Path(source).expanduser()
+    if path.is_dir():
+        path = path / f"{split}.{kind}"
+        if not path.is_file():
+            raise SmolGRPOError(f"{source}: no '{split}.{kind}' in this folder")
+    elif not path.is_file():
+        raise SmolGRPOError(f"{source}: no such file or folder")
+    return path
+
+
+def build_file_task(data):
+    from smolgrpo.tasks import Task, task_title
+
+    answer_check = answer_check_for(data.answer_type)
+
+    def load(split, limit=None, seed=0, shuffle=False) -> list[Problem]:
+        path = resolve_file(data.source, split, data.task)
+        problems = read_rows(path, data.task, data.question_field, data.answer_field)
+        if data.answer_type == "number":  # a gold that is no number could never be matched
+            for problem in problems:
+                if parse_number(problem.gold) is None:
+                    raise SmolGRPOError(
+                        f"{problem.origin}: answer {problem.gold[:40]!r} is not a number "
+                        "(data.answer_type: number)"
+                    )
+        if shuffle:
+            random.Random(seed).shuffle(problems)
+        if limit is not None:
+            if limit < 1:
+                raise SmolGRPOError(f"--limit must be at least 1, got {limit}")
+            problems = problems[:limit]
+        return problems
+
+    return Task(data.task, task_title(vars(data)), load, answer_check)

@@ -1,0 +1,167 @@
+"""reasoning-gym tasks (skipped without the package), a 1-step train per non-GSM8K task on a
+tiny model, and the task errors through the real command line (exit 2, one line)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import build_char_tokenizer, build_tiny_model
+
+from smolgrpo import cli, rewards
+from smolgrpo.config import load_config
+from smolgrpo.errors import SmolGRPOError
+from smolgrpo.metrics import read_metrics
+from smolgrpo.tasks import build_task
+from smolgrpo.tasks.files import check_exact
+from smolgrpo.trainer import Trainer
+
+
+def gym_data(*overrides):
+    pytest.importorskip("reasoning_gym")
+    return load_config(None, ["data.task=reasoning_gym", *overrides]).data
+
+
+# ----------------------------------------------------------------------------- reasoning-gym
+def test_countdown_is_reproducible_and_eval_never_overlaps_train():
+    data = gym_data("data.gym_dataset=countdown", "data.gym_size=30", "data.gym_seed=5")
+    task = build_task(data)
+    train, again, test = task.load("train"), task.load("train"), task.load("test")
+    assert len(train) == 30 and train == again
+    assert test and not {p.question for p in train} & {p.question for p in test}
+    assert train[0].origin == "countdown[seed=5]:0"
+    other_seed = build_task(gym_data("data.gym_size=30", "data.gym_seed=6")).load("train")
+    assert [p.question for p in other_seed] != [p.question for p in train]
+
+
+def test_countdown_check_is_the_datasets_score_answer():
+    task = build_task(gym_data("data.gym_size=3"))
+    problem = task.load("train")[0]
+    entry = json.loads(problem.gold)
+    assert entry["question"] == problem.question and problem.solution == entry["answer"]
+    assert task.answer_check(entry["answer"], problem.gold) == 1.0
+    assert task.answer_check("1 + 1", problem.gold) < 1.0
+    assert task.answer_check(None, problem.gold) == 0.0  # no <answer> block: no format credit
+
+
+def test_gsm_symbolic_loads_and_checks():
+    task = build_task(gym_data("data.gym_dataset=gsm_symbolic", "data.gym_size=2"))
+    problem = task.load("train")[0]
+    assert task.answer_check(problem.solution, problem.gold) == 1.0
+    assert task.answer_check("-12345", problem.gold) < 1.0
+
+
+def test_unknown_gym_dataset_lists_some_valid_names():
+    pytest.importorskip("reasoning_gym")
+    with pytest.raises(SmolGRPOError, match=r"unknown reasoning-gym dataset 'countdwn'.*countdown"):
+        load_config(None, ["data.task=reasoning_gym", "data.gym_dataset=countdwn"])
+
+
+# ----------------------------------------------------------------------------- one train step
+def train_one_step(tmp_path, *overrides) -> tuple[Trainer, list[dict]]:
+    config = load_config(
+        None,
+        [
+            f"run.output_dir={tmp_path / 'run'}",
+            "sampling.num_generations=4",
+            "sampling.max_completion_length=6",
+            "optim.prompts_per_step=2",
+            "optim.micro_batch_size=8",
+            "optim.learning_rate=1e-2",
+            "optim.warmup_steps=0",
+            "optim.max_steps=1",
+            "prompt.system_prompt=S",
+            "rewards.weights={correctness: 1.0, varied: 1.0}",
+            *overrides,
+        ],
+    )
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_model(len(tokenizer))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainer = Trainer(config, model=model, tokenizer=tokenizer, show_progress=False)
+    trainer.train()
+    assert any(not torch.equal(before[n], p.detach()) for n, p in model.named_parameters())
+    return trainer, read_metrics(tmp_path / "run/metrics.jsonl")
+
+
+def varied_reward(completions, golds):
+    """A tiny random model almost never answers right: this gives its groups a spread."""
+    return [len(completion) % 3 / 2 for completion in completions]
+
+
+@pytest.fixture(autouse=True)
+def toy_reward(monkeypatch):
+    monkeypatch.setitem(rewards.REWARD_FUNCTIONS, "varied", varied_reward)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_one_step_on_a_jsonl_task_with_exact_answers(tmp_path):
+    rows = [{"q": f"Say {word}", "a": word} for word in ("yes", "no", "maybe", "ok")]
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    trainer, metrics = train_one_step(
+        tmp_path,
+        "data.task=jsonl",
+        f"data.source={tmp_path / 'qa.jsonl'}",
+        "data.question_field=q",
+        "data.answer_field=a",
+        "data.answer_type=exact",
+    )
+    assert trainer.task.name == "jsonl" and trainer.train_problems[0].gold == "yes"
+    assert trainer.task.answer_check is check_exact  # the correctness reward's comparison
+    assert [row["step"] for row in metrics] == [1]
+    card = (tmp_path / "run/final/README.md").read_text()
+    assert "GSM8K" not in card and "exact answers" in card
+
+
+def test_one_step_on_countdown(tmp_path):
+    pytest.importorskip("reasoning_gym")
+    trainer, metrics = train_one_step(
+        tmp_path, "data.task=reasoning_gym", "data.gym_dataset=countdown", "data.gym_size=8"
+    )
+    assert trainer.task.title == "countdown (reasoning-gym)"
+    assert [row["step"] for row in metrics] == [1]
+    assert "countdown (reasoning-gym)" in (tmp_path / "run/final/README.md").read_text()
+
+
+# ----------------------------------------------------------------------------- command line
+def cli_error(argv, capsys) -> str:
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and captured.out == ""
+    return lines[0]
+
+
+def test_cli_task_errors_are_one_line(tmp_path, capsys):
+    data = tmp_path / "qa.jsonl"
+    data.write_text('{"question": "Q", "answer": "A"}\n{"question": "Q2", "solution": "B"}\n')
+    model = tmp_path / "missing-model"  # the data is checked before any model is loaded
+    base = ["eval", "--model", str(model), "--data", str(data)]
+    line = cli_error([*base, "--task", "jsonl", "--answer-type", "exact"], capsys)
+    assert f"{data}:2: no column 'answer'" in line and "solution" in line
+    line = cli_error([*base, "--task", "jsonl", "--answer-field", "label"], capsys)
+    assert f"{data}:1: no column 'label'" in line
+    line = cli_error([*base, "--task", "parquet"], capsys)
+    assert "unknown task 'parquet'" in line and "gsm8k, jsonl, csv, reasoning_gym" in line
+    line = cli_error([*base, "--task", "jsonl", "--answer-type", "regex"], capsys)
+    assert "unknown answer type 'regex'" in line and "number, exact, math" in line
+    line = cli_error(["train", "--set", "data.task=parquet", "--print-config"], capsys)
+    assert "unknown task 'parquet'" in line
+
+
+def test_cli_unknown_gym_dataset_is_one_line(tmp_path, capsys):
+    pytest.importorskip("reasoning_gym")
+    argv = ["eval", "--model", str(tmp_path / "m"), "--task", "reasoning_gym"]
+    line = cli_error([*argv, "--gym-dataset", "countdwn"], capsys)
+    assert "unknown reasoning-gym dataset 'countdwn'" in line and "countdown" in line
+    line = cli_error(["train", "--set", "data.task=reasoning_gym", "--set",
+                      "data.gym_dataset=countdwn", "--print-config"], capsys)  # fmt: skip
+    assert "gsm_symbolic" in line
