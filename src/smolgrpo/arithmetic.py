@@ -172,30 +172,35 @@ def _values_close(computed: float, stated: float) -> bool:
     return difference <= 0.01 or difference <= 1e-4 * abs(stated)
 
 
-def check_equations(text: str) -> list[bool]:
-    """Whether each distinct, non-trivial equation in ``text`` holds, in order of appearance.
+def distinct_equations(text: str):
+    """Yield (expression symbols, computed value, stated value) for each distinct, non-trivial
+    equation in ``text``, in order of appearance, at most MAX_EQUATIONS of them.
 
     Each '=' compares the longest arithmetic expression right before it (stopping at words,
     punctuation, newlines or a previous '=') with the number right after it. So a chain
     ``2 + 3 = 5 + 1 = 6`` yields two equations, ``2 + 3 = 5`` and ``5 + 1 = 6``.
     """
     tokens = _tokenize_arithmetic(text)
-    results: dict[tuple, bool] = {}
+    seen: set[tuple] = set()
     cache: dict = {}
     equals_seen = 0
     for index, token in enumerate(tokens):
         if token[0] != "equals":
             continue
         equals_seen += 1
-        if equals_seen > MAX_EQUALS_SIGNS or len(results) >= MAX_EQUATIONS:
-            break
+        if equals_seen > MAX_EQUALS_SIGNS or len(seen) >= MAX_EQUATIONS:
+            return
         stated = _number_after(tokens, index + 1)
         left = _expression_before(tokens, index, cache) if stated is not None else None
-        if left is None:
+        if left is None or (left[0], stated) in seen:
             continue
-        symbols, computed = left
-        results.setdefault((symbols, stated), _values_close(computed, stated))
-    return list(results.values())
+        seen.add((left[0], stated))
+        yield left[0], left[1], stated
+
+
+def check_equations(text: str) -> list[bool]:
+    """Whether each distinct, non-trivial equation in ``text`` holds (see distinct_equations)."""
+    return [_values_close(computed, stated) for _, computed, stated in distinct_equations(text)]
 
 
 # Operands a solution may use without finding them in the problem ("half" is / 2, percent / 100),
@@ -224,23 +229,8 @@ def check_grounded_equations(text: str, question: str) -> list[bool]:
     such a constant. So a chain that starts from the problem's numbers scores, while `8 + 2 = 10`
     pasted anywhere (neither 8 nor 2 in the problem) counts as a failure."""
     available = question_numbers(question)
-    tokens = _tokenize_arithmetic(text)
-    seen: set[tuple] = set()
     outcomes: list[bool] = []
-    cache: dict = {}
-    equals_seen = 0
-    for index, token in enumerate(tokens):
-        if token[0] != "equals":
-            continue
-        equals_seen += 1
-        if equals_seen > MAX_EQUALS_SIGNS or len(outcomes) >= MAX_EQUATIONS:
-            break
-        stated = _number_after(tokens, index + 1)
-        left = _expression_before(tokens, index, cache) if stated is not None else None
-        if left is None or (left[0], stated) in seen:
-            continue
-        seen.add((left[0], stated))
-        symbols, computed = left
+    for symbols, computed, stated in distinct_equations(text):
         operands = [_key(float(symbol)) for symbol in symbols if symbol not in "+-*/()"]
         grounded = all(o in available or o in GROUNDING_CONSTANTS for o in operands) and any(
             o in available for o in operands
