@@ -48,26 +48,8 @@ def build_char_tokenizer():
 
 
 def build_tiny_model(vocab_size: int, seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-        tie_word_embeddings=True,
-    )
-    model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = 2
-    model.generation_config.pad_token_id = 0
-    return model
+    """A two-layer Llama of width 32 (SmolLM2's architecture)."""
+    return build_tiny_architecture("llama", vocab_size, seed)
 
 
 TINY_ARCHITECTURES = {  # name -> (config class, model class, extra config keys)
@@ -79,7 +61,7 @@ TINY_ARCHITECTURES = {  # name -> (config class, model class, extra config keys)
 
 
 def build_tiny_architecture(name: str, vocab_size: int, seed: int = 0):
-    """build_tiny_model's shape for another architecture of TINY_ARCHITECTURES."""
+    """A two-layer, width-32 model of one of TINY_ARCHITECTURES, random weights from `seed`."""
     import transformers
 
     config_class, model_class, extra = TINY_ARCHITECTURES[name]

@@ -76,9 +76,9 @@ def _problem_from_row(row: object, origin: str) -> Problem:
     )
 
 
-def read_jsonl(path: Path) -> list[Problem]:
-    """Read and validate a GSM8K-style JSONL file; blank lines are skipped."""
-    problems = []
+def jsonl_rows(path: Path):
+    """(line number, parsed value) for each non-blank line of a JSONL file, with a one-line
+    error naming the file and line for an unreadable, oversized, binary or malformed line."""
     try:
         handle = open(path, "rb")
     except OSError as error:
@@ -107,7 +107,12 @@ def read_jsonl(path: Path) -> list[Problem]:
                 raise SmolGRPOError(f"{origin}: malformed JSON ({error.msg})") from None
             except (ValueError, RecursionError) as error:  # huge integers, deep nesting
                 raise SmolGRPOError(f"{origin}: malformed JSON ({type(error).__name__})") from None
-            problems.append(_problem_from_row(row, origin))
+            yield line_number, row
+
+
+def read_jsonl(path: Path) -> list[Problem]:
+    """Read and validate a GSM8K-style JSONL file; blank lines are skipped."""
+    problems = [_problem_from_row(row, f"{path}:{number}") for number, row in jsonl_rows(path)]
     if not problems:
         raise SmolGRPOError(f"{path}: no problems found (empty file)")
     return problems

@@ -16,11 +16,10 @@ A column the mapping names but a row lacks is a one-line error naming file, line
 from __future__ import annotations
 
 import csv
-import json
 import random
 from pathlib import Path
 
-from smolgrpo.data import MAX_LINE_BYTES, Problem
+from smolgrpo.data import Problem, jsonl_rows
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.rewards import answers_match, parse_number
 
@@ -71,31 +70,12 @@ def answer_check_for(answer_type: str):
 
 def _jsonl_rows(path: Path):
     """(line number, row) for each non-blank line; one-line errors for bad lines."""
-    try:
-        handle = open(path, "rb")
-    except OSError as error:
-        raise SmolGRPOError(f"{path}: cannot read ({error.strerror})") from None
-    with handle:
-        line_number = 0
-        while raw := handle.readline(MAX_LINE_BYTES + 1):
-            line_number += 1
-            origin = f"{path}:{line_number}"
-            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
-                raise SmolGRPOError(f"{origin}: line longer than {MAX_LINE_BYTES:,} bytes")
-            try:
-                text = raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
-            except UnicodeDecodeError:
-                raise SmolGRPOError(f"{origin}: not valid UTF-8 text") from None
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except (ValueError, RecursionError) as error:
-                reason = getattr(error, "msg", type(error).__name__)
-                raise SmolGRPOError(f"{origin}: malformed JSON ({reason})") from None
-            if not isinstance(row, dict):
-                raise SmolGRPOError(f"{origin}: expected a JSON object, got {type(row).__name__}")
-            yield line_number, row
+    for line_number, row in jsonl_rows(path):
+        if not isinstance(row, dict):
+            raise SmolGRPOError(
+                f"{path}:{line_number}: expected a JSON object, got {type(row).__name__}"
+            )
+        yield line_number, row
 
 
 def _csv_rows(path: Path):
