@@ -9,31 +9,45 @@ from pathlib import Path
 PACKAGE = Path(__file__).parents[1] / "src/smolgrpo"
 
 
+def module_name(path: Path, package: Path = PACKAGE) -> str:
+    """src/smolgrpo/tasks/gym.py -> "tasks.gym"; src/smolgrpo/tasks/__init__.py -> "tasks"."""
+    parts = list(path.relative_to(package).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
-    """module -> the package modules it imports anywhere in its file."""
-    modules = {path.stem for path in package.glob("*.py")}
+    """module -> the package modules it imports anywhere in its file (subpackages included:
+    "tasks", "tasks.gym"; `from smolgrpo.tasks import gym` counts as "tasks.gym")."""
+    paths = sorted(package.rglob("*.py"))
+    modules = {module_name(path, package) for path in paths}
+
+    def resolve(base: str, names) -> set[str]:
+        found = {f"{base}.{alias.name}" if base else alias.name for alias in names}
+        found &= modules
+        return found or ({base} if base else set())
+
     graph: dict[str, set[str]] = {}
-    for path in package.glob("*.py"):
-        imported = set()
+    for path in paths:
+        name = module_name(path, package)
+        own_package = name if path.stem == "__init__" else name.rpartition(".")[0]
+        imported: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 parts = node.module.split(".")
                 if parts[0] == "smolgrpo":
-                    if len(parts) > 1:
-                        imported.add(parts[1])
-                    else:  # from smolgrpo import fsdp, guards
-                        imported.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.level == 1:
+                    imported |= resolve(".".join(parts[1:]), node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level >= 1:
+                base = own_package.split(".") if own_package else []
+                base = base[: len(base) - (node.level - 1)]
                 if node.module:
-                    imported.add(node.module.split(".")[0])
-                else:
-                    imported.update(alias.name for alias in node.names)
+                    base.append(node.module)
+                imported |= resolve(".".join(base), node.names)
             elif isinstance(node, ast.Import):
                 for alias in node.names:
                     parts = alias.name.split(".")
                     if parts[0] == "smolgrpo" and len(parts) > 1:
-                        imported.add(parts[1])
-        graph[path.stem] = (imported & modules) - {path.stem}
+                        imported.add(".".join(parts[1:]))
+        graph[name] = (imported & modules) - {name}
     return graph
 
 
@@ -81,6 +95,8 @@ def test_the_graph_reads_every_import_form():
     graph = import_graph()
     assert {"fsdp", "guards", "checkpoint"} <= graph["trainer"]  # `from smolgrpo import x`
     assert "evaluate" in graph["trainer"]  # an import inside a method
+    assert {"tasks.gym", "tasks.files"} <= graph["tasks"]  # subpackages are scanned too
+    assert "data" in graph["tasks"] and "tasks" in graph["tasks.cli_args"]
 
 
 def test_no_import_cycles():

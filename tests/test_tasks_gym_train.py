@@ -45,6 +45,33 @@ def test_countdown_check_is_the_datasets_score_answer():
     assert task.answer_check(None, problem.gold) == 0.0  # no <answer> block: no format credit
 
 
+def test_gym_config_passes_the_datasets_own_options():
+    data = gym_data(
+        "data.gym_size=20",
+        "data.gym_config={min_numbers: 3, max_numbers: 3, min_target: 10, max_target: 50}",
+    )
+    task = build_task(data)
+    assert task.title == (
+        "countdown (reasoning-gym; min_numbers=3, max_numbers=3, min_target=10, max_target=50)"
+    )
+    for problem in task.load("train") + task.load("test"):
+        entry = json.loads(problem.gold)
+        assert len(entry["metadata"]["numbers"]) == 3 and entry["metadata"]["target"] <= 50
+        assert task.answer_check(entry["answer"], problem.gold) == 1.0
+    plain = build_task(gym_data("data.gym_size=20")).load("train")
+    assert max(len(json.loads(p.gold)["metadata"]["numbers"]) for p in plain) > 3
+
+
+def test_gym_config_errors_name_the_key():
+    with pytest.raises(SmolGRPOError, match=r"unknown option 'data.gym_config.min_number' .*"
+                       r"valid: .*min_numbers"):  # fmt: skip
+        gym_data("data.gym_config={min_number: 3}")
+    with pytest.raises(SmolGRPOError, match=r"invalid 'data.gym_config'.*greater than 1"):
+        gym_data("data.gym_config={min_numbers: 0}")
+    with pytest.raises(SmolGRPOError, match=r"'data.gym_config' should be"):
+        gym_data("data.gym_config=3")
+
+
 def test_gsm_symbolic_loads_and_checks():
     task = build_task(gym_data("data.gym_dataset=gsm_symbolic", "data.gym_size=2"))
     problem = task.load("train")[0]
@@ -129,6 +156,45 @@ def test_one_step_on_countdown(tmp_path):
     assert trainer.task.title == "countdown (reasoning-gym)"
     assert [row["step"] for row in metrics] == [1]
     assert "countdown (reasoning-gym)" in (tmp_path / "run/final/README.md").read_text()
+    saved = json.loads((tmp_path / "run/final/task.json").read_text())
+    assert saved["task"] == "reasoning_gym" and saved["gym_size"] == 8
+    # eval of the saved model needs no task flags: it reads task.json
+    out = tmp_path / "eval"
+    argv = ["eval", "--model", str(tmp_path / "run/final"), "--limit", "2"]
+    assert cli.main([*argv, "--max-new-tokens", "3", "--output-dir", str(out)]) == 0
+    evaluated = json.loads((out / "metrics.json").read_text())
+    assert evaluated["task"] == "countdown (reasoning-gym)" and evaluated["num_problems"] == 2
+
+
+def test_eval_task_flags_start_from_the_saved_task(tmp_path):
+    pytest.importorskip("reasoning_gym")
+    from types import SimpleNamespace
+
+    from smolgrpo.tasks.cli_args import task_from_args
+
+    saved = {"task": "reasoning_gym", "gym_dataset": "countdown", "gym_size": 5,
+             "gym_seed": 3, "gym_config": {"min_numbers": 3, "max_numbers": 3}}  # fmt: skip
+    (tmp_path / "task.json").write_text(json.dumps(saved))
+    flags = dict.fromkeys(("task", "data", "question_field", "answer_field", "answer_type",
+                           "gym_dataset", "gym_size", "gym_seed", "gym_config"))  # fmt: skip
+
+    def task(**given):
+        return task_from_args(SimpleNamespace(model=str(tmp_path), **{**flags, **given}))
+
+    problems = task().load("train")
+    assert len(problems) == 5 and problems[0].origin == "countdown[seed=3]:0"
+    assert all(len(json.loads(p.gold)["metadata"]["numbers"]) == 3 for p in problems)
+    assert len(task(gym_size=2).load("train")) == 2  # a flag wins over the saved value
+    assert task(gym_config="{max_numbers: 4}").title.endswith("max_numbers=4)")
+    data = tmp_path / "qa.jsonl"
+    data.write_text('{"question": "Q", "answer": "A"}\n')
+    other = task(task="jsonl", data=str(data), answer_type="exact")  # none of the saved fields
+    assert other.name == "jsonl" and other.load("train")[0].gold == "A"
+    (tmp_path / "task.json").write_text("[1]")
+    with pytest.raises(SmolGRPOError, match=r"task.json: unreadable task file"):
+        task()
+    with pytest.raises(SmolGRPOError, match=r"--gym-config '3': expected a YAML mapping"):
+        task_from_args(SimpleNamespace(model=None, **{**flags, "gym_config": "3"}))
 
 
 # ----------------------------------------------------------------------------- command line

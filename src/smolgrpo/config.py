@@ -90,6 +90,7 @@ class DataConfig:
     gym_dataset: str = "countdown"  # reasoning_gym: dataset name, problems per split, seed
     gym_size: int = 1000
     gym_seed: int = 0
+    gym_config: dict = field(default_factory=dict)  # the dataset's own options, e.g. min_numbers
 
     def validate(self) -> None:
         check_task_config(self)

@@ -15,6 +15,7 @@ from smolgrpo.errors import SmolGRPOError
 from smolgrpo.model_card import write_training_card
 from smolgrpo.modeling import load_model_and_tokenizer, prepare_tokenizer, resolve_device
 from smolgrpo.prompts import PROMPT_TEMPLATE_FILE
+from smolgrpo.tasks import TASK_FILE, save_task
 
 RUN_MARKER = "config.yaml"
 
@@ -35,6 +36,7 @@ def prepare_run_dir(run_dir: Path, config: Config, resume: bool, overwrite: bool
     config.save(run_dir / RUN_MARKER)
     (run_dir / "samples").mkdir(exist_ok=True)
     config.prompt.template().save(run_dir / PROMPT_TEMPLATE_FILE)
+    save_task(config.data, run_dir / TASK_FILE)
 
 
 def setup_model(config: Config, model=None, tokenizer=None, rank: int = 0, sharded: bool = False):
@@ -103,6 +105,7 @@ def save_final_model(trainer, state_dict: dict | None = None) -> Path:
     share_weight_files(staging)
     trainer.tokenizer.save_pretrained(staging)
     shutil.copy(trainer.run_dir / PROMPT_TEMPLATE_FILE, staging / PROMPT_TEMPLATE_FILE)
+    save_task(trainer.config.data, staging / TASK_FILE)  # also for runs begun before task.json
     write_training_card(staging, trainer.config.to_dict(), trainer.run_dir / "metrics.jsonl")
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)

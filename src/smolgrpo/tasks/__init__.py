@@ -19,14 +19,27 @@ Whatever the task, the answer is read with the hack-resistant `extract_answer` (
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
-from smolgrpo.data import Problem, load_problems
+from smolgrpo.data import load_problems
 from smolgrpo.errors import SmolGRPOError
-from smolgrpo.rewards import DEFAULT_REWARD_WEIGHTS, RewardResult, score_completions
+from smolgrpo.rewards import DEFAULT_REWARD_WEIGHTS
+from smolgrpo.tasks.base import AnswerCheck, Task, task_title
+
+__all__ = ["AnswerCheck", "Task", "build_task", "default_reward_weights", "task_title"]
 
 TASK_NAMES = ("gsm8k", "jsonl", "csv", "reasoning_gym")
+TASK_FILE = "task.json"  # a run's task, saved beside its model so `eval` can default to it
+TASK_FIELDS = (  # the `data:` keys that say what a problem is and how its answer is checked
+    "task",
+    "source",
+    "train_split",
+    "question_field",
+    "answer_field",
+    "answer_type",
+    "gym_dataset",
+    "gym_size",
+    "gym_seed",
+    "gym_config",
+)
 ANSWER_TYPES = ("number", "exact", "math")
 
 # Answers that are not plain numbers: no integer or arithmetic rewards, which would push a
@@ -37,27 +50,6 @@ TEXT_REWARD_WEIGHTS: dict[str, float] = {
     "soft_format": 0.25,
     "xml_count": 0.25,
 }
-
-AnswerCheck = Callable[[str | None, str], float]
-
-
-@dataclass(frozen=True)
-class Task:
-    """A loaded task: `load(split, limit, seed, shuffle)` gives its problems."""
-
-    name: str  # a TASK_NAMES entry
-    title: str  # for humans: "GSM8K", "countdown (reasoning-gym)", "JSONL `qa.jsonl`"
-    loader: Callable[..., list[Problem]]
-    answer_check: AnswerCheck | None  # None: the GSM8K numeric check of rewards.py
-
-    def load(
-        self, split: str, limit: int | None = None, seed: int = 0, shuffle: bool = False
-    ) -> list[Problem]:
-        return self.loader(split, limit, seed, shuffle)
-
-    def score(self, completions, golds, weights, questions=None, step=None) -> RewardResult:
-        """`rewards.score_completions` with this task's correctness check."""
-        return score_completions(completions, golds, weights, questions, step, self.answer_check)
 
 
 def check_task_config(data) -> None:
@@ -78,7 +70,7 @@ def check_task_config(data) -> None:
     if data.task == "reasoning_gym":
         from smolgrpo.tasks.gym import check_gym_config
 
-        check_gym_config(data.gym_dataset, data.gym_size)
+        check_gym_config(data.gym_dataset, data.gym_size, getattr(data, "gym_config", None))
 
 
 def build_task(data) -> Task:
@@ -102,16 +94,13 @@ def build_task(data) -> Task:
     return build_file_task(data)
 
 
-def task_title(data: dict) -> str:
-    """A task's name for humans from a saved config's `data` mapping (model cards, reports)."""
-    task = data.get("task", "gsm8k")
-    if task == "reasoning_gym":
-        return f"{data.get('gym_dataset', '?')} (reasoning-gym)"
-    if task in ("jsonl", "csv"):
-        return (
-            f"{task.upper()} `{data.get('source')}` ({data.get('answer_type', 'number')} answers)"
-        )
-    return "GSM8K"
+def save_task(data, path) -> None:
+    """Write a `DataConfig`'s task fields as JSON (`eval` of the saved model reads them back)."""
+    import json
+    from pathlib import Path
+
+    fields = {name: getattr(data, name) for name in TASK_FIELDS}
+    Path(path).write_text(json.dumps(fields, indent=2) + "\n", encoding="utf-8")
 
 
 def default_reward_weights(data) -> dict:

@@ -1,38 +1,94 @@
-"""The task flags of `smolgrpo eval`: the same choices as a recipe's `data:` section."""
+"""The task flags of `smolgrpo eval`: the same choices as a recipe's `data:` section.
+
+A model that `smolgrpo train` saved holds its run's task (`task.json`): `eval` of it starts from
+that task, so a Countdown model is evaluated on Countdown without repeating the flags; a flag
+given on the command line wins over the saved value."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from types import SimpleNamespace
 
-from smolgrpo.tasks import ANSWER_TYPES, TASK_NAMES, Task, build_task
+import yaml
+
+from smolgrpo.errors import SmolGRPOError
+from smolgrpo.tasks import ANSWER_TYPES, TASK_FILE, TASK_NAMES, Task, build_task
+
+DEFAULTS = {  # a recipe's DataConfig defaults (config.py), without importing config (a cycle)
+    "task": "gsm8k",
+    "source": None,
+    "train_split": "train",
+    "question_field": "question",
+    "answer_field": "answer",
+    "answer_type": "number",
+    "gym_dataset": "countdown",
+    "gym_size": 1000,
+    "gym_seed": 0,
+    "gym_config": {},
+}
 
 
 def add_task_arguments(group) -> None:
+    saved = f"(default: the model's saved {TASK_FILE}, else %s)"
+    group.add_argument("--task", default=None, help=f"{', '.join(TASK_NAMES)} {saved % 'gsm8k'}")
+    group.add_argument("--question-field", default=None, help="jsonl/csv question column")
+    group.add_argument("--answer-field", default=None, help="jsonl/csv answer column")
     group.add_argument(
-        "--task", default="gsm8k", help=f"{', '.join(TASK_NAMES)} (default: %(default)s)"
+        "--answer-type", default=None, help=f"jsonl/csv: {', '.join(ANSWER_TYPES)} (number)"
     )
-    group.add_argument("--question-field", default="question", help="jsonl/csv question column")
-    group.add_argument("--answer-field", default="answer", help="jsonl/csv answer column")
+    group.add_argument("--gym-dataset", default=None, help="reasoning_gym dataset (countdown)")
+    group.add_argument("--gym-size", type=int, default=None, help="reasoning_gym problems (1000)")
     group.add_argument(
-        "--answer-type", default="number", help=f"jsonl/csv: {', '.join(ANSWER_TYPES)} (number)"
+        "--gym-seed", type=int, default=None, help="reasoning_gym seed of the train split (0)"
     )
-    group.add_argument("--gym-dataset", default="countdown", help="reasoning_gym dataset name")
-    group.add_argument("--gym-size", type=int, default=1000, help="reasoning_gym problems (1000)")
     group.add_argument(
-        "--gym-seed", type=int, default=0, help="reasoning_gym seed of the train split (0)"
+        "--gym-config",
+        default=None,
+        help="reasoning_gym dataset options as YAML, e.g. '{min_numbers: 3, max_numbers: 3}'",
     )
+
+
+def saved_task_fields(model: str | None) -> dict:
+    """The task a trained model was trained on (`task.json` in its folder), else {}."""
+    if model is None or not (Path(model) / TASK_FILE).is_file():
+        return {}
+    path = Path(model) / TASK_FILE
+    try:
+        fields = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise SmolGRPOError(f"{path}: unreadable task file ({error})") from None
+    if not isinstance(fields, dict):
+        raise SmolGRPOError(f"{path}: unreadable task file (not a JSON object)")
+    return {key: value for key, value in fields.items() if key in DEFAULTS}
 
 
 def task_from_args(args) -> Task:
-    data = SimpleNamespace(  # a recipe's DataConfig, without importing config (a cycle)
-        task=args.task,
-        train_split="train",
-        source=args.data,
-        question_field=args.question_field,
-        answer_field=args.answer_field,
-        answer_type=args.answer_type,
-        gym_dataset=args.gym_dataset,
-        gym_size=args.gym_size,
-        gym_seed=args.gym_seed,
-    )
-    return build_task(data)
+    fields = {**DEFAULTS, **saved_task_fields(getattr(args, "model", None))}
+    if args.task is not None and args.task != fields["task"]:
+        fields = {**DEFAULTS}  # another task than the saved one: none of its settings apply
+    explicit = {
+        "task": args.task,
+        "source": args.data,
+        "question_field": args.question_field,
+        "answer_field": args.answer_field,
+        "answer_type": args.answer_type,
+        "gym_dataset": args.gym_dataset,
+        "gym_size": args.gym_size,
+        "gym_seed": args.gym_seed,
+        "gym_config": _gym_config(args.gym_config),
+    }
+    fields.update({key: value for key, value in explicit.items() if value is not None})
+    return build_task(SimpleNamespace(**fields))
+
+
+def _gym_config(text: str | None) -> dict | None:
+    if text is None:
+        return None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
+    if not isinstance(value, dict):
+        raise SmolGRPOError(f"--gym-config {text!r}: expected a YAML mapping, e.g. '{{a: 1}}'")
+    return value

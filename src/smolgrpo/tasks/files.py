@@ -22,6 +22,7 @@ from pathlib import Path
 from smolgrpo.data import Problem, jsonl_rows
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.rewards import answers_match, parse_number
+from smolgrpo.tasks.base import Task, task_title
 
 MATH_EXTRA_HINT = "pip install 'smolgrpo[math]'"
 
@@ -130,7 +131,6 @@ def resolve_file(source: str | None, split: str, kind: str) -> Path:
 
 
 def build_file_task(data):
-    from smolgrpo.tasks import Task, task_title
 
     answer_check = answer_check_for(data.answer_type)
 

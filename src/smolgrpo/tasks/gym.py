@@ -1,8 +1,10 @@
 """The `reasoning_gym` task: procedural problems from the `reasoning-gym` package.
 
 `pip install 'smolgrpo[gym]'`. `data.gym_dataset` names a dataset (`countdown`,
-`gsm_symbolic`, ...), `data.gym_size` how many problems a split has and `data.gym_seed` the
-generator seed, so a run is reproducible. The train split is generated with `gym_seed`; every
+`gsm_symbolic`, ...), `data.gym_size` how many problems a split has, `data.gym_seed` the
+generator seed, so a run is reproducible, and `data.gym_config` the dataset's own options (its
+config class's fields: `{min_numbers: 3, max_numbers: 3, max_target: 100}` makes countdown
+easier). The train split is generated with `gym_seed`; every
 other split (eval) with a seed derived from it and the split name, minus any question that is
 also in the train split, so train and eval never overlap.
 
@@ -20,6 +22,7 @@ import zlib
 
 from smolgrpo.data import Problem
 from smolgrpo.errors import SmolGRPOError
+from smolgrpo.tasks.base import Task, task_title
 
 GYM_EXTRA_HINT = "pip install 'smolgrpo[gym]'"
 
@@ -40,7 +43,7 @@ def gym_dataset_names() -> list[str]:
     return sorted(DATASETS)
 
 
-def check_gym_config(name: str, size: int) -> None:
+def check_gym_config(name: str, size: int, options: dict | None = None) -> None:
     _reasoning_gym()
     names = gym_dataset_names()
     if name not in names:
@@ -53,6 +56,32 @@ def check_gym_config(name: str, size: int) -> None:
         )
     if not isinstance(size, int) or size < 1:
         raise SmolGRPOError(f"config: invalid value for 'data.gym_size': {size!r} (must be >= 1)")
+    _check_options(name, options or {})
+
+
+def _check_options(name: str, options: dict) -> None:
+    """Unknown or invalid dataset options: one line naming the key (the dataset validates)."""
+    import dataclasses
+
+    from reasoning_gym.factory import DATASETS
+
+    if not isinstance(options, dict):
+        raise SmolGRPOError(f"config: 'data.gym_config' must be a mapping, got {options!r}")
+    config_class = DATASETS[name][1]
+    fields = {f.name for f in dataclasses.fields(config_class)} - {"seed", "size"}
+    for key in options:
+        if key not in fields:
+            raise SmolGRPOError(
+                f"config: unknown option 'data.gym_config.{key}' for reasoning-gym dataset "
+                f"'{name}' (valid: {', '.join(sorted(fields))})"
+            )
+    try:
+        _reasoning_gym().create_dataset(name, size=1, seed=0, **options)
+    except Exception as error:  # the dataset's own validation (AssertionError, ValueError, ...)
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SmolGRPOError(
+            f"config: invalid 'data.gym_config' for reasoning-gym dataset '{name}': {message}"
+        ) from None
 
 
 def split_seed(seed: int, split: str, train_split: str) -> int:
@@ -62,8 +91,8 @@ def split_seed(seed: int, split: str, train_split: str) -> int:
     return seed + 1 + zlib.crc32(split.encode()) % 1_000_003
 
 
-def _generate(name: str, size: int, seed: int) -> list[dict]:
-    dataset = _reasoning_gym().create_dataset(name, size=size, seed=seed)
+def _generate(name: str, size: int, seed: int, options: dict) -> list[dict]:
+    dataset = _reasoning_gym().create_dataset(name, size=size, seed=seed, **options)
     return [dataset[index] for index in range(size)]
 
 
@@ -72,9 +101,10 @@ def _problem(entry: dict, name: str, seed: int, index: int) -> Problem:
     return Problem(entry["question"], str(entry["answer"]), gold, f"{name}[seed={seed}]:{index}")
 
 
-def make_answer_check(name: str):
+def make_answer_check(name: str, options: dict | None = None):
     """`(extracted answer, gold JSON) -> score` through the dataset's own `score_answer`."""
-    dataset = _reasoning_gym().create_dataset(name, size=1, seed=0)  # only for score_answer
+    options = options or {}
+    dataset = _reasoning_gym().create_dataset(name, size=1, seed=0, **options)  # score_answer
 
     def check(predicted: str | None, gold: str) -> float:
         if predicted is None:
@@ -85,15 +115,15 @@ def make_answer_check(name: str):
 
 
 def build_gym_task(data):
-    from smolgrpo.tasks import Task, task_title
 
     name, size = data.gym_dataset, data.gym_size
+    options = dict(getattr(data, "gym_config", None) or {})
 
     def load(split, limit=None, seed=0, shuffle=False) -> list[Problem]:
         own_seed = split_seed(data.gym_seed, split, data.train_split)
-        entries = _generate(name, size, own_seed)
+        entries = _generate(name, size, own_seed, options)
         if own_seed != data.gym_seed:  # drop eval questions that the train split also holds
-            train = {entry["question"] for entry in _generate(name, size, data.gym_seed)}
+            train = {entry["question"] for entry in _generate(name, size, data.gym_seed, options)}
             entries = [entry for entry in entries if entry["question"] not in train]
         problems = [_problem(entry, name, own_seed, i) for i, entry in enumerate(entries)]
         if shuffle:
@@ -104,4 +134,4 @@ def build_gym_task(data):
             problems = problems[:limit]
         return problems
 
-    return Task("reasoning_gym", task_title(vars(data)), load, make_answer_check(name))
+    return Task("reasoning_gym", task_title(vars(data)), load, make_answer_check(name, options))
