@@ -89,10 +89,29 @@ def test_wandb_offline(tmp_path, monkeypatch):
 def test_trackio_local(tmp_path, monkeypatch):
     if importlib.util.find_spec("trackio") is None:
         pytest.skip("trackio is not installed")
+    import sqlite3
+
     monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
     monkeypatch.setenv("TRACKIO_PROJECT", "smolgrpo-test")
-    _, rows = train(tmp_path, "[trackio]", steps=1)
-    assert len(rows) == 1
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run_dir, rows = train(tmp_path, "[trackio]", steps=2)
+    assert len(rows) == 2
+    # Trackio's local mode keeps each project in one SQLite file: read the logged rows back.
+    with sqlite3.connect(tmp_path / "trackio/smolgrpo-test.db") as db:
+        logged = db.execute("select run_name, step, metrics from metrics order by id").fetchall()
+    assert {name for name, _, _ in logged} == {"run"}  # named after the run folder
+    by_step: dict[int, dict] = {}
+    for _, step, metrics in logged:
+        by_step.setdefault(step, {}).update(json.loads(metrics))
+    assert sorted(by_step) == [1, 2]
+    for row in rows:
+        for key in ("reward_mean", "loss"):
+            assert by_step[row["step"]][key] == pytest.approx(row[key])
+        assert any(key.startswith("reward_time_s/") for key in by_step[row["step"]])
+    table = by_step[1]["samples"]["_value"]
+    samples = json.loads((run_dir / "samples/step_1.jsonl").read_text().splitlines()[0])
+    texts = [c["text"] for c in samples["completions"]]
+    assert [entry["completion"] for entry in table][: len(texts)] == texts
 
 
 def test_no_tracker_by_default(tmp_path):

@@ -240,3 +240,17 @@ def check_grounded_equations(text: str, question: str) -> list[bool]:
             available.add(_key(stated))
         outcomes.append(holds)
     return outcomes
+
+
+def value_before_trailing_equals(text: str) -> float | None:
+    """The value of the arithmetic expression that `text` ends with, followed by "=" and
+    nothing else (spaces aside): "so 48 / 2 =" -> 24.0. None when the text does not end that
+    way, the expression is a bare number ("x = 5 ="), or its value is not finite (the
+    calculator of calculator.py)."""
+    tokens = _tokenize_arithmetic(text[-200:])
+    if not tokens or tokens[-1][0] != "equals":
+        return None
+    found = _expression_before(tokens, len(tokens) - 1, {})
+    if found is None or not math.isfinite(found[1]):
+        return None
+    return found[1]

@@ -71,6 +71,9 @@ def build_group_batch(
     if mask_truncated:
         truncated = torch.cat([r.truncated for r in rollouts])  # (N,)
         completion_mask = completion_mask * (~truncated).unsqueeze(1)  # (N, C)
+    if any(r.forced_mask is not None for r in rollouts):  # the calculator's tokens: no loss
+        forced = _pad_cat([_forced(r) for r in rollouts], 0, left=False)  # (N, C)
+        completion_mask = completion_mask * ~forced
     return GroupBatch(
         prompt_ids=prompt_ids,
         prompt_mask=prompt_mask,
@@ -78,6 +81,12 @@ def build_group_batch(
         completion_mask=completion_mask.float(),
         advantages=torch.cat(advantages),
     )
+
+
+def _forced(rollout: Rollout) -> torch.Tensor:
+    if rollout.forced_mask is None:
+        return torch.zeros_like(rollout.completion_ids, dtype=torch.bool)
+    return rollout.forced_mask
 
 
 def select_rows(rollout: Rollout, rows: torch.Tensor) -> Rollout:
@@ -89,4 +98,5 @@ def select_rows(rollout: Rollout, rows: torch.Tensor) -> Rollout:
         completion_mask=rollout.completion_mask[rows],
         truncated=rollout.truncated[rows],
         responses=[rollout.responses[i] for i in indices],
+        forced_mask=None if rollout.forced_mask is None else rollout.forced_mask[rows],
     )

@@ -146,6 +146,9 @@ class SamplingConfig:
     # Benchmarks only: always generate max_completion_length tokens (EOS is masked out), so a
     # speed comparison does not hinge on how long the sampled answers happened to be.
     ignore_eos: bool = False
+    # The GSM8K paper's calculator (calculator.py): after "expression =", the exact result is
+    # written for the model. Off by default; its inserted tokens get no loss.
+    calculator: bool = False
 
     def validate(self) -> None:
         _check(self.num_generations >= 2, "sampling.num_generations", self.num_generations, ">= 2")

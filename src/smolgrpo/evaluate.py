@@ -104,13 +104,16 @@ def evaluate(
     show_progress: bool = True,
     synced: bool = False,
     should_stop=None,
+    calculator: bool = False,
 ) -> tuple[dict, list[dict]]:
     """(metrics, one sample record per completion) for `num_samples` completions per problem.
 
     `answer_check`: a task's `(answer, gold) -> score` (tasks/); None is GSM8K's numeric match.
     `synced`: generation in step with the other ranks (FSDP; see `rollout.generate`).
     `should_stop()`, checked before each decode step of every batch: True raises
-    `interrupts.StopRequested` (the periodic eval of a stopping run is dropped)."""
+    `interrupts.StopRequested` (the periodic eval of a stopping run is dropped).
+    `calculator`: write the result after each "expression =" (calculator.py); each record then
+    counts its `calculator_calls`."""
     template = template or PromptTemplate()
     reward_weights = reward_weights or DEFAULT_REWARD_WEIGHTS
     # SmolGRPOError, not ValueError: these come straight from CLI flags and must print one
@@ -129,6 +132,11 @@ def evaluate(
     if not 0 < top_p <= 1:
         raise SmolGRPOError(f"--top-p must be in (0, 1], got {top_p}")
     records: list[dict] = []
+    tool = None
+    if calculator:
+        from smolgrpo.calculator import Calculator
+
+        tool = Calculator(tokenizer)
     start = time.perf_counter()
     progress = _make_progress(show_progress)
     with progress:
@@ -147,6 +155,7 @@ def evaluate(
                 prefill=template.prefill,
                 synced=synced,
                 should_stop=should_stop,
+                calculator=tool,
             )
             golds = [p.gold for p in batch for _ in range(num_samples)]
             questions = [p.question for p in batch for _ in range(num_samples)]
@@ -175,12 +184,23 @@ def evaluate(
                         "total_reward": scored.total[index],
                     }
                 )
+                if rollout.forced_mask is not None:
+                    records[-1]["calculator_calls"] = calculator_calls(rollout.forced_mask[index])
             accuracy = sum(r["correct"] for r in records) / len(records)
             progress.update(task, advance=len(batch), accuracy=f"{accuracy:.1%}")
     metrics = summarize(records, num_samples)
     metrics["time_s"] = round(time.perf_counter() - start, 2)
     metrics.update(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+    if calculator:
+        calls = sum(r["calculator_calls"] for r in records)
+        metrics.update(calculator=True, mean_calculator_calls=calls / max(len(records), 1))
     return metrics, records
+
+
+def calculator_calls(forced_row) -> int:
+    """How many results the calculator wrote into one completion: runs of forced tokens."""
+    values = forced_row.tolist()
+    return sum(1 for i, forced in enumerate(values) if forced and (i == 0 or not values[i - 1]))
 
 
 def _is_correct(answer: str | None, gold: str, answer_check) -> bool:

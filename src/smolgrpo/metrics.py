@@ -69,6 +69,8 @@ def step_metrics(
         },
         train_s=timings["train_s"],
     )
+    if trainer.config.sampling.calculator:  # tokens the calculator wrote (not in the loss)
+        metrics["calculator_tokens"] = int(dist_utils.all_sum(stats.get("calculator_tokens", 0)))
     if trainer.device.type == "cuda":
         metrics["peak_memory_mb"] = torch.cuda.max_memory_allocated(trainer.device) / 2**20
     samples = []

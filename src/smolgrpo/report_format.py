@@ -1,9 +1,13 @@
-"""How report numbers are shown (terminal table, report.html, model card), apart from report.py
-so that report_html.py can use them without importing report.py, which imports it."""
+"""How report numbers are read and shown (metric series, terminal table, report.html, model
+card), apart from report.py so that report_html.py and report_plots.py can use them without
+importing report.py, which imports them."""
 
 from __future__ import annotations
 
 import math
+
+EVAL_PREFIX = "eval/"
+REWARD_PREFIX = "reward/"
 
 
 def is_number(value) -> bool:
@@ -32,3 +36,27 @@ def window_headings(summary: dict, dash: str = "-") -> list[str]:
     spans = [summary["first_steps"], summary["last_steps"]]
     headings = [f"steps {start}{dash}{end}" for start, end in spans]
     return headings[:1] if summary.get("single_window") else headings
+
+
+def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of the rows that logged `key` as a finite number."""
+    pairs = [(row["step"], row[key]) for row in rows if is_number(row.get(key))]
+    return [step for step, _ in pairs], [float(value) for _, value in pairs]
+
+
+def moving_average(values: list[float], window: int) -> list[float]:
+    """Trailing mean over up to `window` values: no lag-free trick, but no invented points."""
+    averaged, total = [], 0.0
+    for index, value in enumerate(values):
+        total += value
+        if index >= window:
+            total -= values[index - window]
+        averaged.append(total / min(index + 1, window))
+    return averaged
+
+
+def reward_components(rows: list[dict]) -> list[str]:
+    names: dict[str, None] = {}
+    for row in rows:
+        names.update((key, None) for key in row if key.startswith(REWARD_PREFIX))
+    return list(names)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from smolgrpo import distributed as dist_utils
+from smolgrpo.calculator import TAIL_TOKENS
 from smolgrpo.grpo import completion_mask_from_ids
 from smolgrpo.interrupts import StopRequested
 from smolgrpo.modeling import cache_arguments, returned_cache
@@ -28,6 +29,8 @@ class Rollout:
     completion_mask: torch.Tensor  # (N, C) 1 up to and including the first EOS
     truncated: torch.Tensor  # (N,) bool: no EOS within max_new_tokens
     responses: list[str]  # (N,) prefill + decoded completion, what the rewards score
+    # (N, C) tokens the calculator wrote, not sampled from the policy (None: calculator off)
+    forced_mask: torch.Tensor | None = None
 
     @property
     def completion_lengths(self) -> torch.Tensor:
@@ -67,10 +70,12 @@ def generate(
     ignore_eos: bool = False,
     synced: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    calculator=None,
 ) -> Rollout:
     """Sample `num_generations` completions for each prompt; rows of one prompt are adjacent.
 
-    `synced` (FSDP, where every forward is a collective) and `should_stop`: see `decode`."""
+    `synced` (FSDP, where every forward is a collective), `should_stop` and `calculator` (a
+    calculator.Calculator, or None): see `decode`."""
     device = next(model.parameters()).device
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; call modeling.prepare_tokenizer first")
@@ -94,9 +99,13 @@ def generate(
             ignore_eos=ignore_eos,
             synced=synced,
             should_stop=should_stop,
-        )  # (N, C)
+            calculator=calculator,
+        )  # (N, C), or with the calculator ((N, C), its (N, C) forced mask)
     finally:
         model.train(was_training)
+    forced_mask = None
+    if calculator is not None:
+        completion_ids, forced_mask = completion_ids
     completion_mask, truncated = completion_mask_from_ids(
         completion_ids, [] if ignore_eos else eos_ids
     )
@@ -113,6 +122,7 @@ def generate(
         completion_mask=completion_mask.long(),
         truncated=truncated,
         responses=[prefill + text for text in texts],
+        forced_mask=None if forced_mask is None else forced_mask & (completion_mask > 0),
     )
 
 
@@ -154,7 +164,8 @@ def decode(
     ignore_eos: bool = False,
     synced: bool = False,
     should_stop: Callable[[], bool] | None = None,
-) -> torch.Tensor:
+    calculator=None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Batched sampling with the KV cache, G completions per prompt; returns (N, C) ids.
 
     Faster than `model.generate(num_return_sequences=G)` for GRPO because each prompt is
@@ -169,6 +180,10 @@ def decode(
     `should_stop` is called before every decode step; when it returns True, `StopRequested` is
     raised and the partial completions are dropped (interrupts.py). Under `synced` it must
     answer alike on every rank.
+
+    `calculator` (calculator.py): after a sampled token that ends "expression =", the next
+    tokens of that row are the result's, not samples; returns ((N, C) ids, (N, C) bool mask of
+    those forced tokens). Rows without a pending result sample as without the calculator.
     """
     # Left padding shared by every prompt is dead weight in every forward: cut it.
     first_real = int(prompt_mask.any(dim=0).long().argmax())
@@ -201,6 +216,11 @@ def decode(
     generated = 0
     cache_kwargs = cache_arguments(model, cache)  # the same cache object, updated in place
     done = False  # this rank has nothing left to generate
+    forced = pending = triggers = None
+    if calculator is not None:
+        forced = torch.zeros(rows, max_new_tokens, dtype=torch.bool, device=device)
+        pending: dict[int, list[int]] = {}  # row -> result tokens still to write
+        triggers = torch.tensor(calculator.trigger_ids, dtype=torch.long, device=device)
     for step in range(max_new_tokens):
         if should_stop is not None and should_stop():
             raise StopRequested("stopped while decoding")
@@ -208,6 +228,10 @@ def decode(
             if ignore_eos and len(eos_ids):
                 logits[:, eos] = float("-inf")
             tokens = sample_next_tokens(logits, temperature, top_p, top_k)  # (n,)
+            if calculator is not None:
+                tokens = _calculator_step(
+                    calculator, tokens, active, step, completion, forced, pending, triggers
+                )
             completion[active, step] = tokens
             generated = step + 1
             running = torch.ones_like(tokens, dtype=torch.bool)
@@ -232,4 +256,28 @@ def decode(
             **cache_kwargs,
         )
         logits = output.logits[:, -1, :]  # (n, V)
+    if calculator is not None:
+        return completion[:, :generated], forced[:, :generated]
     return completion[:, :generated]  # (N, C): C is the longest completion, not the budget
+
+
+def _calculator_step(calculator, tokens, active, step, completion, forced, pending, triggers):
+    """This step's tokens with pending calculator results written in; queues new results."""
+    if pending:
+        tokens = tokens.clone()
+        for index, row in enumerate(active.tolist()):
+            queue = pending.get(row)
+            if queue:
+                tokens[index] = queue.pop(0)
+                forced[row, step] = True
+                if not queue:
+                    del pending[row]
+    sampled_trigger = torch.isin(tokens, triggers) & ~forced[active, step]  # (n,)
+    for index in sampled_trigger.nonzero().flatten().tolist():
+        row = int(active[index])
+        start = max(0, step - TAIL_TOKENS)
+        tail = completion[row, start:step].tolist() + [int(tokens[index])]
+        result = calculator.result_tokens(tail)
+        if result:
+            pending[row] = result
+    return tokens

@@ -170,7 +170,7 @@ class SFTTrainer(Trainer):
             self.check_stop()
             batch = build_sft_batch(examples[start : start + micro], self.tokenizer.pad_token_id)
             batch = SFTBatch(*(t.to(self.device) for t in dataclasses.astuple(batch)))
-            with self._autocast():
+            with self.autocast():
                 nll, correct = sft_token_nll(self.model, batch)
             (nll / global_tokens).backward()
             nll_sum += float(nll.detach())

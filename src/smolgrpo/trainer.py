@@ -19,7 +19,6 @@ broadcast from rank 0 at start, so all ranks hold identical weights after every 
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from contextlib import nullcontext
@@ -29,7 +28,7 @@ import torch
 
 from smolgrpo import distributed as dist_utils
 from smolgrpo import fsdp, guards
-from smolgrpo.batching import GroupBatch, PromptStream, build_group_batch, select_rows
+from smolgrpo.batching import GroupBatch, PromptStream, build_group_batch
 from smolgrpo.checkpoint import (
     latest_good_checkpoint,
     list_checkpoints,
@@ -40,11 +39,11 @@ from smolgrpo.checkpoint import (
 from smolgrpo.config import Config
 from smolgrpo.data import Problem
 from smolgrpo.errors import warn
-from smolgrpo.grpo import group_advantages, grpo_loss, zero_std_keep_mask
+from smolgrpo.group_collection import collect_groups
 from smolgrpo.interrupts import StopRequested, StopSignal, restore_rng, rng_snapshot
-from smolgrpo.logprobs import completion_log_probs
-from smolgrpo.prompts import render_prompt, select_few_shot
-from smolgrpo.rollout import Rollout, generate
+from smolgrpo.policy_update import train_on_batch
+from smolgrpo.prompts import select_few_shot
+from smolgrpo.rollout import Rollout
 from smolgrpo.tasks import build_task
 
 
@@ -97,6 +96,11 @@ class Trainer:
             self.train_problems, config.prompt.num_few_shot, config.run.seed
         )
         self.stream = PromptStream(self.train_problems, config.run.seed)
+        self.calculator = None
+        if config.sampling.calculator:
+            from smolgrpo.calculator import Calculator
+
+            self.calculator = Calculator(self.tokenizer)
         self.optimizer, self.scheduler = build_optimizer(self.model, config)
         self.step = 0
         self.saved_step: int | None = None  # the step of the newest checkpoint this run wrote
@@ -190,204 +194,18 @@ class Trainer:
         return None
 
     # ------------------------------------------------------------------ one step
-    def _prompts_for_this_rank(self, problems: list[Problem]) -> list[Problem]:
-        per_rank = math.ceil(len(problems) / self.world_size)
-        return problems[self.rank * per_rank : (self.rank + 1) * per_rank]
-
     def collect_groups(self) -> tuple[list[Rollout], list[torch.Tensor], list[Problem], dict]:
-        """Rollouts, rewards and advantages for this step, refilling zero-signal groups if asked."""
-        config, G = self.config, self.config.sampling.num_generations
-        kept_rollouts, kept_advantages, kept_problems = [], [], []
-        reward_log: dict[str, list[float]] = {}
-        reward_times: dict[str, float] = {}  # seconds per reward: a slow plug-in shows up
-        stats = {
-            "groups_generated": 0,
-            "zero_std_groups": 0,
-            "generation_s": 0.0,
-            "reward_s": 0.0,
-            "generated_tokens": 0,
-            "truncated": 0,
-            "lengths": [],
-            "problems": [],
-            "responses": [],
-            "totals": [],
-        }
-        rounds = 1 + (config.grpo.max_refill_rounds if config.grpo.filter_zero_std_groups else 0)
-        quota = math.ceil(config.optim.prompts_per_step / self.world_size)  # groups per rank
-        for _ in range(rounds):
-            # Every rank must draw the same prompts from the stream to stay in step: draw
-            # enough for the rank that lacks the most, then keep this rank's slice.
-            deficit = int(dist_utils.all_max(float(quota - len(kept_problems))))
-            problems = self._prompts_for_this_rank(self.stream.take(deficit * self.world_size))
-            self.phase("generating")
-            started = time.perf_counter()
-            with self._autocast():
-                rollout = generate(
-                    self.model,
-                    self.tokenizer,
-                    [
-                        render_prompt(self.tokenizer, p.question, self.template, self.few_shot)
-                        for p in problems
-                    ],
-                    num_generations=G,
-                    max_new_tokens=config.sampling.max_completion_length,
-                    temperature=config.sampling.temperature,
-                    top_p=config.sampling.top_p,
-                    top_k=config.sampling.top_k,
-                    prefill=self.template.prefill,
-                    ignore_eos=config.sampling.ignore_eos,
-                    synced=self.sharded,
-                    should_stop=self.stop_pending,
-                )
-            stats["generation_s"] += time.perf_counter() - started
-            self.phase("scoring")
-            started = time.perf_counter()
-            golds = [p.gold for p in problems for _ in range(G)]
-            questions = [p.question for p in problems for _ in range(G)]
-            scored = self.task.score(
-                rollout.responses, golds, config.rewards.weights, questions, self.step + 1
-            )
-            stats["reward_s"] += time.perf_counter() - started
-            rewards = torch.tensor(scored.total, dtype=torch.float32)  # (n * G,)
-            if config.grpo.scale_rewards == "batch":
-                advantages, zero_std = _batch_scaled_advantages(rewards, G)
-            else:
-                advantages, zero_std = group_advantages(rewards, G, config.grpo.scale_rewards)
-            for name, values in scored.per_reward.items():
-                reward_log.setdefault(name, []).extend(values)
-                reward_times[name] = reward_times.get(name, 0.0) + scored.seconds[name]
-            stats["totals"].extend(scored.total)
-            stats["groups_generated"] += len(problems)
-            stats["zero_std_groups"] += int(zero_std.sum())
-            stats["generated_tokens"] += int(rollout.completion_mask.sum())
-            stats["truncated"] += int(rollout.truncated.sum())
-            stats["lengths"].extend(rollout.completion_lengths.tolist())
-            stats["problems"].extend(problems)
-            stats["responses"].extend(rollout.responses)
-            keep = ~zero_std if config.grpo.filter_zero_std_groups else torch.ones_like(zero_std)
-            if keep.any():
-                rows = zero_std_keep_mask(~keep, G).to(rollout.completion_ids.device)  # (n * G,)
-                kept_rollouts.append(select_rows(rollout, rows))
-                kept_advantages.append(advantages.to(rows.device)[rows])
-                kept_problems.extend(p for p, k in zip(problems, keep.tolist()) if k)
-            if dist_utils.all_max(float(quota - len(kept_problems))) <= 0:
-                break
-        stats["rewards"], stats["reward_times"] = reward_log, reward_times
-        return kept_rollouts, kept_advantages, kept_problems, stats
+        """Rollouts, rewards and advantages for this step (group_collection.py)."""
+        return collect_groups(self)
 
-    def _autocast(self):
+    def autocast(self):
         if self.autocast_dtype is None:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
     def train_on_batch(self, batch: GroupBatch | None) -> dict:
-        """num_iterations optimizer steps on one generation batch; returns loss statistics.
-
-        `batch` is None on a rank that kept no group while another rank did: it still joins
-        every collective (token counts, gradient all-reduce) with a zero gradient.
-        """
-        config = self.config
-        rows = 0 if batch is None else batch.completion_ids.shape[0]
-        micro = config.optim.micro_batch_size
-        slices = [slice(i, min(i + micro, rows)) for i in range(0, rows, micro)]
-        # dapo/bnpo normalise by the token count of the whole step on all ranks; gradients are
-        # summed across ranks, so each rank divides by the global count. At least 1: when every
-        # completion is masked (mask_truncated_completions) the loss is 0, not 0/0 = NaN.
-        local_tokens = 0.0 if batch is None else float(batch.completion_mask.sum())
-        global_tokens = max(dist_utils.all_sum(local_tokens), 1.0)
-        global_rows = dist_utils.all_sum(float(rows))
-        old_log_probs = ref_log_probs = None
-        if slices and (config.grpo.num_iterations > 1 or self.reference_model is not None):
-            with torch.no_grad(), self._autocast():
-                if config.grpo.num_iterations > 1:
-                    old_log_probs = self._log_probs(self.model, batch, slices)  # (N, C)
-                if self.reference_model is not None:
-                    ref_log_probs = self._log_probs(self.reference_model, batch, slices)  # (N, C)
-        totals = {"loss": 0.0, "clip_fraction": 0.0, "kl": 0.0, "grad_norm": 0.0}
-        entropy_sum = 0.0  # over this rank's valid tokens, first pass only
-        for iteration in range(config.grpo.num_iterations):
-            for part in slices:
-                if iteration == 0:  # after the first optimizer update, the step is finished
-                    self.check_stop()
-                with self._autocast():
-                    log_probs, entropy = self._completion_log_probs(
-                        self.model, batch, part, return_entropy=True
-                    )  # (n, C), (n, C)
-                    output = grpo_loss(
-                        log_probs,
-                        None if old_log_probs is None else old_log_probs[part],
-                        batch.advantages[part],
-                        batch.completion_mask[part],
-                        loss_type=config.grpo.loss_type,
-                        epsilon=config.grpo.epsilon,
-                        epsilon_high=config.grpo.epsilon_high,
-                        beta=config.grpo.beta,
-                        ref_log_probs=None if ref_log_probs is None else ref_log_probs[part],
-                        max_completion_length=config.sampling.max_completion_length,
-                        num_items_in_batch=global_tokens,
-                    )
-                # grpo and dr_grpo average over the rows of their micro-batch: weight each
-                # micro-batch by its share of all rows so the sum is the full-batch loss.
-                weight = (
-                    1.0
-                    if config.grpo.loss_type in ("dapo", "bnpo")
-                    else (part.stop - part.start) / global_rows
-                )
-                (output.loss * weight).backward()
-                if iteration == 0:
-                    entropy_sum += float((entropy * batch.completion_mask[part]).sum())
-                share = (part.stop - part.start) / rows / config.grpo.num_iterations
-                totals["loss"] += float(output.loss.detach()) * weight / config.grpo.num_iterations
-                totals["clip_fraction"] += float(output.clip_fraction) * share
-                if output.kl is not None:
-                    totals["kl"] += float(output.kl) * share
-            if not self.sharded:  # FSDP has already reduce-scattered (summed) the gradients
-                dist_utils.all_reduce_gradients(self.model)
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                [p for p in self.model.parameters() if p.requires_grad], config.optim.max_grad_norm
-            )
-            grad_norm = fsdp.local_value(grad_norm)
-            totals["grad_norm"] += float(grad_norm) / config.grpo.num_iterations
-            # NaN/inf in log-probs, loss or gradients: skip the update on every rank alike (the
-            # zero_grad below drops the gradients); the scheduler still steps, to stay on time.
-            if dist_utils.any_true(not guards.is_finite_step(totals["loss"], grad_norm)):
-                totals["bad_steps"] = totals.get("bad_steps", 0) + 1
-            else:
-                self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        totals["loss"] = dist_utils.all_sum(totals["loss"])
-        totals["entropy"] = dist_utils.all_sum(entropy_sum) / global_tokens
-        return totals
-
-    def _log_probs(self, model, batch: GroupBatch, slices: list[slice]) -> torch.Tensor:
-        return torch.cat([self._completion_log_probs(model, batch, s) for s in slices])  # (N, C)
-
-    def _completion_log_probs(self, model, batch: GroupBatch, rows: slice, return_entropy=False):
-        # Each group's prompt runs once (logprobs.py), except where the KV cache is off in
-        # training (gradient checkpointing) or FSDP would see two forwards per backward.
-        share_prompt = not (self.config.model.gradient_checkpointing or self.sharded)
-        # Columns past this micro-batch's longest counted completion only hold padding: skip
-        # them (the batch is padded to the longest completion of the whole step), then pad the
-        # results back to C with zeros, which the completion mask ignores.
-        width = batch.completion_ids.shape[1]
-        used = max(1, int(batch.completion_mask[rows].sum(dim=1).max()))
-        result = completion_log_probs(
-            model,
-            batch.prompt_ids[rows],
-            batch.prompt_mask[rows],
-            batch.completion_ids[rows, :used],
-            temperature=self.config.sampling.temperature,
-            return_entropy=return_entropy,
-            share_prompt=share_prompt,
-        )  # (n, used) or a pair of them
-        pad = width - used
-        if pad == 0:
-            return result
-        padded = [
-            torch.nn.functional.pad(t, (0, pad)) for t in (result if return_entropy else [result])
-        ]
-        return tuple(padded) if return_entropy else padded[0]
+        """num_iterations optimizer steps on one generation batch (policy_update.py)."""
+        return train_on_batch(self, batch)
 
     def train_step(self) -> dict:
         step_started = time.perf_counter()
@@ -513,7 +331,7 @@ class Trainer:
                 )
             rng_state = torch.get_rng_state()  # evaluation must not shift the training RNG
             try:
-                with self._autocast():
+                with self.autocast():
                     metrics, _ = evaluate(
                         self.model,
                         self.tokenizer,
@@ -524,6 +342,7 @@ class Trainer:
                         max_new_tokens=self.config.sampling.max_completion_length,
                         reward_weights=self.config.rewards.weights,
                         answer_check=self.task.answer_check,
+                        calculator=self.config.sampling.calculator,
                         show_progress=False,
                         synced=self.sharded,
                         should_stop=self.stop_pending,
@@ -538,13 +357,6 @@ class Trainer:
                 result = {f"eval/{k}": metrics[k] for k in PERIODIC_EVAL_KEYS}
         dist_utils.barrier()
         return result
-
-
-def _batch_scaled_advantages(rewards: torch.Tensor, num_generations: int):
-    """`scale_rewards: batch` over the whole step on all ranks, not just this rank's groups."""
-    centred, zero_std = group_advantages(rewards, num_generations, "none")
-    std = dist_utils.global_std(rewards)
-    return centred / (std + 1e-4), zero_std
 
 
 def run_training(

@@ -1,0 +1,53 @@
+"""The calculator of the GSM8K paper (Cobbe et al., 2021), as a sampling switch.
+
+When a completion's text ends in an arithmetic expression followed by "=" ("48 / 2 ="), the
+sampler writes the exact result (" 24") as the next tokens instead of letting the model guess
+it. The expression is read and computed by the safe parser of arithmetic.py (numbers, + - * /,
+parentheses; never `eval`). A 135M model's reasoning is often right where its arithmetic is
+not, so this measures how much of its error is arithmetic.
+
+Off by default (`sampling.calculator`, `smolgrpo eval --calculator`) and reported separately:
+a model evaluated with it is a model plus a tool. In training, the inserted tokens are not the
+policy's samples, so they are left out of the loss (`Rollout.forced_mask`); the tokens the model
+writes after them are conditioned on them, as at test time.
+"""
+
+from __future__ import annotations
+
+import math
+
+from smolgrpo.arithmetic import value_before_trailing_equals
+
+TAIL_TOKENS = 24  # how far back the expression before "=" is looked for
+
+
+def format_result(value: float) -> str:
+    """24.0 -> "24", 2.5 -> "2.5", 1/3 -> "0.3333": what a worked solution would write."""
+    if abs(value - round(value)) < 1e-9:
+        return str(int(round(value)))
+    return f"{value:.4f}".rstrip("0").rstrip(".")
+
+
+class Calculator:
+    """Finds "expression =" at the end of a completion and gives the result's token ids."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        vocabulary = tokenizer.get_vocab()
+        # Only a token that writes "=" can end an expression: checked per step with one isin.
+        self.trigger_ids = sorted(
+            index
+            for index in vocabulary.values()
+            if "=" in tokenizer.decode([index], skip_special_tokens=True)
+        )
+
+    def result_tokens(self, tail_ids: list[int]) -> list[int]:
+        """Token ids of " <result>" when the decoded tail ends in "expression =", else []."""
+        text = self.tokenizer.decode(tail_ids, skip_special_tokens=True)
+        value = value_before_trailing_equals(text)
+        if value is None or not math.isfinite(value) or abs(value) >= 1e15:
+            return []
+        result = format_result(value)
+        if not text.endswith((" ", "\t", "\n")):
+            result = " " + result
+        return self.tokenizer.encode(result, add_special_tokens=False)
