@@ -2,9 +2,10 @@
 
     python examples/arithmetic/make_data.py runs/data/arithmetic
 
-Each row is `{"problem": "What is 47 + 38?", "result": "85"}`: two-digit sums and differences
-and two-digit by one-digit products, drawn with a fixed seed, so every run of this script writes
-the same files. No test problem is also a train problem. The data is generated, never
+Each row is `{"problem": "What is 47 + 38?", "result": "85", "steps": "40 + 30 = 70 ..."}`:
+two-digit sums and differences and two-digit by one-digit products, drawn with a fixed seed, so
+every run of this script writes the same files. `steps` splits the sum into tens and units, the
+worked solution a few-shot example shows (`data.solution_field: steps`). No test problem is also a train problem. The data is generated, never
 downloaded; it is the example of README "Train on your own task".
 """
 
@@ -16,6 +17,21 @@ import random
 from pathlib import Path
 
 
+def worked_steps(a: int, op: str, b: int) -> str:
+    """Tens and units apart: '47 + 38' -> '40 + 30 = 70', '7 + 8 = 15', '70 + 15 = 85'."""
+    tens, units = a - a % 10, a % 10
+    if op == "*":
+        parts = [f"{tens} * {b} = {tens * b}", f"{units} * {b} = {units * b}"]
+        return "\n".join(parts + [f"{tens * b} + {units * b} = {a * b}"])
+    other_tens, other_units = b - b % 10, b % 10
+    if op == "+":
+        parts = [f"{tens} + {other_tens} = {tens + other_tens}", f"{units} + {other_units} = "
+                 f"{units + other_units}"]  # fmt: skip
+        return "\n".join(parts + [f"{tens + other_tens} + {units + other_units} = {a + b}"])
+    first = a - other_tens
+    return "\n".join([f"{a} - {other_tens} = {first}", f"{first} - {other_units} = {a - b}"])
+
+
 def make_problem(rng: random.Random) -> dict:
     op = rng.choice("+-*")
     if op == "*":
@@ -24,7 +40,11 @@ def make_problem(rng: random.Random) -> dict:
     else:
         a, b = rng.randint(10, 99), rng.randint(10, 99)
         result = a + b if op == "+" else a - b
-    return {"problem": f"What is {a} {op} {b}?", "result": str(result)}
+    return {
+        "problem": f"What is {a} {op} {b}?",
+        "result": str(result),
+        "steps": worked_steps(a, op, b),
+    }
 
 
 def make_splits(train_size: int, test_size: int, seed: int) -> dict[str, list[dict]]:

@@ -86,6 +86,7 @@ class DataConfig:
     eval_split: str = "test"
     question_field: str = "question"  # jsonl/csv: the columns holding question and answer
     answer_field: str = "answer"
+    solution_field: str | None = None  # jsonl/csv: worked steps, shown in few-shot examples
     answer_type: str = "number"  # jsonl/csv: number, exact or math
     gym_dataset: str = "countdown"  # reasoning_gym: dataset name, problems per split, seed
     gym_size: int = 1000

@@ -50,7 +50,8 @@ class PromptTemplate:
 def format_reference_response(problem: Problem) -> str:
     """A GSM8K reference solution rewritten in our response format (for few-shot examples).
 
-    Other tasks (tasks/) keep only the bare answer as the solution: no reasoning to show."""
+    Other tasks (tasks/) keep only the bare answer as the solution, no reasoning to show, unless
+    a file task names `data.solution_field`: its steps then come in GSM8K's `steps #### answer`."""
     if "####" not in problem.solution:
         return f"<reasoning>\n</reasoning>\n<answer>\n{problem.solution}\n</answer>"
     reasoning = problem.solution.rsplit("####", 1)[0]

@@ -8,7 +8,8 @@ and the `prompt:` config section, shared by every task. Chosen with `data.task`:
   answer check is `None`, which means the numeric `answers_match` of rewards.py: the default
   run is unchanged, bit for bit.
 * `jsonl` / `csv`: any file with a question and an answer column (`data.question_field`,
-  `data.answer_field`), checked as `data.answer_type`: `number`, `exact` or `math` (files.py).
+  `data.answer_field`), checked as `data.answer_type`: `number`, `exact` or `math` (files.py);
+  an optional `data.solution_field` holds worked steps for the few-shot examples.
 * `reasoning_gym`: a procedural dataset of the `reasoning-gym` package (`data.gym_dataset`,
   `data.gym_size`, `data.gym_seed`), checked by the dataset's own `score_answer` (gym.py).
 
@@ -34,6 +35,7 @@ TASK_FIELDS = (  # the `data:` keys that say what a problem is and how its answe
     "train_split",
     "question_field",
     "answer_field",
+    "solution_field",
     "answer_type",
     "gym_dataset",
     "gym_size",

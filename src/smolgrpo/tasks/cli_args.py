@@ -21,6 +21,7 @@ DEFAULTS = {  # a recipe's DataConfig defaults (config.py), without importing co
     "train_split": "train",
     "question_field": "question",
     "answer_field": "answer",
+    "solution_field": None,
     "answer_type": "number",
     "gym_dataset": "countdown",
     "gym_size": 1000,
@@ -34,6 +35,9 @@ def add_task_arguments(group) -> None:
     group.add_argument("--task", default=None, help=f"{', '.join(TASK_NAMES)} {saved % 'gsm8k'}")
     group.add_argument("--question-field", default=None, help="jsonl/csv question column")
     group.add_argument("--answer-field", default=None, help="jsonl/csv answer column")
+    group.add_argument(
+        "--solution-field", default=None, help="jsonl/csv worked-steps column (few-shot examples)"
+    )
     group.add_argument(
         "--answer-type", default=None, help=f"jsonl/csv: {', '.join(ANSWER_TYPES)} (number)"
     )
@@ -72,6 +76,7 @@ def task_from_args(args) -> Task:
         "source": args.data,
         "question_field": args.question_field,
         "answer_field": args.answer_field,
+        "solution_field": getattr(args, "solution_field", None),
         "answer_type": args.answer_type,
         "gym_dataset": args.gym_dataset,
         "gym_size": args.gym_size,

@@ -92,14 +92,21 @@ def _csv_rows(path: Path):
         raise SmolGRPOError(f"{path}: not a readable CSV file ({error})") from None
 
 
-def read_rows(path: Path, kind: str, question_field: str, answer_field: str) -> list[Problem]:
-    """Problems of a JSONL or CSV file through the field mapping."""
+def read_rows(
+    path: Path, kind: str, question_field: str, answer_field: str, solution_field=None
+) -> list[Problem]:
+    """Problems of a JSONL or CSV file through the field mapping. With `solution_field`, a
+    problem's solution is `<steps>\n#### <answer>`, GSM8K's shape, so a few-shot example shows
+    the steps as its reasoning (prompts.format_reference_response)."""
     rows = _jsonl_rows(path) if kind == "jsonl" else _csv_rows(path)
     problems = []
     for line_number, row in rows:
         origin = f"{path}:{line_number}"
         fields = {}
-        for role, column in (("question", question_field), ("answer", answer_field)):
+        roles = [("question", question_field), ("answer", answer_field)]
+        if solution_field:
+            roles.append(("solution", solution_field))
+        for role, column in roles:
             value = row.get(column)
             if column not in row or value is None:
                 columns = ", ".join(str(key) for key in row if key is not None)
@@ -111,7 +118,10 @@ def read_rows(path: Path, kind: str, question_field: str, answer_field: str) -> 
             if not isinstance(value, str) or not value.strip():
                 raise SmolGRPOError(f"{origin}: column '{column}' must be a non-empty string")
             fields[role] = value.strip()
-        problems.append(Problem(fields["question"], fields["answer"], fields["answer"], origin))
+        solution = fields["answer"]
+        if solution_field:
+            solution = f"{fields['solution']}\n#### {fields['answer']}"
+        problems.append(Problem(fields["question"], solution, fields["answer"], origin))
     if not problems:
         raise SmolGRPOError(f"{path}: no problems found (empty file)")
     return problems
@@ -136,7 +146,13 @@ def build_file_task(data):
 
     def load(split, limit=None, seed=0, shuffle=False) -> list[Problem]:
         path = resolve_file(data.source, split, data.task)
-        problems = read_rows(path, data.task, data.question_field, data.answer_field)
+        problems = read_rows(
+            path,
+            data.task,
+            data.question_field,
+            data.answer_field,
+            getattr(data, "solution_field", None),
+        )
         if data.answer_type == "number":  # a gold that is no number could never be matched
             for problem in problems:
                 if parse_number(problem.gold) is None:
