@@ -16,6 +16,7 @@ import torch
 from conftest import build_char_tokenizer, build_tiny_model
 from test_trainer import digits_reward, make_config, make_trainer, problems, snapshot
 
+import smolgrpo.policy_update as policy_update
 import smolgrpo.trainer as trainer_module
 from smolgrpo import checkpoint, cli, rewards
 from smolgrpo import distributed as dist_utils
@@ -43,14 +44,14 @@ def inject(monkeypatch, trainer, kind: str, bad_steps: set[int]) -> None:
         return trainer.step + 1 in bad_steps  # trainer.step counts finished steps
 
     if kind in ("nan loss", "inf loss"):
-        real = trainer_module.grpo_loss
+        real = policy_update.grpo_loss
         value = math.nan if kind == "nan loss" else math.inf
 
         def grpo_loss(*args, **kwargs):
             output = real(*args, **kwargs)
             return dataclasses.replace(output, loss=output.loss * value) if bad() else output
 
-        monkeypatch.setattr(trainer_module, "grpo_loss", grpo_loss)
+        monkeypatch.setattr(policy_update, "grpo_loss", grpo_loss)
     elif kind == "nan log-probs":  # NaN hidden states reach every log-prob of the step
 
         def poison(module, inputs, output):

@@ -45,17 +45,17 @@ def add_eval_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "eval",
         help="measure a model on a task's split (GSM8K by default)",
-        description="Generate answers for a task's split (GSM8K by default) and report accuracy (answer tag and last "
-        "number), strict/soft format rate, completion length, truncation and pass@k. Writes "
-        "metrics.json and samples.jsonl to --output-dir.",
+        description="Generate answers for a task's split (the model's saved task, else GSM8K) "
+        "and report accuracy (answer tag and last number), strict/soft format rate, completion "
+        "length, truncation and pass@k. Writes metrics.json and samples.jsonl to --output-dir.",
     )
     add_model_arguments(parser)
     data = parser.add_argument_group("data")
     data.add_argument(
         "--data",
         default=None,
-        help="folder with {train,test}.jsonl, a .jsonl file, or a hub dataset id "
-        "(default: $SMOLGRPO_DATA_DIR, else openai/gsm8k)",
+        help="folder with {train,test}.jsonl (.csv), a file, or a hub dataset id (default: "
+        "the source in the model's task.json, else $SMOLGRPO_DATA_DIR, else openai/gsm8k)",
     )
     data.add_argument("--split", default="test", help="split to evaluate (default: %(default)s)")
     data.add_argument("--limit", type=int, default=None, help="evaluate the first N problems")

@@ -36,6 +36,7 @@ from smolgrpo import fsdp, guards
 from smolgrpo.config import Config
 from smolgrpo.data import Problem, load_problems
 from smolgrpo.errors import SmolGRPOError, warn
+from smolgrpo.group_collection import prompts_for_rank
 from smolgrpo.prompts import PromptTemplate, format_reference_response, render_prompt
 from smolgrpo.trainer import Trainer
 
@@ -150,7 +151,9 @@ class SFTTrainer(Trainer):
     def train_step(self) -> tuple[dict, list]:
         config = self.config
         started = time.perf_counter()
-        problems = self._prompts_for_this_rank(self.stream.take(config.optim.prompts_per_step))
+        problems = prompts_for_rank(
+            self.stream.take(config.optim.prompts_per_step), self.rank, self.world_size
+        )
         examples = [
             encode_example(
                 self.tokenizer,
