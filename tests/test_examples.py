@@ -82,3 +82,22 @@ def test_closeness_reward_values():
     scores = closeness(completions, ["85"] * 5, questions=["q"] * 5)
     assert scores == pytest.approx([1.0, 1 - 5 / 85, 0.0, 0.0, 0.0])
     assert closeness(["<answer>1</answer>"], ["0"]) == [0.0]  # |gold| < 1 divides by 1
+
+
+def test_sft_takes_a_file_task_with_worked_steps(tmp_path):
+    from smolgrpo.sft import load_sft_problems
+
+    make_data = load_module("make_data")
+    make_data.main([str(tmp_path), "--train-size", "20", "--test-size", "5"])
+    rows = [json.loads(line) for line in (tmp_path / "train.jsonl").open()]
+    test_row = json.loads((tmp_path / "test.jsonl").open().readline())
+    rows[3] = dict(test_row)  # a test problem slipped into train: SFT must drop it
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = load_config(None, ["data.task=jsonl", f"data.source={tmp_path}",
+                                "data.question_field=problem", "data.answer_field=result",
+                                "data.solution_field=steps"])  # fmt: skip
+    problems = load_sft_problems(config)
+    assert len(problems) == 19 and test_row["problem"] not in {p.question for p in problems}
+    assert format_reference_response(problems[0]) == (
+        f"<reasoning>\n{rows[0]['steps']}\n</reasoning>\n<answer>\n{rows[0]['result']}\n</answer>"
+    )

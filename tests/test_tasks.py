@@ -196,5 +196,8 @@ def test_sft_refuses_a_task_without_worked_solutions():
     from smolgrpo.sft import load_sft_problems
 
     config = load_config(None, ["data.task=jsonl", "data.source=qa.jsonl"])
-    with pytest.raises(SmolGRPOError, match="sft needs data.task: gsm8k"):
+    with pytest.raises(SmolGRPOError, match="sft needs worked solutions: .*not 'jsonl' without"):
         load_sft_problems(config)
+    gym = load_config(None, ["data.task=reasoning_gym"])
+    with pytest.raises(SmolGRPOError, match="sft needs worked solutions: .*not 'reasoning_gym'\\)"):
+        load_sft_problems(gym)

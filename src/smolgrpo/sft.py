@@ -4,7 +4,8 @@ DeepSeek-R1's "cold start": before RL, a short supervised pass on solutions writ
 format, so that RL starts from a policy that already writes `<reasoning>…</reasoning>
 <answer>…</answer>` and spends its samples on getting answers right. Here the solutions are
 GSM8K's own train-split reference solutions rewritten in the tag format
-(`prompts.format_reference_response`, calculator annotations removed).
+(`prompts.format_reference_response`, calculator annotations removed), or, for a JSONL/CSV
+task, the worked steps of its `data.solution_field` column.
 
 How it is built:
 - The prompt is the same chat template and system prompt as GRPO (few-shot examples too, if the
@@ -34,10 +35,11 @@ import torch
 from smolgrpo import distributed as dist_utils
 from smolgrpo import fsdp, guards
 from smolgrpo.config import Config
-from smolgrpo.data import Problem, load_problems
+from smolgrpo.data import Problem
 from smolgrpo.errors import SmolGRPOError, warn
 from smolgrpo.group_collection import prompts_for_rank
 from smolgrpo.prompts import PromptTemplate, format_reference_response, render_prompt
+from smolgrpo.tasks import build_task
 from smolgrpo.trainer import Trainer
 
 
@@ -55,18 +57,23 @@ def drop_held_out(train: list[Problem], held_out: list[Problem]) -> tuple[list[P
 
 def load_sft_problems(config: Config) -> list[Problem]:
     """The train split, minus any problem whose question is also in the eval split."""
-    if config.data.task != "gsm8k":  # the targets are GSM8K worked solutions (`####` answers)
+    data = config.data
+    # The targets are worked solutions: GSM8K's, or a file task's data.solution_field column.
+    if not (data.task == "gsm8k" or (data.task in ("jsonl", "csv") and data.solution_field)):
         raise SmolGRPOError(
-            f"sft needs data.task: gsm8k (worked solutions), not '{config.data.task}'"
+            "sft needs worked solutions: data.task gsm8k, or jsonl/csv with "
+            f"data.solution_field (not '{data.task}'"
+            f"{' without data.solution_field' if data.task in ('jsonl', 'csv') else ''})"
         )
     if config.data.train_split == config.data.eval_split:
         raise SmolGRPOError(
             f"data.train_split and data.eval_split are both '{config.data.train_split}': "
             "SFT would train on the problems it is evaluated on"
         )
-    train = load_problems(config.data.source, config.data.train_split, config.data.train_limit)
+    task = build_task(data)
+    train = task.load(data.train_split, data.train_limit)
     try:
-        held_out = load_problems(config.data.source, config.data.eval_split)
+        held_out = task.load(data.eval_split)
     except SmolGRPOError as error:  # e.g. a single JSONL file: nothing to compare against
         warn(f"could not load the eval split to exclude its problems ({error})")
         return train
