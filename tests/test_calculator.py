@@ -155,3 +155,4 @@ def test_eval_and_train_with_the_calculator(tmp_path, monkeypatch, capsys):
     trainer.train()
     (row,) = read_metrics(tmp_path / "run/metrics.jsonl")
     assert row["calculator_tokens"] >= 0
+    assert "- Calculator: on" in (tmp_path / "run/final/README.md").read_text()

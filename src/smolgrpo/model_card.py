@@ -199,6 +199,15 @@ def _grpo_lines(config: dict, base_text: str) -> list[str]:
         f"{sampling.get('num_generations', '?')} completions (≤ "
         f"{sampling.get('max_completion_length', '?')} tokens, temperature "
         f"{sampling.get('temperature', '?')})",
+        *(
+            [
+                "- Calculator: on (after `expression =` the exact result was written for the "
+                "model, not sampled, and left out of the loss); evaluate with `--calculator` to "
+                "match"
+            ]  # fmt: skip
+            if sampling.get("calculator")
+            else []
+        ),
         f"- GRPO: loss `{grpo.get('loss_type', '?')}`, β (KL) {grpo.get('beta', '?')}, clip ε "
         f"{grpo.get('epsilon', '?')}/{grpo.get('epsilon_high', '?')}, reward scaling "
         f"`{grpo.get('scale_rewards', '?')}`, {grpo.get('num_iterations', '?')} iteration(s)",
