@@ -201,3 +201,38 @@ def test_sft_refuses_a_task_without_worked_solutions():
     gym = load_config(None, ["data.task=reasoning_gym"])
     with pytest.raises(SmolGRPOError, match="sft needs worked solutions: .*not 'reasoning_gym'\\)"):
         load_sft_problems(gym)
+
+
+# ----------------------------------------------------------------------------- hub datasets
+def test_hub_task_maps_fields_of_a_hub_dataset(monkeypatch):
+    """`datasets.load_dataset` is replaced (no network here): the loader's real path runs."""
+    datasets = pytest.importorskip("datasets")
+    import smolgrpo.data as data_module
+
+    calls = []
+
+    def load_dataset(dataset_id, config_name, split):
+        calls.append((dataset_id, config_name, split))
+        rows = [{"q": "2+2?", "a": 4, "why": "2 + 2 = 4"}, {"q": "3+3?", "a": 6, "why": "x"}]
+        if split == "bad":
+            rows.append({"q": "1+1?", "b": "2", "why": "x"})
+        return datasets.Dataset.from_list(rows) if split != "bad" else rows
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    monkeypatch.setattr(data_module, "hub_reachable", lambda *a, **k: True)
+    overrides = ["data.task=hub", "data.source=someone/sums", "data.hub_config=easy",
+                 "data.question_field=q", "data.answer_field=a"]  # fmt: skip
+    task = build_task(load_config(None, overrides).data)
+    problems = task.load("test")
+    assert calls == [("someone/sums", "easy", "test")]
+    assert [(p.question, p.gold, p.origin) for p in problems] == [
+        ("2+2?", "4", "someone/sums[test]:0"),
+        ("3+3?", "6", "someone/sums[test]:1"),
+    ]
+    assert task.title == "hub dataset `someone/sums` (number answers)"
+    steps = build_task(load_config(None, [*overrides, "data.solution_field=why"]).data)
+    assert steps.load("test")[0].solution == "2 + 2 = 4\n#### 4"
+    with pytest.raises(SmolGRPOError, match=r"someone/sums\[bad\]:2: no column 'a'"):
+        task.load("bad")
+    with pytest.raises(SmolGRPOError, match="'hub' needs data.source"):
+        build_task(load_config(None, ["data.task=hub"]).data).load("test")

@@ -216,7 +216,7 @@ def test_cli_task_errors_are_one_line(tmp_path, capsys):
     line = cli_error([*base, "--task", "jsonl", "--answer-field", "label"], capsys)
     assert f"{data}:1: no column 'label'" in line
     line = cli_error([*base, "--task", "parquet"], capsys)
-    assert "unknown task 'parquet'" in line and "gsm8k, jsonl, csv, reasoning_gym" in line
+    assert "unknown task 'parquet'" in line and "gsm8k, jsonl, csv, hub, reasoning_gym" in line
     line = cli_error([*base, "--task", "jsonl", "--answer-type", "regex"], capsys)
     assert "unknown answer type 'regex'" in line and "number, exact, math" in line
     line = cli_error(["train", "--set", "data.task=parquet", "--print-config"], capsys)

@@ -86,7 +86,8 @@ class DataConfig:
     eval_split: str = "test"
     question_field: str = "question"  # jsonl/csv: the columns holding question and answer
     answer_field: str = "answer"
-    solution_field: str | None = None  # jsonl/csv: worked steps, shown in few-shot examples
+    solution_field: str | None = None  # jsonl/csv/hub: worked steps, for examples and sft
+    hub_config: str | None = None  # hub: the dataset's configuration name, if it has several
     answer_type: str = "number"  # jsonl/csv: number, exact or math
     gym_dataset: str = "countdown"  # reasoning_gym: dataset name, problems per split, seed
     gym_size: int = 1000

@@ -164,6 +164,14 @@ def _hub_offline(offline: bool):
 
 
 def _load_hub(dataset_id: str, split: str) -> list[Problem]:
+    rows = load_hub_rows(dataset_id, split, "main")
+    return [
+        _problem_from_row(row, f"{dataset_id}[{split}]:{index}") for index, row in enumerate(rows)
+    ]
+
+
+def load_hub_rows(dataset_id: str, split: str, config_name: str | None = None):
+    """The rows of one split of a hub dataset (a `datasets.Dataset`, indexable, of dicts)."""
     try:
         import datasets
     except ImportError:
@@ -173,7 +181,7 @@ def _load_hub(dataset_id: str, split: str) -> list[Problem]:
     online = hub_reachable()
     try:
         with _hub_offline(not online):
-            rows = datasets.load_dataset(dataset_id, "main", split=split)
+            rows = datasets.load_dataset(dataset_id, config_name, split=split)
     except Exception as error:  # datasets raises many types; all mean "could not load"
         if not online:
             raise SmolGRPOError(
@@ -184,9 +192,7 @@ def _load_hub(dataset_id: str, split: str) -> list[Problem]:
         raise SmolGRPOError(
             f"cannot load dataset '{dataset_id}' split '{split}': {first_line}"
         ) from None
-    return [
-        _problem_from_row(row, f"{dataset_id}[{split}]:{index}") for index, row in enumerate(rows)
-    ]
+    return rows
 
 
 def resolve_source(source: str | None) -> str:

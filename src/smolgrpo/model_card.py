@@ -99,9 +99,10 @@ def _data_source(data: dict) -> str:
             f"reasoning-gym `{data.get('gym_dataset')}`, {data.get('gym_size')} generated "
             f"problems (seed {data.get('gym_seed')})"
         )
-    if task in ("jsonl", "csv"):
+    if task in ("jsonl", "csv", "hub"):
+        where = "hub dataset" if task == "hub" else f"local {task.upper()}"
         return (
-            f"local {task.upper()} `{data.get('source')}` (question `{data.get('question_field')}`"
+            f"{where} `{data.get('source')}` (question `{data.get('question_field')}`"
             f", answer `{data.get('answer_field')}`, {data.get('answer_type')} answers)"
         )
     source = resolve_source(data.get("source"))  # None: $SMOLGRPO_DATA_DIR, else the hub

@@ -59,11 +59,11 @@ def load_sft_problems(config: Config) -> list[Problem]:
     """The train split, minus any problem whose question is also in the eval split."""
     data = config.data
     # The targets are worked solutions: GSM8K's, or a file task's data.solution_field column.
-    if not (data.task == "gsm8k" or (data.task in ("jsonl", "csv") and data.solution_field)):
+    if not (data.task == "gsm8k" or (data.task in ("jsonl", "csv", "hub") and data.solution_field)):
         raise SmolGRPOError(
-            "sft needs worked solutions: data.task gsm8k, or jsonl/csv with "
+            "sft needs worked solutions: data.task gsm8k, or jsonl/csv/hub with "
             f"data.solution_field (not '{data.task}'"
-            f"{' without data.solution_field' if data.task in ('jsonl', 'csv') else ''})"
+            f"{' without data.solution_field' if data.task in ('jsonl', 'csv', 'hub') else ''})"
         )
     if config.data.train_split == config.data.eval_split:
         raise SmolGRPOError(

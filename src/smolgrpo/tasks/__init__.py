@@ -27,7 +27,7 @@ from smolgrpo.tasks.base import AnswerCheck, Task, task_title
 
 __all__ = ["AnswerCheck", "Task", "build_task", "default_reward_weights", "task_title"]
 
-TASK_NAMES = ("gsm8k", "jsonl", "csv", "reasoning_gym")
+TASK_NAMES = ("gsm8k", "jsonl", "csv", "hub", "reasoning_gym")
 TASK_FILE = "task.json"  # a run's task, saved beside its model so `eval` can default to it
 TASK_FIELDS = (  # the `data:` keys that say what a problem is and how its answer is checked
     "task",
@@ -36,6 +36,7 @@ TASK_FIELDS = (  # the `data:` keys that say what a problem is and how its answe
     "question_field",
     "answer_field",
     "solution_field",
+    "hub_config",
     "answer_type",
     "gym_dataset",
     "gym_size",
@@ -65,7 +66,7 @@ def check_task_config(data) -> None:
             f"config: unknown answer type '{data.answer_type}' for 'data.answer_type' "
             f"(valid: {', '.join(ANSWER_TYPES)})"
         )
-    if data.task in ("jsonl", "csv"):
+    if data.task in ("jsonl", "csv", "hub"):
         from smolgrpo.tasks.files import answer_check_for
 
         answer_check_for(data.answer_type)  # math without math-verify: one line naming the extra
@@ -108,7 +109,7 @@ def save_task(data, path) -> None:
 def default_reward_weights(data) -> dict:
     """The reward weights a task starts from when the config sets none of its own."""
     if data.task == "reasoning_gym" or (
-        data.task in ("jsonl", "csv") and data.answer_type != "number"
+        data.task in ("jsonl", "csv", "hub") and data.answer_type != "number"
     ):
         return dict(TEXT_REWARD_WEIGHTS)
     return dict(DEFAULT_REWARD_WEIGHTS)

@@ -40,8 +40,7 @@ def task_title(data: dict) -> str:
         options = data.get("gym_config") or {}
         shown = ", ".join(f"{key}={value}" for key, value in options.items())
         return f"{data.get('gym_dataset', '?')} (reasoning-gym{'; ' + shown if shown else ''})"
-    if task in ("jsonl", "csv"):
-        return (
-            f"{task.upper()} `{data.get('source')}` ({data.get('answer_type', 'number')} answers)"
-        )
+    if task in ("jsonl", "csv", "hub"):
+        kind = "hub dataset" if task == "hub" else task.upper()
+        return f"{kind} `{data.get('source')}` ({data.get('answer_type', 'number')} answers)"
     return "GSM8K"

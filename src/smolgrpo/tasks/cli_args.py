@@ -22,6 +22,7 @@ DEFAULTS = {  # a recipe's DataConfig defaults (config.py), without importing co
     "question_field": "question",
     "answer_field": "answer",
     "solution_field": None,
+    "hub_config": None,
     "answer_type": "number",
     "gym_dataset": "countdown",
     "gym_size": 1000,
@@ -38,6 +39,7 @@ def add_task_arguments(group) -> None:
     group.add_argument(
         "--solution-field", default=None, help="jsonl/csv worked-steps column (few-shot examples)"
     )
+    group.add_argument("--hub-config", default=None, help="hub task: the dataset's configuration")
     group.add_argument(
         "--answer-type", default=None, help=f"jsonl/csv: {', '.join(ANSWER_TYPES)} (number)"
     )
@@ -77,6 +79,7 @@ def task_from_args(args) -> Task:
         "question_field": args.question_field,
         "answer_field": args.answer_field,
         "solution_field": getattr(args, "solution_field", None),
+        "hub_config": getattr(args, "hub_config", None),
         "answer_type": args.answer_type,
         "gym_dataset": args.gym_dataset,
         "gym_size": args.gym_size,

@@ -1,6 +1,9 @@
-"""The `jsonl` and `csv` tasks: questions and answers from any file, with a field mapping.
+"""The `jsonl`, `csv` and `hub` tasks: questions and answers from any file or hub dataset,
+with a field mapping.
 
-`data.source` is a file, or a folder holding `<split>.jsonl` (`<split>.csv`). Each row gives its
+`data.source` is a file, or a folder holding `<split>.jsonl` (`<split>.csv`); for `hub`, a
+dataset id on the Hugging Face hub (`data.hub_config` names its configuration, if it has
+several), loaded with `datasets` (a cached copy loads offline). Each row gives its
 question in `data.question_field` and its gold answer in `data.answer_field` (used as written,
 stripped; no `####` needed). `data.answer_type` picks the comparison with the model's
 `<answer>` text:
@@ -10,7 +13,8 @@ stripped; no `####` needed). `data.answer_type` picks the comparison with the mo
 * `math`: symbolic equivalence with `math-verify` (`pip install 'smolgrpo[math]'`), so
   `\\frac{1}{2}`, `1/2` and `0.5` all match. A bare answer is read as inline LaTeX (`$...$`).
 
-A column the mapping names but a row lacks is a one-line error naming file, line and column.
+A column the mapping names but a row lacks is a one-line error naming file, line and column
+(for a hub dataset: `id[split]:row`).
 """
 
 from __future__ import annotations
@@ -99,9 +103,17 @@ def read_rows(
     problem's solution is `<steps>\n#### <answer>`, GSM8K's shape, so a few-shot example shows
     the steps as its reasoning (prompts.format_reference_response)."""
     rows = _jsonl_rows(path) if kind == "jsonl" else _csv_rows(path)
+    numbered = ((f"{path}:{line_number}", row) for line_number, row in rows)
+    problems = map_rows(numbered, question_field, answer_field, solution_field)
+    if not problems:
+        raise SmolGRPOError(f"{path}: no problems found (empty file)")
+    return problems
+
+
+def map_rows(rows, question_field: str, answer_field: str, solution_field=None) -> list[Problem]:
+    """Problems of `(origin, row mapping)` pairs through the field mapping."""
     problems = []
-    for line_number, row in rows:
-        origin = f"{path}:{line_number}"
+    for origin, row in rows:
         fields = {}
         roles = [("question", question_field), ("answer", answer_field)]
         if solution_field:
@@ -122,8 +134,25 @@ def read_rows(
         if solution_field:
             solution = f"{fields['solution']}\n#### {fields['answer']}"
         problems.append(Problem(fields["question"], solution, fields["answer"], origin))
+    return problems
+
+
+def read_hub_rows(data, split: str) -> list[Problem]:
+    """Problems of one split of a hub dataset through the field mapping."""
+    from smolgrpo.data import load_hub_rows
+
+    if not data.source:
+        raise SmolGRPOError("data.task 'hub' needs data.source (a hub dataset id)")
+    rows = load_hub_rows(data.source, split, getattr(data, "hub_config", None))
+    numbered = ((f"{data.source}[{split}]:{index}", dict(row)) for index, row in enumerate(rows))
+    problems = map_rows(
+        numbered,
+        data.question_field,
+        data.answer_field,
+        getattr(data, "solution_field", None),
+    )
     if not problems:
-        raise SmolGRPOError(f"{path}: no problems found (empty file)")
+        raise SmolGRPOError(f"{data.source}[{split}]: no problems found (empty split)")
     return problems
 
 
@@ -145,14 +174,17 @@ def build_file_task(data):
     answer_check = answer_check_for(data.answer_type)
 
     def load(split, limit=None, seed=0, shuffle=False) -> list[Problem]:
-        path = resolve_file(data.source, split, data.task)
-        problems = read_rows(
-            path,
-            data.task,
-            data.question_field,
-            data.answer_field,
-            getattr(data, "solution_field", None),
-        )
+        if data.task == "hub":
+            problems = read_hub_rows(data, split)
+        else:
+            path = resolve_file(data.source, split, data.task)
+            problems = read_rows(
+                path,
+                data.task,
+                data.question_field,
+                data.answer_field,
+                getattr(data, "solution_field", None),
+            )
         if data.answer_type == "number":  # a gold that is no number could never be matched
             for problem in problems:
                 if parse_number(problem.gold) is None:
