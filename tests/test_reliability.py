@@ -264,3 +264,21 @@ def test_resume_without_a_checkpoint_drops_the_lost_steps_rows(tmp_path, capsys)
     trainer.train()
     rows = read_metrics(tmp_path / "run/metrics.jsonl")
     assert [row["step"] for row in rows] == [1, 2] and rows[0]["loss"] != 0.5
+
+
+def test_a_skipped_first_update_steps_the_schedule_without_a_warning():
+    import warnings
+
+    from smolgrpo.guards import step_schedule
+
+    def scheduler():
+        optimizer = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=1.0)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (step + 1))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scheduler().step()  # what PyTorch says without the helper
+        schedule = scheduler()
+        step_schedule(schedule)
+    assert [str(w.message)[:32] for w in caught] == ["Detected call of `lr_scheduler.s"]
+    assert schedule.get_last_lr() == [0.5]  # the schedule moved on all the same

@@ -20,6 +20,17 @@ import math
 from smolgrpo.errors import SmolGRPOError, is_disk_full
 
 
+def step_schedule(scheduler) -> None:
+    """`scheduler.step()`, also on a step whose update was skipped (so the schedule stays on
+    time), without PyTorch's warning that the scheduler stepped before the optimizer: on a
+    skipped step that is what is meant."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
+        scheduler.step()
+
+
 def is_finite_step(loss: float, grad_norm: float) -> bool:
     """False when the loss or the (total, pre-clipping) gradient norm is NaN or inf.
 

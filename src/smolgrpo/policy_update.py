@@ -93,7 +93,7 @@ def train_on_batch(trainer, batch: GroupBatch | None) -> dict:
             totals["bad_steps"] = totals.get("bad_steps", 0) + 1
         else:
             trainer.optimizer.step()
-        trainer.scheduler.step()
+        guards.step_schedule(trainer.scheduler)
         trainer.optimizer.zero_grad(set_to_none=True)
     totals["loss"] = dist_utils.all_sum(totals["loss"])
     totals["entropy"] = dist_utils.all_sum(entropy_sum) / global_tokens

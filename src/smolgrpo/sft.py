@@ -196,7 +196,7 @@ class SFTTrainer(Trainer):
         bad = dist_utils.any_true(not guards.is_finite_step(loss, grad_norm))
         if not bad:
             self.optimizer.step()
-        self.scheduler.step()
+        guards.step_schedule(self.scheduler)
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         elapsed = time.perf_counter() - started

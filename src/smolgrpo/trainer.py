@@ -230,7 +230,7 @@ class Trainer:
             if self.is_main:
                 warn(f"step {self.step + 1}: all groups had equal rewards; no update")
             for _ in range(self.config.grpo.num_iterations):  # keep the LR schedule on time
-                self.scheduler.step()
+                guards.step_schedule(self.scheduler)
         self.step += 1
         from smolgrpo.metrics import step_metrics
 
