@@ -118,6 +118,10 @@ def test_text_tasks_default_to_format_and_correctness_rewards():
     assert numeric == DEFAULT_REWARD_WEIGHTS
     chosen = load_config(None, ["data.task=jsonl", "rewards.weights={correctness: 1.0}"])
     assert chosen.rewards.weights == {"correctness": 1.0}
+    # Weights written out, even equal to GSM8K's defaults, are the user's choice: kept.
+    gsm8k_weights = "{" + ", ".join(f"{k}: {v}" for k, v in DEFAULT_REWARD_WEIGHTS.items()) + "}"
+    text = ["data.task=jsonl", "data.answer_type=exact", f"rewards.weights={gsm8k_weights}"]
+    assert load_config(None, text).rewards.weights == DEFAULT_REWARD_WEIGHTS
 
 
 # ----------------------------------------------------------------------------- answer checks

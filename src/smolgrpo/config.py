@@ -288,8 +288,10 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
 
-    def validate(self) -> Config:
-        if self.rewards.weights == DEFAULT_REWARD_WEIGHTS:  # not set: the task's own defaults
+    def validate(self, weights_given: bool = False) -> Config:
+        """`weights_given`: the recipe (or --set) wrote rewards.weights; otherwise the task's
+        own default weights replace GSM8K's."""
+        if not weights_given and self.rewards.weights == DEFAULT_REWARD_WEIGHTS:
             self.rewards.weights = default_reward_weights(self.data)
         for section in dataclasses.fields(self):
             validate = getattr(getattr(self, section.name), "validate", None)
@@ -375,7 +377,8 @@ def config_from_dict(raw: dict, origin: str = "config", overridden: tuple = ()) 
         built[name] = _build_section(
             sections[name].default_factory, values or {}, name, origin, overridden
         )
-    return Config(**built).validate()
+    weights_given = isinstance(raw.get("rewards"), dict) and "weights" in raw["rewards"]
+    return Config(**built).validate(weights_given)
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
