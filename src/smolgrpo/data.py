@@ -222,6 +222,13 @@ def load_problems(
         raise SmolGRPOError(f"{source}: no such file or folder")
     else:
         problems = _load_hub(source, split)
+    return shuffle_and_limit(problems, limit, seed, shuffle)
+
+
+def shuffle_and_limit(
+    problems: list[Problem], limit: int | None, seed: int, shuffle: bool
+) -> list[Problem]:
+    """The problems shuffled with `seed` when asked, then cut to the first `limit`."""
     if shuffle:
         problems = list(problems)
         random.Random(seed).shuffle(problems)

@@ -73,7 +73,7 @@ def check_task_config(data) -> None:
     if data.task == "reasoning_gym":
         from smolgrpo.tasks.gym import check_gym_config
 
-        check_gym_config(data.gym_dataset, data.gym_size, getattr(data, "gym_config", None))
+        check_gym_config(data.gym_dataset, data.gym_size, data.gym_config)
 
 
 def build_task(data) -> Task:
@@ -83,9 +83,7 @@ def build_task(data) -> Task:
         return Task(
             "gsm8k",
             "GSM8K",
-            lambda split, limit, seed, shuffle: load_problems(
-                data.source, split, limit, seed, shuffle
-            ),
+            lambda split: load_problems(data.source, split),
             None,
         )
     if data.task == "reasoning_gym":

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from smolgrpo.data import Problem
+from smolgrpo.data import Problem, shuffle_and_limit
 from smolgrpo.rewards import RewardResult, score_completions
 
 AnswerCheck = Callable[[str | None, str], float]
@@ -16,17 +16,18 @@ AnswerCheck = Callable[[str | None, str], float]
 
 @dataclass(frozen=True)
 class Task:
-    """A loaded task: `load(split, limit, seed, shuffle)` gives its problems."""
+    """A loaded task: `load(split, limit, seed, shuffle)` gives its problems; `loader(split)`
+    reads all of a split's problems, in order."""
 
     name: str  # a TASK_NAMES entry
     title: str  # for humans: "GSM8K", "countdown (reasoning-gym)", "JSONL `qa.jsonl`"
-    loader: Callable[..., list[Problem]]
+    loader: Callable[[str], list[Problem]]
     answer_check: AnswerCheck | None  # None: the GSM8K numeric check of rewards.py
 
     def load(
         self, split: str, limit: int | None = None, seed: int = 0, shuffle: bool = False
     ) -> list[Problem]:
-        return self.loader(split, limit, seed, shuffle)
+        return shuffle_and_limit(self.loader(split), limit, seed, shuffle)
 
     def score(self, completions, golds, weights, questions=None, step=None) -> RewardResult:
         """`rewards.score_completions` with this task's correctness check."""

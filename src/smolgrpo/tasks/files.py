@@ -20,7 +20,6 @@ A column the mapping names but a row lacks is a one-line error naming file, line
 from __future__ import annotations
 
 import csv
-import random
 from pathlib import Path
 
 from smolgrpo.data import Problem, jsonl_rows
@@ -143,13 +142,13 @@ def read_hub_rows(data, split: str) -> list[Problem]:
 
     if not data.source:
         raise SmolGRPOError("data.task 'hub' needs data.source (a hub dataset id)")
-    rows = load_hub_rows(data.source, split, getattr(data, "hub_config", None))
+    rows = load_hub_rows(data.source, split, data.hub_config)
     numbered = ((f"{data.source}[{split}]:{index}", dict(row)) for index, row in enumerate(rows))
     problems = map_rows(
         numbered,
         data.question_field,
         data.answer_field,
-        getattr(data, "solution_field", None),
+        data.solution_field,
     )
     if not problems:
         raise SmolGRPOError(f"{data.source}[{split}]: no problems found (empty split)")
@@ -173,7 +172,7 @@ def build_file_task(data):
 
     answer_check = answer_check_for(data.answer_type)
 
-    def load(split, limit=None, seed=0, shuffle=False) -> list[Problem]:
+    def load(split) -> list[Problem]:
         if data.task == "hub":
             problems = read_hub_rows(data, split)
         else:
@@ -183,7 +182,7 @@ def build_file_task(data):
                 data.task,
                 data.question_field,
                 data.answer_field,
-                getattr(data, "solution_field", None),
+                data.solution_field,
             )
         if data.answer_type == "number":  # a gold that is no number could never be matched
             for problem in problems:
@@ -192,12 +191,6 @@ def build_file_task(data):
                         f"{problem.origin}: answer {problem.gold[:40]!r} is not a number "
                         "(data.answer_type: number)"
                     )
-        if shuffle:
-            random.Random(seed).shuffle(problems)
-        if limit is not None:
-            if limit < 1:
-                raise SmolGRPOError(f"--limit must be at least 1, got {limit}")
-            problems = problems[:limit]
         return problems
 
     return Task(data.task, task_title(vars(data)), load, answer_check)

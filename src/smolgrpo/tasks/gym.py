@@ -17,7 +17,6 @@ without a single `<answer>` block scores 0, not the dataset's small format credi
 from __future__ import annotations
 
 import json
-import random
 import zlib
 
 from smolgrpo.data import Problem
@@ -117,21 +116,14 @@ def make_answer_check(name: str, options: dict | None = None):
 def build_gym_task(data):
 
     name, size = data.gym_dataset, data.gym_size
-    options = dict(getattr(data, "gym_config", None) or {})
+    options = dict(data.gym_config or {})
 
-    def load(split, limit=None, seed=0, shuffle=False) -> list[Problem]:
+    def load(split) -> list[Problem]:
         own_seed = split_seed(data.gym_seed, split, data.train_split)
         entries = _generate(name, size, own_seed, options)
         if own_seed != data.gym_seed:  # drop eval questions that the train split also holds
             train = {entry["question"] for entry in _generate(name, size, data.gym_seed, options)}
             entries = [entry for entry in entries if entry["question"] not in train]
-        problems = [_problem(entry, name, own_seed, i) for i, entry in enumerate(entries)]
-        if shuffle:
-            random.Random(seed).shuffle(problems)
-        if limit is not None:
-            if limit < 1:
-                raise SmolGRPOError(f"--limit must be at least 1, got {limit}")
-            problems = problems[:limit]
-        return problems
+        return [_problem(entry, name, own_seed, i) for i, entry in enumerate(entries)]
 
     return Task("reasoning_gym", task_title(vars(data)), load, make_answer_check(name, options))
