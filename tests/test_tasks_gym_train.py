@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 from conftest import build_char_tokenizer, build_tiny_model
+from test_trainer import make_config
 
 from smolgrpo import cli, rewards
 from smolgrpo.config import load_config
@@ -87,22 +88,8 @@ def test_unknown_gym_dataset_lists_some_valid_names():
 
 # ----------------------------------------------------------------------------- one train step
 def train_one_step(tmp_path, *overrides) -> tuple[Trainer, list[dict]]:
-    config = load_config(
-        None,
-        [
-            f"run.output_dir={tmp_path / 'run'}",
-            "sampling.num_generations=4",
-            "sampling.max_completion_length=6",
-            "optim.prompts_per_step=2",
-            "optim.micro_batch_size=8",
-            "optim.learning_rate=1e-2",
-            "optim.warmup_steps=0",
-            "optim.max_steps=1",
-            "prompt.system_prompt=S",
-            "rewards.weights={correctness: 1.0, varied: 1.0}",
-            *overrides,
-        ],
-    )
+    reward = "rewards.weights={correctness: 1.0, varied: 1.0}"
+    config = make_config(tmp_path, "optim.max_steps=1", reward, *overrides)
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(len(tokenizer))
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
@@ -122,12 +109,7 @@ def toy_reward(monkeypatch):
     monkeypatch.setitem(rewards.REWARD_FUNCTIONS, "varied", varied_reward)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def test_one_step_on_a_jsonl_task_with_exact_answers(tmp_path):
@@ -176,7 +158,8 @@ def test_eval_task_flags_start_from_the_saved_task(tmp_path):
              "gym_seed": 3, "gym_config": {"min_numbers": 3, "max_numbers": 3}}  # fmt: skip
     (tmp_path / "task.json").write_text(json.dumps(saved))
     flags = dict.fromkeys(("task", "data", "question_field", "answer_field", "answer_type",
-                           "gym_dataset", "gym_size", "gym_seed", "gym_config"))  # fmt: skip
+                           "solution_field", "hub_config", "gym_dataset", "gym_size",
+                           "gym_seed", "gym_config"))  # fmt: skip
 
     def task(**given):
         return task_from_args(SimpleNamespace(model=str(tmp_path), **{**flags, **given}))

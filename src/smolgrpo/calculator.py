@@ -14,8 +14,6 @@ writes after them are conditioned on them, as at test time.
 
 from __future__ import annotations
 
-import math
-
 from smolgrpo.arithmetic import value_before_trailing_equals
 
 TAIL_TOKENS = 24  # how far back the expression before "=" is looked for
@@ -45,7 +43,7 @@ class Calculator:
         """Token ids of " <result>" when the decoded tail ends in "expression =", else []."""
         text = self.tokenizer.decode(tail_ids, skip_special_tokens=True)
         value = value_before_trailing_equals(text)
-        if value is None or not math.isfinite(value) or abs(value) >= 1e15:
+        if value is None or abs(value) >= 1e15:  # None also for a non-finite value
             return []
         result = format_result(value)
         if not text.endswith((" ", "\t", "\n")):

@@ -120,6 +120,7 @@ def _prompt_template_for(args):
 def run_eval(args) -> int:
     from rich.console import Console
 
+    from smolgrpo.calculator import Calculator
     from smolgrpo.evaluate import describe_device, evaluate, write_eval_outputs
     from smolgrpo.modeling import load_model_and_tokenizer
     from smolgrpo.prompts import select_few_shot
@@ -161,7 +162,7 @@ def run_eval(args) -> int:
         top_p=args.top_p,
         answer_check=task.answer_check,
         show_progress=not args.no_progress,
-        calculator=args.calculator,
+        calculator=Calculator(tokenizer) if args.calculator else None,
     )
     metrics.update(model=args.model, split=args.split, device=describe_device(model))
     if task.name != "gsm8k":

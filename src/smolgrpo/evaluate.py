@@ -104,7 +104,7 @@ def evaluate(
     show_progress: bool = True,
     synced: bool = False,
     should_stop=None,
-    calculator: bool = False,
+    calculator=None,
 ) -> tuple[dict, list[dict]]:
     """(metrics, one sample record per completion) for `num_samples` completions per problem.
 
@@ -112,8 +112,8 @@ def evaluate(
     `synced`: generation in step with the other ranks (FSDP; see `rollout.generate`).
     `should_stop()`, checked before each decode step of every batch: True raises
     `interrupts.StopRequested` (the periodic eval of a stopping run is dropped).
-    `calculator`: write the result after each "expression =" (calculator.py); each record then
-    counts its `calculator_calls`."""
+    `calculator` (a calculator.Calculator, or None): write the result after each
+    "expression =" (calculator.py); each record then counts its `calculator_calls`."""
     template = template or PromptTemplate()
     reward_weights = reward_weights or DEFAULT_REWARD_WEIGHTS
     # SmolGRPOError, not ValueError: these come straight from CLI flags and must print one
@@ -132,11 +132,6 @@ def evaluate(
     if not 0 < top_p <= 1:
         raise SmolGRPOError(f"--top-p must be in (0, 1], got {top_p}")
     records: list[dict] = []
-    tool = None
-    if calculator:
-        from smolgrpo.calculator import Calculator
-
-        tool = Calculator(tokenizer)
     start = time.perf_counter()
     progress = _make_progress(show_progress)
     with progress:
@@ -155,7 +150,7 @@ def evaluate(
                 prefill=template.prefill,
                 synced=synced,
                 should_stop=should_stop,
-                calculator=tool,
+                calculator=calculator,
             )
             golds = [p.gold for p in batch for _ in range(num_samples)]
             questions = [p.question for p in batch for _ in range(num_samples)]
@@ -191,7 +186,7 @@ def evaluate(
     metrics = summarize(records, num_samples)
     metrics["time_s"] = round(time.perf_counter() - start, 2)
     metrics.update(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
-    if calculator:
+    if calculator is not None:
         calls = sum(r["calculator_calls"] for r in records)
         metrics.update(calculator=True, mean_calculator_calls=calls / max(len(records), 1))
     return metrics, records

@@ -342,7 +342,7 @@ class Trainer:
                         max_new_tokens=self.config.sampling.max_completion_length,
                         reward_weights=self.config.rewards.weights,
                         answer_check=self.task.answer_check,
-                        calculator=self.config.sampling.calculator,
+                        calculator=self.calculator,
                         show_progress=False,
                         synced=self.sharded,
                         should_stop=self.stop_pending,

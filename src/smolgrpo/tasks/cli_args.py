@@ -8,27 +8,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import yaml
 
+from smolgrpo.config import DataConfig
 from smolgrpo.errors import SmolGRPOError
-from smolgrpo.tasks import ANSWER_TYPES, TASK_FILE, TASK_NAMES, Task, build_task
+from smolgrpo.tasks import ANSWER_TYPES, TASK_FIELDS, TASK_FILE, TASK_NAMES, Task, build_task
 
-DEFAULTS = {  # a recipe's DataConfig defaults (config.py), without importing config (a cycle)
-    "task": "gsm8k",
-    "source": None,
-    "train_split": "train",
-    "question_field": "question",
-    "answer_field": "answer",
-    "solution_field": None,
-    "hub_config": None,
-    "answer_type": "number",
-    "gym_dataset": "countdown",
-    "gym_size": 1000,
-    "gym_seed": 0,
-    "gym_config": {},
-}
+
+def task_defaults() -> dict:
+    """The task fields of a recipe's `data:` section at their defaults (config.DataConfig)."""
+    data = DataConfig()
+    return {name: getattr(data, name) for name in TASK_FIELDS}
 
 
 def add_task_arguments(group) -> None:
@@ -66,20 +57,20 @@ def saved_task_fields(model: str | None) -> dict:
         raise SmolGRPOError(f"{path}: unreadable task file ({error})") from None
     if not isinstance(fields, dict):
         raise SmolGRPOError(f"{path}: unreadable task file (not a JSON object)")
-    return {key: value for key, value in fields.items() if key in DEFAULTS}
+    return {key: value for key, value in fields.items() if key in TASK_FIELDS}
 
 
 def task_from_args(args) -> Task:
-    fields = {**DEFAULTS, **saved_task_fields(getattr(args, "model", None))}
+    fields = {**task_defaults(), **saved_task_fields(args.model)}
     if args.task is not None and args.task != fields["task"]:
-        fields = {**DEFAULTS}  # another task than the saved one: none of its settings apply
+        fields = task_defaults()  # another task than the saved one: none of its settings apply
     explicit = {
         "task": args.task,
         "source": args.data,
         "question_field": args.question_field,
         "answer_field": args.answer_field,
-        "solution_field": getattr(args, "solution_field", None),
-        "hub_config": getattr(args, "hub_config", None),
+        "solution_field": args.solution_field,
+        "hub_config": args.hub_config,
         "answer_type": args.answer_type,
         "gym_dataset": args.gym_dataset,
         "gym_size": args.gym_size,
@@ -87,7 +78,7 @@ def task_from_args(args) -> Task:
         "gym_config": _gym_config(args.gym_config),
     }
     fields.update({key: value for key, value in explicit.items() if value is not None})
-    return build_task(SimpleNamespace(**fields))
+    return build_task(DataConfig(**fields))
 
 
 def _gym_config(text: str | None) -> dict | None:
