@@ -120,6 +120,16 @@ def install_fake_gguf(monkeypatch, folder: Path) -> Path:
 
 
 @pytest.fixture
+def one_thread():
+    """The models in tests are tiny: one thread is faster, and far faster on a busy 2-core
+    machine. Used by a module with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def char_tokenizer():
     return build_char_tokenizer()
 

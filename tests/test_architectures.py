@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import TINY_ARCHITECTURES, build_char_tokenizer, build_tiny_architecture
+from test_trainer import make_config, problems
 
 from smolgrpo import logprobs
 from smolgrpo.architectures import linear_layer_names, lora_target_modules
 from smolgrpo.config import load_config
-from smolgrpo.data import Problem
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.logprobs import completion_log_probs
 from smolgrpo.metrics import read_metrics
@@ -23,12 +23,7 @@ PROMPTS = ["What is 2 + 3?", "Tom has 12 apples and eats 5. How many are left?",
 ARCHITECTURES = list(TINY_ARCHITECTURES)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture
@@ -118,21 +113,12 @@ def test_two_steps_with_auto_lora(architecture, tokenizer, tmp_path):
         "def odd_characters(completions, answers, **fields):\n"
         "    return [sum(ord(c) % 2 for c in t) / max(len(t), 1) for t in completions]\n"
     )
-    config = load_config(
-        None,
-        [
-            f"run.output_dir={tmp_path / 'run'}",
-            "sampling.num_generations=4",
-            "sampling.max_completion_length=6",
-            "optim.prompts_per_step=2",
-            "optim.max_steps=2",
-            "optim.warmup_steps=0",
-            "optim.learning_rate=1e-2",
-            "prompt.prefill=''",
-            "model.lora=true",
-            "model.lora_target_modules=auto",
-            f"rewards.weights={{'{reward_file}:odd_characters': 1.0}}",
-        ],
+    config = make_config(
+        tmp_path,
+        "optim.max_steps=2",
+        "model.lora=true",
+        "model.lora_target_modules=auto",
+        f"rewards.weights={{'{reward_file}:odd_characters': 1.0}}",
     )
     trainer = Trainer(
         config,
@@ -140,7 +126,7 @@ def test_two_steps_with_auto_lora(architecture, tokenizer, tmp_path):
         show_progress=False,
         model=build_tiny_architecture(architecture, len(tokenizer)),
         tokenizer=tokenizer,
-        train_problems=[Problem(f"Q{i}", f"#### {i}", str(i), f"toy:{i}") for i in range(4)],
+        train_problems=problems(4),
     )
     # ...q_proj.lora_A.default.weight: every linear layer but the head has an adapter
     parameters = trainer.model.named_parameters()

@@ -28,13 +28,12 @@ from smolgrpo.metrics import read_metrics
 TIMING_KEYS = {"tokens_per_s", "step_time_s", "generation_s", "reward_s", "train_s"}
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
+
+
 @pytest.fixture(autouse=True)
-def one_thread_and_toy_reward(monkeypatch):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def toy_reward(monkeypatch):
     monkeypatch.setitem(rewards.REWARD_FUNCTIONS, "digits", digits_reward)
-    yield
-    torch.set_num_threads(threads)
 
 
 def inject(monkeypatch, trainer, kind: str, bad_steps: set[int]) -> None:

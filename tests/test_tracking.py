@@ -7,7 +7,6 @@ import importlib.util
 import json
 
 import pytest
-import torch
 from conftest import build_char_tokenizer, build_tiny_model
 
 from smolgrpo import cli, tracking
@@ -16,13 +15,7 @@ from smolgrpo.data import Problem
 from smolgrpo.metrics import read_metrics
 from smolgrpo.trainer import Trainer
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def train(tmp_path, report_to: str, steps: int = 2):

@@ -65,13 +65,7 @@ def constant_reward(completions, golds):
     return [1.0] * len(completions)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The model is tiny: one thread is faster, and far faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(autouse=True)
