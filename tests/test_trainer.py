@@ -311,6 +311,52 @@ def test_resume_is_bit_identical(tmp_path, capsys):
             assert row_a[key] == row_b[key], (row_a["step"], key)
 
 
+class _FakeClock:
+    """time.monotonic for the trainer: advanced by hand, one step = `step_s` seconds."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self.perf_counter = __import__("time").perf_counter
+
+    def monotonic(self):
+        return self.now
+
+
+def test_time_limit_ends_the_run_like_max_steps(tmp_path, monkeypatch, capsys):
+    clock = _FakeClock()
+    monkeypatch.setattr("smolgrpo.trainer.time", clock)
+    config = make_config(tmp_path, "optim.max_steps=5", "run.save_every=10", "run.time_limit_s=25")
+    trainer = make_trainer(config)
+    original = trainer.train_step
+
+    def ten_second_step():
+        clock.now += 10.0
+        return original()
+
+    trainer.train_step = ten_second_step
+    final = trainer.train()
+    # After step 1 (10 s used) another 10 s step fits in 25 s; after step 2 (20 s) it does not.
+    assert trainer.step == 2 and trainer.stopped_by_time_limit
+    assert final == tmp_path / "run/final" and (final / "model.safetensors").is_file()
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step_2"]
+    assert [row["step"] for row in read_metrics(tmp_path / "run/metrics.jsonl")] == [1, 2]
+    assert "stopping after step 2 of 5" in capsys.readouterr().out
+    assert "- Steps: 2 (of 5 planned; run.time_limit_s or a stop ended the run) × 2" in (
+        final / "README.md"
+    ).read_text()
+
+
+def test_time_limit_zero_or_ample_changes_nothing(tmp_path, monkeypatch):
+    clock = _FakeClock()
+    monkeypatch.setattr("smolgrpo.trainer.time", clock)
+    trainer = make_trainer(make_config(tmp_path, "run.time_limit_s=1000"))
+    trainer.train()
+    assert trainer.step == 3 and not trainer.stopped_by_time_limit
+    assert "- Steps: 3 × 2 prompts" in (tmp_path / "run/final/README.md").read_text()
+    with pytest.raises(SmolGRPOError, match="run.time_limit_s.*-1"):
+        make_config(tmp_path, "run.time_limit_s=-1")
+
+
 def test_resume_without_checkpoint_starts_at_zero(tmp_path, capsys):
     config = make_config(tmp_path, "optim.max_steps=1")
     prepare_run_dir(tmp_path / "run", config, resume=False, overwrite=False)

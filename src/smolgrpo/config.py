@@ -247,6 +247,11 @@ class RunConfig:
     # Seconds from SIGTERM/SIGINT/SIGUSR1 to exit (checkpoint included); past it the run exits
     # without a new checkpoint. Below a scheduler's kill delay (SLURM's KillWait is 30 s).
     stop_grace_s: float = 20.0
+    # Wall-clock budget of one `train`/`sft` invocation in seconds (0: none). The run stops
+    # after the step that would leave too little time for another one (the last step's time
+    # is the estimate) and saves final/ as at max_steps. It cuts a decaying lr schedule short,
+    # so pair it with lr_schedule: constant where the cut matters.
+    time_limit_s: float = 0.0
     # Experiment trackers that mirror metrics.jsonl: tensorboard, trackio, wandb (tracking.py).
     report_to: list = field(default_factory=list)
 
@@ -260,6 +265,11 @@ class RunConfig:
         _check(self.log_samples_every >= 1, "run.log_samples_every", self.log_samples_every, ">= 1")
         _check(self.log_num_prompts >= 0, "run.log_num_prompts", self.log_num_prompts, ">= 0")
         _check(self.eval_batch_size >= 1, "run.eval_batch_size", self.eval_batch_size, ">= 1")
+        if not self.time_limit_s >= 0:  # NaN too
+            raise SmolGRPOError(
+                f"config: invalid value for 'run.time_limit_s': {self.time_limit_s!r} "
+                "(must be >= 0; 0: no limit)"
+            )
         if not self.stop_grace_s > 0:  # NaN too
             raise SmolGRPOError(
                 f"config: invalid value for 'run.stop_grace_s': {self.stop_grace_s!r} (must be > 0)"

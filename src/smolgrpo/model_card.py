@@ -67,7 +67,11 @@ def build_model_card(
         yaml.safe_dump(metadata, sort_keys=False).strip(),
         "---",
         "",
-        *(_sft_lines(config, base_text) if is_sft_run(rows) else _grpo_lines(config, base_text)),
+        *(
+            _sft_lines(config, base_text, rows)
+            if method == "sft"
+            else _grpo_lines(config, base_text, rows)
+        ),
         "## Results",
         "",
         *_results(rows, eval_metrics, window),
@@ -156,7 +160,17 @@ def _optimizer_line(config: dict) -> str:
     )
 
 
-def _sft_lines(config: dict, base_text: str) -> list[str]:
+def _steps_text(optim: dict, rows: list[dict]) -> str:
+    """The planned step count, or the steps run where run.time_limit_s (or a stop) ended the
+    run before max_steps."""
+    planned = optim.get("max_steps", "?")
+    done = int(rows[-1].get("step", 0)) if rows else None
+    if done is None or not isinstance(planned, int) or done >= planned:
+        return str(planned)
+    return f"{done} (of {planned} planned; run.time_limit_s or a stop ended the run)"
+
+
+def _sft_lines(config: dict, base_text: str, rows: list[dict]) -> list[str]:
     optim, sft = config.get("optim", {}), config.get("sft", {})
     return [
         "# Supervised warm start for grade-school math (GSM8K)",
@@ -171,14 +185,14 @@ def _sft_lines(config: dict, base_text: str) -> list[str]:
         "- Targets: each problem's reference solution rewritten as `<reasoning>` steps "
         "`</reasoning><answer>` gold `</answer>`; the loss covers the assistant tokens only "
         "(the prefill is not given during SFT: the model learns to open the tag itself)",
-        f"- Steps: {optim.get('max_steps', '?')} × {optim.get('prompts_per_step', '?')} examples "
+        f"- Steps: {_steps_text(optim, rows)} × {optim.get('prompts_per_step', '?')} examples "
         f"(≤ {sft.get('max_length', '?')} tokens each)",
         _optimizer_line(config),
         "",
     ]
 
 
-def _grpo_lines(config: dict, base_text: str) -> list[str]:
+def _grpo_lines(config: dict, base_text: str, rows: list[dict]) -> list[str]:
     sampling, grpo, optim = (
         config.get("sampling", {}),
         config.get("grpo", {}),
@@ -196,7 +210,7 @@ def _grpo_lines(config: dict, base_text: str) -> list[str]:
         "## Training",
         "",
         *_common_lines(config),
-        f"- Steps: {optim.get('max_steps', '?')} × {optim.get('prompts_per_step', '?')} prompts × "
+        f"- Steps: {_steps_text(optim, rows)} × {optim.get('prompts_per_step', '?')} prompts × "
         f"{sampling.get('num_generations', '?')} completions (≤ "
         f"{sampling.get('max_completion_length', '?')} tokens, temperature "
         f"{sampling.get('temperature', '?')})",

@@ -108,6 +108,7 @@ class Trainer:
             config.run.stop_grace_s, describe=self._newest_checkpoint, announce=self.is_main
         )
         self.eval_cut_short = False
+        self.stopped_by_time_limit = False  # run.time_limit_s ended the run before max_steps
         self.progress = None  # the running loop's TrainProgress, told each step's phase
         self.bad_steps_in_a_row = 0  # NaN/inf steps skipped in a row (guards.py)
         if resume:
@@ -258,8 +259,10 @@ class Trainer:
             enabled=self.is_main and self.show_progress,
             label=getattr(self, "stage", "train"),
         )
+        deadline = time.monotonic() + config.run.time_limit_s if config.run.time_limit_s else None
         with self.stop_signal, progress, logger:  # signal handlers while training; trackers
             while self.step < config.optim.max_steps:
+                iteration_started = time.monotonic()
                 step_start = self._step_start_state()
                 try:
                     metrics, samples = self.train_step()
@@ -280,10 +283,28 @@ class Trainer:
                     self.bad_steps_in_a_row, metrics, config.optim.max_bad_steps, self.run_dir
                 )
                 stop = dist_utils.any_true(self.stop_signal.requested)  # all ranks stop together
-                if self.step % config.run.save_every == 0 or self.step == config.optim.max_steps:
+                # Another step would run past the time limit (the last one's time as its
+                # estimate): end here as at max_steps. All ranks decide together.
+                out_of_time = deadline is not None and dist_utils.any_true(
+                    2 * time.monotonic() - iteration_started > deadline
+                )
+                if (
+                    self.step % config.run.save_every == 0
+                    or self.step == config.optim.max_steps
+                    or (out_of_time and not stop)
+                ):
                     self.save_checkpoint()
                 if stop:
                     return self._stop(cut_short=False)
+                if out_of_time and self.step < config.optim.max_steps:
+                    self.stopped_by_time_limit = True
+                    if self.is_main:
+                        print(
+                            f"run.time_limit_s ({config.run.time_limit_s:g} s) reached: "
+                            f"stopping after step {self.step} of {config.optim.max_steps}",
+                            flush=True,
+                        )
+                    break
         final = None
         full_state = fsdp.full_state_dict(self.model) if self.sharded else None  # collective
         if self.is_main:
