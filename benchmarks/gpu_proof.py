@@ -65,6 +65,17 @@ TINY_TRAIN = [
 ]
 TINY_SFT = ["model.device=cpu", "optim.prompts_per_step=2", "optim.micro_batch_size=2"]
 TINY_SFT += ["optim.max_steps=2", "optim.warmup_steps=0", "sft.max_length=2048"]
+STARTUP_S = 20  # a stage's process start, model load and final save
+
+
+def tiny_train(args) -> list[str]:
+    """--tiny's GRPO sizes, on --device (cpu unless asked: `--tiny --device cuda` is a quick
+    check of the CUDA paths before a real run)."""
+    return [o.replace("=cpu", f"={args.device}") for o in TINY_TRAIN] if args.tiny else []
+
+
+def tiny_sft(args) -> list[str]:
+    return [o.replace("=cpu", f"={args.device}") for o in TINY_SFT] if args.tiny else []
 
 
 # ----------------------------------------------------------------------------- bookkeeping
@@ -143,7 +154,7 @@ class Proof:
 # ----------------------------------------------------------------------------- the parts
 def benchmark(proof: Proof, model_dir: Path) -> None:
     settings = dict(grpo_vs_trl.PRESETS["cpu" if proof.args.tiny else "gpu"])
-    settings |= TINY_BENCH if proof.args.tiny else {}
+    settings |= TINY_BENCH | {"device": proof.args.device} if proof.args.tiny else {}
     part = proof.part("benchmark")
     part.update(workload={**settings, **grpo_vs_trl.COMMON}, forced_length=True)
     part["trl_vllm"] = (
@@ -179,7 +190,7 @@ def memory(proof: Proof, model_dir: Path) -> None:
     run_dir = proof.work_dir / "memory-run"
     command = proof.cli("train", "--config", str(RECIPE), "--overwrite", "--no-progress")
     overrides = [f"model.name={model_dir}", f"optim.max_steps={steps}", "run.eval_every=0"]
-    overrides += TINY_TRAIN if proof.args.tiny else []
+    overrides += tiny_train(proof.args)
     command += ["--output-dir", str(run_dir)] + [a for o in overrides for a in ("--set", o)]
     record = proof.run("memory", command, budget_s=proof.left() * 0.3)
     rows = read_rows(run_dir / "metrics.jsonl")
@@ -230,7 +241,9 @@ def recipe(proof: Proof, model_dir: Path) -> None:
     part["status"] = "running"
     start_model = recipe_sft(proof, model_dir)
     grpo_model = recipe_grpo(proof, start_model, model_dir)
-    recipe_eval(proof, grpo_model)
+    # No GRPO model (no step finished in time): the SFT model still gets its figure.
+    fallback = start_model if start_model != model_dir else None
+    recipe_eval(proof, grpo_model or fallback, "grpo" if grpo_model else "sft")
     stages = ("sft", "grpo", "eval")
     unfinished = [k for k in stages if part[k]["status"] not in ("done", "skipped")]
     part["status"] = "partial" if unfinished else "done"
@@ -252,12 +265,14 @@ def recipe_sft(proof: Proof, model_dir: Path) -> Path:
     run_dir = proof.work_dir / "sft-run"
     command = proof.cli("sft", "--config", str(sft_recipe), "--overwrite", "--no-progress")
     overrides = [f"model.name={model_dir}", "model.device=auto", "run.eval_every=0"]
-    overrides += TINY_SFT if proof.args.tiny else []
+    overrides += tiny_sft(proof.args)
     command += ["--output-dir", str(run_dir)] + [a for o in overrides for a in ("--set", o)]
-    record = proof.run("recipe: sft", command, budget_s=proof.left() * 0.3)
+    budget = proof.left() * 0.3
+    command += ["--set", f"run.time_limit_s={max(budget - STARTUP_S, 1):.0f}"]
+    record = proof.run("recipe: sft", command, budget_s=budget + STOP_MARGIN_S)
     rows = read_rows(run_dir / "metrics.jsonl")
-    record.update(recipe=sft_recipe.name, steps_done=len(rows))
-    record["recipe_steps"] = recipe_steps(sft_recipe, TINY_SFT if proof.args.tiny else [])
+    record.update(recipe=sft_recipe.name, steps_done=len(rows), **run_figures(rows))
+    record["recipe_steps"] = recipe_steps(sft_recipe, tiny_sft(proof.args))
     trained = trained_model(run_dir, model_dir)
     record["model"] = str(trained) if trained else "none: GRPO starts from the base model"
     part["sft"] = record
@@ -266,31 +281,26 @@ def recipe_sft(proof: Proof, model_dir: Path) -> Path:
 
 
 def recipe_grpo(proof: Proof, start_model: Path, base_dir: Path) -> Path | None:
-    """GRPO for all the recipe's steps if they fit, else as many as fit (timed by part 2)."""
+    """GRPO for the recipe's steps, or as many as fit before the eval's reserve
+    (run.time_limit_s: the run ends after the step that leaves too little time for another)."""
     tiny = proof.args.tiny
-    step_times = proof.part("memory").get("step_time_s") or []
-    step_s = sum(step_times[1:]) / len(step_times[1:]) if len(step_times) > 1 else None
-    planned = total = recipe_steps(RECIPE, TINY_TRAIN if tiny else [])
-    if tiny:
-        planned = min(total, 3)
-    elif step_s:  # 40 s: start-up of the run, then of the eval
-        batch_s = eval_batch_s(proof)  # without it, keep 35% of the time for the eval
-        eval_s = math.ceil(TEST_PROBLEMS / 128) * batch_s if batch_s else proof.left() * 0.35
-        fit = (proof.left() - STOP_MARGIN_S - eval_s - 40) / step_s
-        planned = max(1, min(total, int(fit)))
-    else:
-        planned = min(total, 10)  # no step time measured: a few steps, and their time
+    total = recipe_steps(RECIPE, tiny_train(proof.args))
+    planned = min(total, 3) if tiny else total
+    budget = proof.left() - proof.args.eval_reserve_s - STOP_MARGIN_S
+    time_limit = max(budget - STARTUP_S, 1)
     run_dir = proof.work_dir / "grpo-run"
     command = proof.cli("train", "--config", str(RECIPE), "--overwrite", "--no-progress")
     overrides = [f"model.name={start_model}", f"optim.max_steps={planned}", "run.eval_every=0"]
-    overrides += TINY_TRAIN if tiny else []
+    overrides += tiny_train(proof.args) + [f"run.time_limit_s={time_limit:.0f}"]
     command += ["--output-dir", str(run_dir)] + [a for o in overrides for a in ("--set", o)]
-    record = proof.run("recipe: grpo", command)
+    record = proof.run("recipe: grpo", command, budget_s=budget + STOP_MARGIN_S)
     rows = read_rows(run_dir / "metrics.jsonl")
     record.update(steps_planned=planned, recipe_steps=total, steps_done=len(rows))
+    record["time_limit_s"] = round(time_limit)
     record["note"] = "periodic eval off (run.eval_every=0): the test-set eval replaces it"
+    record |= run_figures(rows)
     if rows:
-        record["time_per_step_s"] = round(sum(r["step_time_s"] for r in rows) / len(rows), 2)
+        record["time_per_step_s"] = record["mean_step_s"]
         for key in ("reward_mean", "accuracy", "strict_format_rate", "completion_length_mean"):
             record[f"last_{key}"] = rows[-1].get(key)
     trained = trained_model(run_dir, base_dir)
@@ -300,24 +310,39 @@ def recipe_grpo(proof: Proof, start_model: Path, base_dir: Path) -> Path | None:
     return trained
 
 
-def recipe_eval(proof: Proof, model: Path | None) -> None:
-    """Greedy eval of the GRPO model on all 1,319 test problems, or as many as fit."""
+def run_figures(rows: list[dict]) -> dict:
+    """Mean step time and, on a GPU, the peak memory allocated, from a run's metrics rows."""
+    if not rows:
+        return {}
+    figures = {"mean_step_s": round(sum(r["step_time_s"] for r in rows) / len(rows), 2)}
+    peaks = [row["peak_memory_mb"] for row in rows if "peak_memory_mb" in row]
+    if peaks:
+        figures |= {"peak_memory_mb": round(max(peaks)), "fits_promise": max(peaks) < PROMISE_MB}
+    return figures
+
+
+def recipe_eval(proof: Proof, model: Path | None, stage: str = "grpo") -> None:
+    """Greedy eval of the GRPO model (`stage`: else the SFT one) on all 1,319 test problems,
+    or as many as fit."""
     part = proof.part("recipe")
     if model is None:
-        part["eval"] = {"status": "skipped", "reason": "GRPO left no model (no step finished)"}
+        part["eval"] = {"status": "skipped", "reason": "no trained model (no step finished)"}
         return proof.write()
     limit = 4 if proof.args.tiny else TEST_PROBLEMS
-    batch_s = eval_batch_s(proof)
+    batch_size = 4 if proof.args.tiny else proof.args.eval_batch_size
+    batch_s = eval_batch_s(proof, batch_size)
     if batch_s and not proof.args.tiny:
-        batches = int((proof.left() - STOP_MARGIN_S - 40) / batch_s)
-        limit = max(1, min(limit, batches * 128))
+        batches = int((proof.left() - STOP_MARGIN_S - STARTUP_S) / batch_s)
+        limit = max(1, min(limit, batches * batch_size))
     eval_dir = proof.work_dir / "eval"
     command = proof.cli("eval", "--model", str(model), "--split", "test", "--no-progress")
     command += ["--limit", str(limit), "--output-dir", str(eval_dir)]
-    tiny_sizes = ["--batch-size", "4", "--max-new-tokens", "16"]
-    command += tiny_sizes if proof.args.tiny else ["--batch-size", "128"]
+    command += ["--batch-size", str(batch_size)]
+    command += ["--max-new-tokens", "16"] if proof.args.tiny else []
+    if proof.args.device != "cpu" or not proof.args.tiny:
+        command += ["--device", proof.args.device]
     record = proof.run("recipe: eval", command)
-    record["problems_planned"] = limit
+    record.update(problems_planned=limit, model_stage=stage)
     if (eval_dir / "metrics.json").is_file():
         metrics = json.loads((eval_dir / "metrics.json").read_text())
         keys = ("num_problems", "accuracy", "accuracy_last_number", "strict_format_rate")
@@ -361,9 +386,10 @@ def trained_model(run_dir: Path, base_dir: Path) -> Path | None:
     return target
 
 
-def eval_batch_s(proof: Proof) -> float | None:
-    """Seconds for one greedy eval batch (128 problems, up to 256 tokens), from part 3's decode
-    speed (one decode step serves the whole batch); None without it."""
+def eval_batch_s(proof: Proof, batch_size: int = 128) -> float | None:
+    """Seconds for one greedy eval batch (`batch_size` problems, up to 256 tokens), from part
+    3's decode speed (one decode step serves the whole batch, so the batch size barely
+    matters while decoding is launch-bound); None without it."""
     decode_part = proof.part("decode")
     rate = decode_part.get("decode_tokens_per_s")
     if not rate:
@@ -429,7 +455,19 @@ def main() -> int:
     parser.add_argument("--output-dir", required=False, help="gpu_proof.json/.md/.log go here")
     parser.add_argument("--work-dir", default=None, help="models and runs (default: a temp dir)")
     parser.add_argument("--time-limit-s", type=float, default=540.0, help="(default: 540)")
-    parser.add_argument("--tiny", action="store_true", help="tiny random model on CPU")
+    parser.add_argument("--tiny", action="store_true", help="tiny random model (on --device)")
+    parser.add_argument(
+        "--device", default=None, help="auto, cpu, cuda (default: cpu with --tiny, else auto)"
+    )
+    parser.add_argument(
+        "--eval-batch-size", type=int, default=256, help="test problems per eval batch (256)"
+    )
+    parser.add_argument(
+        "--eval-reserve-s",
+        type=float,
+        default=120.0,
+        help="seconds GRPO leaves for the test-set eval (default: 120)",
+    )
     parser.add_argument(
         "--model", default="embedded", help="embedded, a .gguf file or a model folder"
     )
@@ -444,6 +482,7 @@ def main() -> int:
         return 0
     if not args.output_dir:
         parser.error("--output-dir is required")
+    args.device = args.device or ("cpu" if args.tiny else "auto")
     args.work_dir = args.work_dir or tempfile.mkdtemp(prefix="gpu-proof-")
     if args.tiny:
         args.data = str(write_toy_data(Path(args.work_dir) / "toy-data"))

@@ -143,10 +143,12 @@ def summary(name: str, part: dict) -> str:
         text += f", {sft['steps_done']} of {sft['recipe_steps']} steps in {sft['seconds']} s"
     else:
         text += f" ({sft.get('reason')})"
-    text += f"; GRPO: {grpo.get('steps_done', 0)} steps ({grpo.get('steps_planned')} planned, "
-    text += f"the recipe has {grpo.get('recipe_steps')})"
+    text += peak_text(sft)
+    text += f"; GRPO: {grpo.get('steps_done', 0)} of {grpo.get('steps_planned')} steps "
+    text += f"(the recipe has {grpo.get('recipe_steps')}; time limit {grpo.get('time_limit_s')} s)"
     if grpo.get("time_per_step_s"):
         text += f", {grpo['time_per_step_s']} s/step"
+    text += peak_text(grpo)
     if evaluation.get("accuracy") is not None:
         text += (
             f"; eval on {evaluation['num_problems']} test problems: accuracy "
@@ -155,3 +157,10 @@ def summary(name: str, part: dict) -> str:
     elif evaluation:
         text += f"; eval {evaluation.get('status')}: {evaluation.get('reason')}"
     return text
+
+
+def peak_text(record: dict) -> str:
+    if "peak_memory_mb" not in record:
+        return ""
+    fits = "within" if record["fits_promise"] else "OVER"
+    return f", peak {record['peak_memory_mb']:,} MiB ({fits} {PROMISE_MB:,})"

@@ -341,9 +341,10 @@ def test_time_limit_ends_the_run_like_max_steps(tmp_path, monkeypatch, capsys):
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step_2"]
     assert [row["step"] for row in read_metrics(tmp_path / "run/metrics.jsonl")] == [1, 2]
     assert "stopping after step 2 of 5" in capsys.readouterr().out
-    assert "- Steps: 2 (of 5 planned; run.time_limit_s or a stop ended the run) × 2" in (
-        final / "README.md"
-    ).read_text()
+    assert (
+        "- Steps: 2 (of 5 planned; run.time_limit_s or a stop ended the run) × 2"
+        in (final / "README.md").read_text()
+    )
 
 
 def test_time_limit_zero_or_ample_changes_nothing(tmp_path, monkeypatch):
