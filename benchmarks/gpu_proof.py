@@ -34,6 +34,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -240,11 +241,26 @@ def recipe(proof: Proof, model_dir: Path) -> None:
     part = proof.part("recipe")
     part["status"] = "running"
     start_model = recipe_sft(proof, model_dir)
+    sft_eval = None
+    if proof.args.eval_sft and start_model != model_dir:
+        # The SFT model's eval runs beside GRPO (decoding is launch-bound: the GPU has room);
+        # it slows GRPO, whose time limit then fits fewer steps, but gives GRPO's baseline.
+        budget = proof.left() - proof.args.eval_reserve_s  # not the last eval's reserve
+        results: list[dict] = []
+        sft_eval = threading.Thread(
+            target=lambda: results.append(eval_stage(proof, start_model, "sft-eval", budget))
+        )
+        sft_eval.start()
     grpo_model = recipe_grpo(proof, start_model, model_dir)
+    if sft_eval is not None:
+        sft_eval.join()
+        part["sft_eval"] = results[0] if results else {"status": "failed", "reason": "crashed"}
+        part["sft_eval"]["model_stage"] = "sft"
     # No GRPO model (no step finished in time): the SFT model still gets its figure.
-    fallback = start_model if start_model != model_dir else None
-    recipe_eval(proof, grpo_model or fallback, "grpo" if grpo_model else "sft")
-    stages = ("sft", "grpo", "eval")
+    if grpo_model is not None or sft_eval is None:
+        fallback = start_model if start_model != model_dir else None
+        recipe_eval(proof, grpo_model or fallback, "grpo" if grpo_model else "sft")
+    stages = [k for k in ("sft", "grpo", "sft_eval", "eval") if k in part]
     unfinished = [k for k in stages if part[k]["status"] not in ("done", "skipped")]
     part["status"] = "partial" if unfinished else "done"
     if unfinished:
@@ -322,33 +338,40 @@ def run_figures(rows: list[dict]) -> dict:
 
 
 def recipe_eval(proof: Proof, model: Path | None, stage: str = "grpo") -> None:
-    """Greedy eval of the GRPO model (`stage`: else the SFT one) on all 1,319 test problems,
+    """Greedy eval of the GRPO model (`stage` "sft": the SFT one) on all 1,319 test problems,
     or as many as fit."""
     part = proof.part("recipe")
     if model is None:
         part["eval"] = {"status": "skipped", "reason": "no trained model (no step finished)"}
-        return proof.write()
+    else:
+        part["eval"] = eval_stage(proof, model, "eval") | {"model_stage": stage}
+    proof.write()
+
+
+def eval_stage(proof: Proof, model: Path, name: str, budget_s: float | None = None) -> dict:
+    """`smolgrpo eval` of `model` into work_dir/`name`; its record (no shared state touched:
+    it also runs in a thread beside GRPO)."""
     limit = 4 if proof.args.tiny else TEST_PROBLEMS
     batch_size = 4 if proof.args.tiny else proof.args.eval_batch_size
     batch_s = eval_batch_s(proof, batch_size)
     if batch_s and not proof.args.tiny:
         batches = int((proof.left() - STOP_MARGIN_S - STARTUP_S) / batch_s)
         limit = max(1, min(limit, batches * batch_size))
-    eval_dir = proof.work_dir / "eval"
+    eval_dir = proof.work_dir / name
     command = proof.cli("eval", "--model", str(model), "--split", "test", "--no-progress")
     command += ["--limit", str(limit), "--output-dir", str(eval_dir)]
     command += ["--batch-size", str(batch_size)]
     command += ["--max-new-tokens", "16"] if proof.args.tiny else []
     if proof.args.device != "cpu" or not proof.args.tiny:
         command += ["--device", proof.args.device]
-    record = proof.run("recipe: eval", command)
-    record.update(problems_planned=limit, model_stage=stage)
+    record = proof.run(f"recipe: {name}", command, budget_s=budget_s)
+    record["problems_planned"] = limit
     if (eval_dir / "metrics.json").is_file():
         metrics = json.loads((eval_dir / "metrics.json").read_text())
         keys = ("num_problems", "accuracy", "accuracy_last_number", "strict_format_rate")
-        record |= {k: metrics.get(k) for k in keys + ("time_s",)}
-    part["eval"] = record
-    proof.write()
+        keys += ("accuracy_ci95", "strict_format_rate_ci95", "truncation_rate", "time_s")
+        record |= {k: metrics.get(k) for k in keys}
+    return record
 
 
 def recipe_steps(path: Path, overrides: list[str]) -> int:
@@ -461,6 +484,11 @@ def main() -> int:
     )
     parser.add_argument(
         "--eval-batch-size", type=int, default=256, help="test problems per eval batch (256)"
+    )
+    parser.add_argument(
+        "--eval-sft",
+        action="store_true",
+        help="also evaluate the SFT model on the test split, beside GRPO",
     )
     parser.add_argument(
         "--eval-reserve-s",

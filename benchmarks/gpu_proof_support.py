@@ -149,13 +149,18 @@ def summary(name: str, part: dict) -> str:
     if grpo.get("time_per_step_s"):
         text += f", {grpo['time_per_step_s']} s/step"
     text += peak_text(grpo)
-    if evaluation.get("accuracy") is not None:
-        text += (
-            f"; eval on {evaluation['num_problems']} test problems: accuracy "
-            f"{evaluation['accuracy']:.1%}, strict format {evaluation['strict_format_rate']:.1%}"
-        )
-    elif evaluation:
-        text += f"; eval {evaluation.get('status')}: {evaluation.get('reason')}"
+    for label, record in (("SFT model", part.get("sft_eval")), ("model", evaluation)):
+        if not record:
+            continue
+        label = f"{record.get('model_stage', 'grpo').upper()} model" if label == "model" else label
+        if record.get("accuracy") is not None:
+            text += (
+                f"; {label} on {record['num_problems']} test problems: accuracy "
+                f"{record['accuracy']:.1%}, strict format {record['strict_format_rate']:.1%} "
+                f"({record.get('seconds')} s)"
+            )
+        else:
+            text += f"; {label} eval {record.get('status')}: {record.get('reason')}"
     return text
 
 

@@ -23,7 +23,7 @@ def test_tiny_gpu_proof_reports_every_part(tmp_path, capsys):
     output = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     command = [sys.executable, str(SCRIPT), "--tiny", "--output-dir", str(output)]
-    command += ["--work-dir", str(tmp_path / "work"), "--bandwidth-gbs", "20"]
+    command += ["--work-dir", str(tmp_path / "work"), "--bandwidth-gbs", "20", "--eval-sft"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr + (output / "gpu_proof.log").read_text()
 
@@ -51,6 +51,12 @@ def test_tiny_gpu_proof_reports_every_part(tmp_path, capsys):
     assert recipe["grpo"]["steps_done"] >= 1 and recipe["grpo"]["time_per_step_s"] > 0
     assert recipe["sft"]["status"] in ("done", "skipped")
     assert recipe["eval"]["status"] == "done" and recipe["eval"]["num_problems"] == 4
+    assert recipe["eval"]["model_stage"] == "grpo" and len(recipe["eval"]["accuracy_ci95"]) == 2
+    # --eval-sft: the SFT model's eval ran beside GRPO, into its own folder and record
+    assert recipe["sft_eval"]["status"] == "done" and recipe["sft_eval"]["num_problems"] == 4
+    assert recipe["sft_eval"]["model_stage"] == "sft"
+    assert (tmp_path / "work/sft-eval/metrics.json").is_file()
+    assert "SFT model on 4 test problems" in table and "GRPO model on 4 test problems" in table
     with capsys.disabled():
         print(f"\n{table}")
 
