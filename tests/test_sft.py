@@ -93,6 +93,37 @@ def test_prompt_tokens_get_no_gradient_signal():
     assert float((nll_a - nll_b).detach()) == pytest.approx(-float(log_probs[1, 7]), rel=1e-5)
 
 
+def test_head_on_targets_only_matches_the_full_logits_values_and_gradients():
+    """sft_token_nll's default path (the output head on target positions only) against the
+    full (B, T, V) logits: the same NLL, the same correct count, the same gradients."""
+    tokenizer = build_char_tokenizer()
+    results = []
+    for targets_only in (True, False):
+        model = build_tiny_model(len(tokenizer), seed=3)
+        batch = build_sft_batch(
+            [([5, 6, 7, 8, 9, 10], [0, 0, 1, 1, 1, 1]), ([9, 10, 11], [0, 1, 1])], 0
+        )
+        nll, correct = sft_token_nll(model, batch, targets_only=targets_only)
+        nll.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((float(nll.detach()), int(correct), grads))
+    (nll_a, correct_a, grads_a), (nll_b, correct_b, grads_b) = results
+    assert nll_a == pytest.approx(nll_b, rel=1e-6) and correct_a == correct_b
+    assert grads_a.keys() == grads_b.keys() and len(grads_a) > 5
+    for name, grad in grads_a.items():
+        torch.testing.assert_close(grad, grads_b[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_head_on_targets_only_is_kept_for_plain_head_models():
+    from smolgrpo.sft import _plain_head
+
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_model(len(tokenizer))
+    assert _plain_head(model)  # a Llama
+    model.config.model_type = "gemma2"  # soft-caps its logits after the head: full path
+    assert not _plain_head(model)
+
+
 # ----------------------------------------------------------------------------- held-out data
 def test_drop_held_out_removes_questions_seen_in_the_eval_split():
     train = toy_problems(4)
@@ -119,7 +150,7 @@ def test_sft_refuses_to_train_on_the_eval_split(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the loop
-def make_sft_trainer(tmp_path, *overrides, resume=False, seed=0):
+def make_sft_trainer(tmp_path, *overrides, resume=False, seed=0, problems=None):
     config = load_config(
         None,
         [
@@ -139,7 +170,7 @@ def make_sft_trainer(tmp_path, *overrides, resume=False, seed=0):
     tokenizer = build_char_tokenizer()
     return SFTTrainer(
         config,
-        train_problems=toy_problems(),
+        train_problems=problems or toy_problems(),
         resume=resume,
         overwrite=not resume,
         show_progress=False,
@@ -170,6 +201,29 @@ def test_micro_batch_size_does_not_change_the_update(tmp_path):
     three.train()
     for (name, a), (_, b) in zip(one.model.named_parameters(), three.model.named_parameters()):
         assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_micro_batches_are_cut_from_length_sorted_examples(tmp_path, monkeypatch):
+    import smolgrpo.sft as sft
+
+    widths = []
+    original = sft.build_sft_batch
+
+    def recording(examples, pad_token_id):
+        widths.append([len(ids) for ids, _ in examples])
+        return original(examples, pad_token_id)
+
+    monkeypatch.setattr(sft, "build_sft_batch", recording)
+    problems = [
+        Problem(f"What is {i} plus {i}?{' Think.' * i}", f"#### {2 * i}", str(2 * i), f"t:{i}")
+        for i in range(6)
+    ]
+    trainer = make_sft_trainer(
+        tmp_path / "a", "optim.prompts_per_step=6", "optim.max_steps=1", problems=problems
+    )
+    trainer.train_step()
+    flat = [width for batch in widths for width in batch]
+    assert len(widths) >= 2 and flat == sorted(flat) and len(set(flat)) > 1
 
 
 def test_sft_resume_is_bit_identical(tmp_path):
