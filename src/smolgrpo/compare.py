@@ -4,8 +4,9 @@ A source is a run directory (`metrics.jsonl`) or a `smolgrpo eval` output folder
 (`metrics.json`); they mix freely, e.g. the base model's eval, the trained model's eval and the
 run itself. Training numbers (means over a run's last N steps, on sampled training completions)
 and evaluation numbers (held-out problems) get separate rows, so a training accuracy is never
-read as a test accuracy. Writes compare.md, compare.json and, when a run is among the sources,
-compare.png.
+read as a test accuracy. Consecutive eval folders with samples.jsonl are
+also compared problem by problem (paired.py: the exact McNemar test). Writes compare.md,
+compare.json and, when a run is among the sources, compare.png.
 
     smolgrpo compare runs/eval-base runs/cpu-long/eval runs/cpu-long --output-dir runs/compare
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smolgrpo.errors import SmolGRPOError
+from smolgrpo.paired import PairedResult, paired_comparison
 from smolgrpo.report import (
     EVAL_KEYS,
     SUMMARY_KEYS,
@@ -94,6 +96,22 @@ def compare_table(sources: list[Source]) -> tuple[list[str], list[list]]:
     return list(labels), rows
 
 
+def paired_results(sources: list[Source]) -> list[PairedResult]:
+    """Each eval folder against the next eval folder in the list, on the problems both scored."""
+    evals = [source for source in sources if source.kind == "eval"]
+    pairs = [
+        paired_comparison((a.name, a.path), (b.name, b.path)) for a, b in zip(evals, evals[1:])
+    ]
+    return [pair for pair in pairs if pair is not None]
+
+
+PAIRED_NOTE = (
+    "Paired, problem by problem (each eval folder against the next): the problems only one "
+    "model got right decide; p is the exact two-sided McNemar test (are such splits likely if "
+    "the two models were equally good?)."
+)
+
+
 def show(source: Source, label: str, value) -> str:
     """A table cell: the formatted value, with its 95% interval where the source has one."""
     interval = source.intervals.get(label)
@@ -117,7 +135,11 @@ def write_compare(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     written = {"md": output_dir / "compare.md", "json": output_dir / "compare.json"}
-    written["md"].write_text(_markdown(sources, labels, rows, window), encoding="utf-8")
+    paired = paired_results(sources)
+    markdown = _markdown(sources, labels, rows, window)
+    if paired:
+        markdown += "\n" + PAIRED_NOTE + "\n\n" + "".join(f"- {p.summary()}\n" for p in paired)
+    written["md"].write_text(markdown, encoding="utf-8")
     document = {
         "window": window,
         "sources": [{"name": s.name, "path": str(s.path), "kind": s.kind} for s in sources],
@@ -129,6 +151,7 @@ def write_compare(
             }
             for label, values in zip(labels, rows)
         ],
+        "paired": [pair.as_dict() for pair in paired],
     }
     written["json"].write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     runs = [source for source in sources if source.rows]
@@ -221,3 +244,8 @@ def print_compare(
     for label, values in zip(labels, rows):
         table.add_row(label, *(show(s, label, v) for s, v in zip(sources, values)))
     console.print(table)
+    paired = paired_results(sources)
+    if paired:
+        console.print(PAIRED_NOTE)
+        for pair in paired:
+            console.print(f"- {pair.summary()}", markup=False, highlight=False)
