@@ -9,7 +9,7 @@ import pytest
 from _report_run import write_fake_eval
 
 from smolgrpo.compare import write_compare
-from smolgrpo.paired import correct_by_problem, mcnemar_exact, paired_comparison
+from smolgrpo.paired import correct_by_problem, format_p, mcnemar_exact, paired_comparison
 
 
 def test_mcnemar_exact_against_hand_computations():
@@ -20,6 +20,8 @@ def test_mcnemar_exact_against_hand_computations():
     assert mcnemar_exact(1, 4) == pytest.approx(12 / 32)
     # a tie, and no disagreement at all: no evidence either way
     assert mcnemar_exact(3, 3) == 1.0 and mcnemar_exact(0, 0) == 1.0
+    assert format_p(mcnemar_exact(0, 12)) == "< 0.001"  # 2 / 4096
+    assert format_p(mcnemar_exact(1, 4)) == "= 0.38"
     # the GPU chain's SFT -> GRPO split (README): 19 vs 36
     expected = 2 * sum(math.comb(55, k) for k in range(20)) / 2**55
     assert mcnemar_exact(19, 36) == pytest.approx(expected) and 0.029 < expected < 0.031

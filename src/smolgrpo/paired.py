@@ -39,7 +39,7 @@ class PairedResult:
             f"{self.first} → {self.second}, {self.problems} shared problems: "
             f"{self.both_right} both right, {self.only_first} only {self.first}, "
             f"{self.only_second} only {self.second}, {self.neither} neither; "
-            f"exact McNemar p = {format_p(self.p_value)}"
+            f"exact McNemar p {format_p(self.p_value)}"
         )
 
 
@@ -54,7 +54,8 @@ def mcnemar_exact(only_first: int, only_second: int) -> float:
 
 
 def format_p(p: float) -> str:
-    return f"{p:.2g}" if p >= 0.001 else "< 0.001"
+    """`= 0.03`, `= 1`, `< 0.001`: the relation and the value, as written after `p`."""
+    return f"= {p:.2g}" if p >= 0.001 else "< 0.001"
 
 
 def correct_by_problem(eval_dir: Path | str) -> dict[str, bool] | None:
