@@ -70,7 +70,7 @@ def test_a_run_stopped_by_the_time_limit_hands_on_its_checkpoint(tmp_path, monke
     from smolgrpo import cli, rewards
 
     monkeypatch.syspath_prepend(str(SCRIPT.parent))
-    from gpu_proof import trained_model
+    from gpu_proof_recipe import trained_model
 
     tokenizer = build_char_tokenizer()
     base = tmp_path / "base"
