@@ -18,6 +18,7 @@ from smolgrpo import distributed as dist_utils
 from smolgrpo.calculator import TAIL_TOKENS
 from smolgrpo.grpo import completion_mask_from_ids
 from smolgrpo.interrupts import StopRequested
+from smolgrpo.kv_cache import preallocate
 from smolgrpo.modeling import cache_arguments, returned_cache
 
 
@@ -205,6 +206,7 @@ def decode(
     if num_generations > 1:
         cache.batch_repeat_interleave(num_generations)
         logits = logits.repeat_interleave(num_generations, dim=0)  # (N, V)
+    preallocate(cache, max_new_tokens)  # new positions written in place (kv_cache.py)
     # The attention mask grows by one column a step; allocate it once.
     attention = torch.ones(
         rows, prompt_length + max_new_tokens, dtype=prompt_mask.dtype, device=device
