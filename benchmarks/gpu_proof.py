@@ -58,6 +58,7 @@ from gpu_proof_support import (  # noqa: E402
 )
 
 
+# ----------------------------------------------------------------------------- bookkeeping
 class Proof:
     """The results so far, the clock, and the subprocesses that produce them."""
 

@@ -45,7 +45,7 @@ def tiny_sft(args) -> list[str]:
     return [o.replace("=cpu", f"={args.device}") for o in TINY_SFT] if args.tiny else []
 
 
-# ----------------------------------------------------------------------------- bookkeeping
+# ----------------------------------------------------------------------------- the stages
 
 
 def recipe(proof: Proof, model_dir: Path) -> None:
