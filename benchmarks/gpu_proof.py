@@ -10,9 +10,9 @@ Parts, in this order (each a subprocess given what is left of the time as its ti
    `torch.cuda.max_memory_allocated` against the recipe's 8 GB promise, and its time per step;
 3. decode: smolgrpo's decode tokens/s (from part 1) and its fraction of the memory-bandwidth bound
    (every decode step reads all weights once, in bf16) from the card's bandwidth;
-4. recipe: `smolgrpo sft`, then `smolgrpo train` from its model for as many of the recipe's steps
-   as the time left allows (all if they fit), then `smolgrpo eval` on as many of the 1,319 test
-   problems as fit (all if they do); a stage stopped by the time limit hands on its checkpoint.
+4. recipe (gpu_proof_recipe.py): `smolgrpo sft`, then `smolgrpo train` from its model until its
+   `run.time_limit_s` (the time left minus --eval-reserve-s), then `smolgrpo eval` on the 1,319
+   test problems (as many as fit); --eval-sft also evaluates the SFT model, beside GRPO.
 After each part `gpu_proof.json` and `gpu_proof.md` are rewritten in --output-dir, so a run cut
 off by its caller still leaves what it measured. Past --time-limit-s a running part gets SIGTERM
 (smolgrpo checkpoints and exits within run.stop_grace_s), the files are written, and the exit
@@ -308,6 +308,10 @@ def main() -> int:
     proof.write()
     model_dir = prepare_model(args, Path(args.work_dir))
     proof.result["model"] = str(model_dir)
+    import torch
+
+    on_gpu = args.device != "cpu" and torch.cuda.is_available()
+    proof.result.setdefault("device", grpo_vs_trl.device_name("cuda" if on_gpu else "cpu"))
     wanted = set(args.parts.split(","))
     for name, run in zip(PARTS, (benchmark, memory, decode, recipe)):
         if name not in wanted:

@@ -85,7 +85,7 @@ def markdown(result: dict) -> str:
     lines = [
         f"# {title}",
         "",
-        f"{result['date']}, `{result['command']}`, "
+        f"{result['date']}, {result.get('device', 'device not recorded')}, `{result['command']}`, "
         f"{result.get('elapsed_s', 0):.0f} s of {result['time_limit_s']:g} s.",
         "",
         "| part | result |",

@@ -18,7 +18,7 @@ from smolgrpo.trainer import Trainer
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
-def train(tmp_path, report_to: str, steps: int = 2):
+def train(tmp_path, report_to: str, steps: int = 2, resume: bool = False):
     config = load_config(
         None,
         [
@@ -37,7 +37,8 @@ def train(tmp_path, report_to: str, steps: int = 2):
     problems = [Problem(f"Q{i}", f"#### {i}", str(i), f"toy:{i}") for i in range(4)]
     trainer = Trainer(
         config,
-        overwrite=True,
+        resume=resume,
+        overwrite=not resume,
         show_progress=False,
         model=build_tiny_model(len(tokenizer)),
         tokenizer=tokenizer,
@@ -61,6 +62,17 @@ def test_tensorboard_mirrors_metrics_jsonl(tmp_path):
         ], key
     text = events.Tensors("samples/text_summary")[0]  # add_text is stored as a tensor summary
     assert text.step == 1 and b"| Q" in text.tensor_proto.string_val[0]
+
+
+def test_wandb_resumed_run_logs_into_the_same_wandb_run(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run_dir, _ = train(tmp_path, "[wandb]", steps=1)
+    run_id = (run_dir / "wandb_run_id").read_text().strip()
+    train(tmp_path, "[wandb]", steps=2, resume=True)  # --resume: one more step
+    runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(path.name.endswith(f"-{run_id}") for path in runs)
 
 
 def test_wandb_offline(tmp_path, monkeypatch):

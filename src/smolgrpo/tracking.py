@@ -8,7 +8,8 @@ loads. metrics.jsonl stays the source of truth: a tracker only mirrors it, writt
 
 Where things go: TensorBoard event files in `<run dir>/tensorboard/`; W&B and Trackio runs in
 the project `$WANDB_PROJECT` / `$TRACKIO_PROJECT` (default `smolgrpo`), named after the run
-folder, W&B's local files under `<run dir>/wandb/` (offline with `WANDB_MODE=offline`).
+folder, W&B's local files under `<run dir>/wandb/` (offline with `WANDB_MODE=offline`); a resumed
+run continues the same W&B run (its id is kept in `<run dir>/wandb_run_id`).
 """
 
 from __future__ import annotations
@@ -89,16 +90,27 @@ class TensorBoardTracker:
 
 
 class WandbTracker:
+    """One W&B run per run directory: its id is kept in `<run dir>/wandb_run_id`, so a run
+    continued with --resume logs on into the same W&B run instead of starting a second one."""
+
+    ID_FILE = "wandb_run_id"
+
     def __init__(self, run_dir: Path, config: dict):
         import wandb
 
         self.wandb = wandb
+        id_file = run_dir / self.ID_FILE
+        run_id = id_file.read_text().strip() if id_file.is_file() else None
         self.run = wandb.init(
             project=os.environ.get("WANDB_PROJECT", "smolgrpo"),
             name=run_dir.name,
             dir=str(run_dir),
             config=config,
+            id=run_id,
+            resume="allow" if run_id else None,
         )
+        if run_id is None:
+            id_file.write_text(self.run.id + "\n")
 
     def log(self, step: int, metrics: dict, samples: list[dict] | None) -> None:
         data: dict = dict(_numbers(metrics))
