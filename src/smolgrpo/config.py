@@ -265,15 +265,9 @@ class RunConfig:
         _check(self.log_samples_every >= 1, "run.log_samples_every", self.log_samples_every, ">= 1")
         _check(self.log_num_prompts >= 0, "run.log_num_prompts", self.log_num_prompts, ">= 0")
         _check(self.eval_batch_size >= 1, "run.eval_batch_size", self.eval_batch_size, ">= 1")
-        if not self.time_limit_s >= 0:  # NaN too
-            raise SmolGRPOError(
-                f"config: invalid value for 'run.time_limit_s': {self.time_limit_s!r} "
-                "(must be >= 0; 0: no limit)"
-            )
-        if not self.stop_grace_s > 0:  # NaN too
-            raise SmolGRPOError(
-                f"config: invalid value for 'run.stop_grace_s': {self.stop_grace_s!r} (must be > 0)"
-            )
+        # `x >= 0` is False for NaN too, so NaN is refused.
+        _check(self.time_limit_s >= 0, "run.time_limit_s", self.time_limit_s, ">= 0 (0: no limit)")
+        _check(self.stop_grace_s > 0, "run.stop_grace_s", self.stop_grace_s, "> 0")
 
 
 @dataclass
