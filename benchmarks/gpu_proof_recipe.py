@@ -21,7 +21,7 @@ SFT_RECIPES = [ROOT / "recipes/smollm2-135m-gsm8k-sft.yaml", ROOT / "recipes/cpu
 TEST_PROBLEMS = 1319
 STOP_MARGIN_S = 25  # a part told to stop by SIGTERM has run.stop_grace_s (20 s) to exit
 # --tiny: every part at toy sizes on CPU.
-TINY_BENCH = {"max_completion_length": 16, "timed_steps": 1, "device": "cpu"}
+TINY_BENCH = {"max_completion_length": 16, "timed_steps": 1}  # on --device
 TINY_TRAIN = [
     "model.device=cpu",
     "sampling.num_generations=2",

@@ -1,8 +1,8 @@
 """A KV cache that decoding writes in place, instead of concatenating.
 
 transformers' DynamicCache grows each layer's keys and values with `torch.cat` at every decode
-step, so a step copies the whole cache: on CPU that was 42% of a decode step of SmolLM2-135M
-(32 rows, ~280 tokens; profiled 2026-11-28). `preallocate` gives each layer of a DynamicCache a
+step, so a step copies the whole cache: on CPU that was 27-44% of a decode step of SmolLM2-135M
+(32 rows, ~280 tokens; benchmarks/kv_cache_decode.py, 2026-11-28). `preallocate` gives each layer of a DynamicCache a
 buffer with room for the tokens still to come; `update` then writes the new position into it
 and hands attention a view of the filled part. The values attended are the same, so the
 samples are the same (tests/test_kv_cache.py). Dropping finished rows copies only the filled
@@ -15,6 +15,11 @@ Only plain DynamicLayer caches are converted (full attention, transformers >= 5)
 from __future__ import annotations
 
 import torch
+
+try:
+    from transformers.cache_utils import DynamicLayer
+except ImportError:  # transformers 4: preallocate() returns False before using the class
+    DynamicLayer = object
 
 
 def preallocate(cache, extra_tokens: int) -> bool:
@@ -33,19 +38,17 @@ def preallocate(cache, extra_tokens: int) -> bool:
     return True
 
 
-try:
-    from transformers.cache_utils import DynamicLayer
-except ImportError:  # transformers 4: preallocate() returns False before using the class
-    DynamicLayer = object
-
-
 class PreallocatedLayer(DynamicLayer):
     """A DynamicLayer whose keys/values are views of the filled part of a larger buffer."""
 
     def reserve(self, extra_tokens: int) -> None:
         self.length = self.keys.shape[-2]
-        self.key_buffer = self._buffer(self.keys, self.length + extra_tokens)
-        self.value_buffer = self._buffer(self.values, self.length + extra_tokens)
+        self._refill(self.keys, self.values, self.length + extra_tokens)
+
+    def _refill(self, keys: torch.Tensor, values: torch.Tensor, capacity: int) -> None:
+        """New buffers of `capacity` positions holding `keys`/`values` as the filled part."""
+        self.key_buffer = self._buffer(keys, capacity)
+        self.value_buffer = self._buffer(values, capacity)
         self._expose()
 
     @staticmethod
@@ -61,9 +64,8 @@ class PreallocatedLayer(DynamicLayer):
 
     def update(self, key_states, value_states, *args, **kwargs):
         new = key_states.shape[-2]
-        if self.length + new > self.key_buffer.shape[-2]:  # past the reserve: grow by cat
-            self.key_buffer = self._buffer(self.keys, 2 * (self.length + new))
-            self.value_buffer = self._buffer(self.values, 2 * (self.length + new))
+        if self.length + new > self.key_buffer.shape[-2]:  # past the reserve: double the room
+            self._refill(self.keys, self.values, 2 * (self.length + new))
         self.key_buffer[:, :, self.length : self.length + new] = key_states
         self.value_buffer[:, :, self.length : self.length + new] = value_states
         self.length += new
@@ -71,16 +73,15 @@ class PreallocatedLayer(DynamicLayer):
         return self.keys, self.values
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        capacity = self.key_buffer.shape[-2]
-        self.key_buffer = self._buffer(self.keys[indices], capacity)
-        self.value_buffer = self._buffer(self.values[indices], capacity)
-        self._expose()
+        self._refill(self.keys[indices], self.values[indices], self.key_buffer.shape[-2])
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         capacity = self.key_buffer.shape[-2]
-        self.key_buffer = self._buffer(self.keys.repeat_interleave(repeats, dim=0), capacity)
-        self.value_buffer = self._buffer(self.values.repeat_interleave(repeats, dim=0), capacity)
-        self._expose()
+        self._refill(
+            self.keys.repeat_interleave(repeats, dim=0),
+            self.values.repeat_interleave(repeats, dim=0),
+            capacity,
+        )
 
     def crop(self, tokens_to_remove: int) -> None:
         if tokens_to_remove < 0 and self.is_initialized:

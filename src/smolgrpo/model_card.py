@@ -96,6 +96,7 @@ def build_model_card(
 def _data_source(data: dict) -> str:
     """Where the training problems came from: the source the run resolved, not a default."""
     from smolgrpo.data import HUB_DATASET_ID, resolve_source
+    from smolgrpo.tasks import FIELD_MAPPED_TASKS
 
     task = data.get("task", "gsm8k")
     if task == "reasoning_gym":
@@ -103,7 +104,7 @@ def _data_source(data: dict) -> str:
             f"reasoning-gym `{data.get('gym_dataset')}`, {data.get('gym_size')} generated "
             f"problems (seed {data.get('gym_seed')})"
         )
-    if task in ("jsonl", "csv", "hub"):
+    if task in FIELD_MAPPED_TASKS:
         where = "hub dataset" if task == "hub" else f"local {task.upper()}"
         return (
             f"{where} `{data.get('source')}` (question `{data.get('question_field')}`"

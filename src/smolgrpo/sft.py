@@ -39,7 +39,7 @@ from smolgrpo.data import Problem
 from smolgrpo.errors import SmolGRPOError, warn
 from smolgrpo.group_collection import prompts_for_rank
 from smolgrpo.prompts import PromptTemplate, format_reference_response, render_prompt
-from smolgrpo.tasks import build_task
+from smolgrpo.tasks import FIELD_MAPPED_TASKS, build_task
 from smolgrpo.trainer import Trainer
 
 
@@ -59,11 +59,12 @@ def load_sft_problems(config: Config) -> list[Problem]:
     """The train split, minus any problem whose question is also in the eval split."""
     data = config.data
     # The targets are worked solutions: GSM8K's, or a file task's data.solution_field column.
-    if not (data.task == "gsm8k" or (data.task in ("jsonl", "csv", "hub") and data.solution_field)):
+    field_mapped = data.task in FIELD_MAPPED_TASKS
+    if not (data.task == "gsm8k" or (field_mapped and data.solution_field)):
         raise SmolGRPOError(
             "sft needs worked solutions: data.task gsm8k, or jsonl/csv/hub with "
             f"data.solution_field (not '{data.task}'"
-            f"{' without data.solution_field' if data.task in ('jsonl', 'csv', 'hub') else ''})"
+            f"{' without data.solution_field' if field_mapped else ''})"
         )
     if config.data.train_split == config.data.eval_split:
         raise SmolGRPOError(

@@ -291,7 +291,7 @@ class Trainer:
                 if (
                     self.step % config.run.save_every == 0
                     or self.step == config.optim.max_steps
-                    or (out_of_time and not stop)
+                    or out_of_time
                 ):
                     self.save_checkpoint()
                 if stop:

@@ -23,9 +23,16 @@ from __future__ import annotations
 from smolgrpo.data import load_problems
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.rewards import DEFAULT_REWARD_WEIGHTS
-from smolgrpo.tasks.base import AnswerCheck, Task, task_title
+from smolgrpo.tasks.base import FIELD_MAPPED_TASKS, AnswerCheck, Task, task_title
 
-__all__ = ["AnswerCheck", "Task", "build_task", "default_reward_weights", "task_title"]
+__all__ = [
+    "FIELD_MAPPED_TASKS",
+    "AnswerCheck",
+    "Task",
+    "build_task",
+    "default_reward_weights",
+    "task_title",
+]
 
 TASK_NAMES = ("gsm8k", "jsonl", "csv", "hub", "reasoning_gym")
 TASK_FILE = "task.json"  # a run's task, saved beside its model so `eval` can default to it
@@ -66,7 +73,7 @@ def check_task_config(data) -> None:
             f"config: unknown answer type '{data.answer_type}' for 'data.answer_type' "
             f"(valid: {', '.join(ANSWER_TYPES)})"
         )
-    if data.task in ("jsonl", "csv", "hub"):
+    if data.task in FIELD_MAPPED_TASKS:
         from smolgrpo.tasks.files import answer_check_for
 
         answer_check_for(data.answer_type)  # math without math-verify: one line naming the extra
@@ -107,7 +114,7 @@ def save_task(data, path) -> None:
 def default_reward_weights(data) -> dict:
     """The reward weights a task starts from when the config sets none of its own."""
     if data.task == "reasoning_gym" or (
-        data.task in ("jsonl", "csv", "hub") and data.answer_type != "number"
+        data.task in FIELD_MAPPED_TASKS and data.answer_type != "number"
     ):
         return dict(TEXT_REWARD_WEIGHTS)
     return dict(DEFAULT_REWARD_WEIGHTS)

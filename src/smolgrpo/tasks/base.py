@@ -12,6 +12,8 @@ from smolgrpo.data import Problem, shuffle_and_limit
 from smolgrpo.rewards import RewardResult, score_completions
 
 AnswerCheck = Callable[[str | None, str], float]
+# Tasks read through a field mapping (question/answer/solution columns, data.answer_type).
+FIELD_MAPPED_TASKS = ("jsonl", "csv", "hub")
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ def task_title(data: dict) -> str:
         options = data.get("gym_config") or {}
         shown = ", ".join(f"{key}={value}" for key, value in options.items())
         return f"{data.get('gym_dataset', '?')} (reasoning-gym{'; ' + shown if shown else ''})"
-    if task in ("jsonl", "csv", "hub"):
+    if task in FIELD_MAPPED_TASKS:
         kind = "hub dataset" if task == "hub" else task.upper()
         return f"{kind} `{data.get('source')}` ({data.get('answer_type', 'number')} answers)"
     return "GSM8K"
