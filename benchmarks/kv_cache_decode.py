@@ -4,6 +4,8 @@ concatenating DynamicCache, side by side in one process, on the embedded model.
     python benchmarks/kv_cache_decode.py [--rows-per-prompt 8] [--tokens 200] [--repeats 2]
 
 Both sides sample with the same seed and must produce the same tokens; the script says so.
+First it profiles three decode steps of the concatenating side at ~280 cached tokens: the
+share of `aten::cat` (the cache growing) and the PyTorch operator calls per step.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def main() -> None:
         for i in range(4)
     ]
     ids, mask = rollout.encode_prompts(tokenizer, prompts)
+    profile_steps(model, ids.repeat_interleave(args.rows_per_prompt, dim=0))
     rows = len(prompts) * args.rows_per_prompt
     sides = {"concatenating DynamicCache": lambda cache, extra: False, "in place": preallocate}
     outputs, times = {}, {name: [] for name in sides}
@@ -60,6 +63,34 @@ def main() -> None:
     same = torch.equal(*outputs.values())
     print(
         f"same tokens: {same}; speed-up {min(times['concatenating DynamicCache']) / min(times['in place']):.2f}x (best of each)"
+    )
+
+
+@torch.no_grad()
+def profile_steps(model, ids: torch.Tensor, cached: int = 280, steps: int = 3) -> None:
+    """Prefill, grow the DynamicCache to `cached` positions, then profile `steps` decode steps."""
+    from smolgrpo.modeling import cache_arguments, returned_cache
+
+    rows, length = ids.shape
+    cache = returned_cache(model(input_ids=ids, use_cache=True))
+    token = ids[:, -1:]
+
+    def step(position: int) -> None:
+        positions = torch.full((rows, 1), position)
+        model(input_ids=token, position_ids=positions, **cache_arguments(model, cache))
+
+    for position in range(length, cached):
+        step(position)
+    with torch.profiler.profile() as profiler:
+        for position in range(cached, cached + steps):
+            step(position)
+    events = profiler.key_averages()
+    total = sum(event.self_cpu_time_total for event in events)
+    cat = sum(event.self_cpu_time_total for event in events if event.key == "aten::cat")
+    calls = sum(event.count for event in events) / steps
+    print(
+        f"profile, {rows} rows at {cached} cached tokens: aten::cat {cat / total:.0%} of the "
+        f"CPU time, {calls:,.0f} operator calls per decode step"
     )
 
 
