@@ -83,6 +83,7 @@ class DataConfig:
     source: str | None = None  # folder of {train,test}.jsonl (.csv), a file, or a hub id
     train_split: str = "train"
     train_limit: int | None = None
+    max_solution_steps: int | None = None  # train only on problems this short (a curriculum)
     eval_split: str = "test"
     question_field: str = "question"  # jsonl/csv: the columns holding question and answer
     answer_field: str = "answer"
@@ -95,6 +96,8 @@ class DataConfig:
     gym_config: dict = field(default_factory=dict)  # the dataset's own options, e.g. min_numbers
 
     def validate(self) -> None:
+        steps = self.max_solution_steps
+        _check(steps is None or steps >= 1, "data.max_solution_steps", steps, ">= 1")
         check_task_config(self)
 
 

@@ -225,6 +225,32 @@ def load_problems(
     return shuffle_and_limit(problems, limit, seed, shuffle)
 
 
+_CALCULATOR_STEP_RE = re.compile(r"<<[^<>]*>>")
+
+
+def solution_steps(problem: Problem) -> int | None:
+    """How many steps a problem's reference solution takes: its GSM8K calculator annotations
+    (`<<48/2=24>>`), else its non-blank lines before `####`; None when it has no worked steps."""
+    if "####" not in problem.solution:
+        return None
+    steps = problem.solution.rsplit("####", 1)[0]
+    annotations = len(_CALCULATOR_STEP_RE.findall(steps))
+    return annotations or sum(1 for line in steps.splitlines() if line.strip())
+
+
+def keep_short_solutions(problems: list[Problem], max_steps: int | None) -> list[Problem]:
+    """The problems whose reference solution takes at most `max_steps` steps (all when None):
+    a difficulty cut for training (`data.max_solution_steps`), never applied to evaluation."""
+    if max_steps is None:
+        return problems
+    kept = [p for p in problems if (solution_steps(p) or 0) <= max_steps]
+    if not kept:
+        raise SmolGRPOError(
+            f"data.max_solution_steps {max_steps}: no train problem has that few solution steps"
+        )
+    return kept
+
+
 def shuffle_and_limit(
     problems: list[Problem], limit: int | None, seed: int, shuffle: bool
 ) -> list[Problem]:

@@ -39,7 +39,7 @@ from smolgrpo.data import Problem
 from smolgrpo.errors import SmolGRPOError, warn
 from smolgrpo.group_collection import prompts_for_rank
 from smolgrpo.prompts import PromptTemplate, format_reference_response, render_prompt
-from smolgrpo.tasks import FIELD_MAPPED_TASKS, build_task
+from smolgrpo.tasks import FIELD_MAPPED_TASKS, build_task, load_train_problems
 from smolgrpo.trainer import Trainer
 
 
@@ -72,7 +72,7 @@ def load_sft_problems(config: Config) -> list[Problem]:
             "SFT would train on the problems it is evaluated on"
         )
     task = build_task(data)
-    train = task.load(data.train_split, data.train_limit)
+    train = load_train_problems(task, data)
     try:
         held_out = task.load(data.eval_split)
     except SmolGRPOError as error:  # e.g. a single JSONL file: nothing to compare against

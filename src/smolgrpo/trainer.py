@@ -44,7 +44,7 @@ from smolgrpo.interrupts import StopRequested, StopSignal, restore_rng, rng_snap
 from smolgrpo.policy_update import train_on_batch
 from smolgrpo.prompts import select_few_shot
 from smolgrpo.rollout import Rollout
-from smolgrpo.tasks import build_task
+from smolgrpo.tasks import build_task, load_train_problems
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -89,7 +89,7 @@ class Trainer:
         self.train_problems = (
             train_problems
             if train_problems is not None
-            else self.task.load(config.data.train_split, config.data.train_limit)
+            else load_train_problems(self.task, config.data)
         )
         self.eval_problems = eval_problems
         self.few_shot = select_few_shot(

@@ -20,7 +20,7 @@ Whatever the task, the answer is read with the hack-resistant `extract_answer` (
 
 from __future__ import annotations
 
-from smolgrpo.data import load_problems
+from smolgrpo.data import keep_short_solutions, load_problems, shuffle_and_limit
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.rewards import DEFAULT_REWARD_WEIGHTS
 from smolgrpo.tasks.base import FIELD_MAPPED_TASKS, AnswerCheck, Task, task_title
@@ -31,6 +31,7 @@ __all__ = [
     "Task",
     "build_task",
     "default_reward_weights",
+    "load_train_problems",
     "task_title",
 ]
 
@@ -77,6 +78,13 @@ def check_task_config(data) -> None:
         from smolgrpo.tasks.files import answer_check_for
 
         answer_check_for(data.answer_type)  # math without math-verify: one line naming the extra
+    if data.max_solution_steps is not None and not (
+        data.task == "gsm8k" or (data.task in FIELD_MAPPED_TASKS and data.solution_field)
+    ):
+        raise SmolGRPOError(
+            "config: data.max_solution_steps needs worked solutions to count steps in: "
+            f"task gsm8k, or jsonl/csv/hub with data.solution_field (not '{data.task}')"
+        )
     if data.task == "reasoning_gym":
         from smolgrpo.tasks.gym import check_gym_config
 
@@ -100,6 +108,13 @@ def build_task(data) -> Task:
     from smolgrpo.tasks.files import build_file_task
 
     return build_file_task(data)
+
+
+def load_train_problems(task: Task, data) -> list:
+    """The training problems a `DataConfig` names: its train split, cut to the problems with
+    at most `data.max_solution_steps` reference steps (when set), then to `data.train_limit`."""
+    problems = keep_short_solutions(task.loader(data.train_split), data.max_solution_steps)
+    return shuffle_and_limit(problems, data.train_limit, 0, False)
 
 
 def save_task(data, path) -> None:
