@@ -141,3 +141,17 @@ def test_gsm8k_train_split_cut_at_two_steps(gsm8k_dir, tmp_path):
     assert len(kept) == expected
     assert 2400 < expected <= 2674
     assert all(solution_steps(p) <= 2 for p in kept)
+
+
+def test_model_card_says_the_training_problems_were_cut(data_dir):
+    from smolgrpo.model_card import build_model_card
+
+    overrides = [f"data.source={data_dir}", "data.max_solution_steps=2", "data.train_limit=3"]
+    card = build_model_card(load_config(None, overrides).to_dict(), [])
+    line = next(line for line in card.splitlines() if line.startswith("- Data: "))
+    assert line == (
+        f"- Data: local JSONL `{data_dir}/train.jsonl` (`train` split), only problems solved in "
+        "at most 2 reference steps, first 3 problems"
+    )
+    uncut = build_model_card(load_config(None, [f"data.source={data_dir}"]).to_dict(), [])
+    assert "reference steps" not in uncut

@@ -143,6 +143,11 @@ def _common_lines(config: dict) -> list[str]:
     data, prompt = config.get("data", {}), config.get("prompt", {})
     return [
         f"- Data: {_data_source(data)}"
+        + (
+            f", only problems solved in at most {data['max_solution_steps']} reference steps"
+            if data.get("max_solution_steps")
+            else ""
+        )
         + (f", first {data['train_limit']} problems" if data.get("train_limit") else ""),
         f"- Prompt: system prompt + prefill `{_inline(prompt.get('prefill', ''))}`, "
         f"{prompt.get('num_few_shot', 0)} worked example(s)",
