@@ -20,13 +20,12 @@ Defaults follow current practice for small models:
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
+from smolgrpo.config_parse import apply_overrides, build_section
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.grpo import VALID_LOSS_TYPES, VALID_SCALE_REWARDS
 from smolgrpo.prompts import DEFAULT_PREFILL, SYSTEM_PROMPT, PromptTemplate
@@ -330,45 +329,6 @@ def _one_of(choices) -> str:
     return "one of " + ", ".join(choices)
 
 
-def _type_ok(value, annotation) -> bool:
-    """A small structural type check for the annotations used in this module."""
-    hint = annotation
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return any(_type_ok(value, arm) for arm in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, typing.get_origin(hint) or hint)
-
-
-def _build_section(cls, values: dict, section: str, origin: str, overridden=()):
-    if not isinstance(values, dict):
-        raise SmolGRPOError(f"{origin}: section '{section}' must be a mapping")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    values = dict(values)
-    for key, value in values.items():
-        # A value given with --set is blamed on the --set, not on the recipe file.
-        origin_of_key = f"--set {section}.{key}" if f"{section}.{key}" in overridden else origin
-        if key not in known:
-            raise SmolGRPOError(
-                f"{origin_of_key}: unknown key '{section}.{key}' (valid: {', '.join(known)})"
-            )
-        if isinstance(value, str) and float in typing.get_args(hints[key]) + (hints[key],):
-            try:  # YAML reads "1e-5" (no dot) as a string
-                values[key] = value = float(value)
-            except ValueError:
-                pass
-        if not _type_ok(value, hints[key]):
-            raise SmolGRPOError(
-                f"{origin_of_key}: '{section}.{key}' should be {known[key].type}, got {value!r}"
-            )
-    return cls(**values)
-
-
 def config_from_dict(raw: dict, origin: str = "config", overridden: tuple = ()) -> Config:
     """`overridden`: the `section.key`s that `--set` gave (their errors name the --set)."""
     if raw is None:
@@ -381,29 +341,11 @@ def config_from_dict(raw: dict, origin: str = "config", overridden: tuple = ()) 
         if name not in sections:
             where = next((f"--set {k}" for k in overridden if k.split(".")[0] == name), origin)
             raise SmolGRPOError(f"{where}: unknown section '{name}' (valid: {', '.join(sections)})")
-        built[name] = _build_section(
+        built[name] = build_section(
             sections[name].default_factory, values or {}, name, origin, overridden
         )
     weights_given = isinstance(raw.get("rewards"), dict) and "weights" in raw["rewards"]
     return Config(**built).validate(weights_given)
-
-
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """`section.key=value` strings applied onto a raw config mapping (values parsed as YAML)."""
-    for override in overrides:
-        if "=" not in override or "." not in override.split("=", 1)[0]:
-            raise SmolGRPOError(f"--set '{override}': expected section.key=value")
-        dotted, text = override.split("=", 1)
-        section, key = dotted.split(".", 1)
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            value = text
-        raw.setdefault(section, {})
-        if not isinstance(raw[section], dict):
-            raise SmolGRPOError(f"--set '{override}': section '{section}' is not a mapping")
-        raw[section][key] = value
-    return raw
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
