@@ -39,7 +39,12 @@ from smolgrpo.data import Problem
 from smolgrpo.errors import SmolGRPOError, warn
 from smolgrpo.group_collection import prompts_for_rank
 from smolgrpo.prompts import PromptTemplate, format_reference_response, render_prompt
-from smolgrpo.tasks import FIELD_MAPPED_TASKS, build_task, load_train_problems
+from smolgrpo.tasks import (
+    FIELD_MAPPED_TASKS,
+    build_task,
+    has_worked_solutions,
+    load_train_problems,
+)
 from smolgrpo.trainer import Trainer
 
 
@@ -60,7 +65,7 @@ def load_sft_problems(config: Config) -> list[Problem]:
     data = config.data
     # The targets are worked solutions: GSM8K's, or a file task's data.solution_field column.
     field_mapped = data.task in FIELD_MAPPED_TASKS
-    if not (data.task == "gsm8k" or (field_mapped and data.solution_field)):
+    if not has_worked_solutions(data):
         raise SmolGRPOError(
             "sft needs worked solutions: data.task gsm8k, or jsonl/csv/hub with "
             f"data.solution_field (not '{data.task}'"

@@ -31,6 +31,7 @@ __all__ = [
     "Task",
     "build_task",
     "default_reward_weights",
+    "has_worked_solutions",
     "load_train_problems",
     "task_title",
 ]
@@ -63,6 +64,12 @@ TEXT_REWARD_WEIGHTS: dict[str, float] = {
 }
 
 
+def has_worked_solutions(data) -> bool:
+    """Whether a `DataConfig`'s problems carry worked steps: GSM8K's, or a file task's
+    `data.solution_field` column (what SFT trains on and `max_solution_steps` counts)."""
+    return data.task == "gsm8k" or (data.task in FIELD_MAPPED_TASKS and bool(data.solution_field))
+
+
 def check_task_config(data) -> None:
     """One-line errors for a `data:` section that names no valid task (config validation)."""
     if data.task not in TASK_NAMES:
@@ -78,9 +85,7 @@ def check_task_config(data) -> None:
         from smolgrpo.tasks.files import answer_check_for
 
         answer_check_for(data.answer_type)  # math without math-verify: one line naming the extra
-    if data.max_solution_steps is not None and not (
-        data.task == "gsm8k" or (data.task in FIELD_MAPPED_TASKS and data.solution_field)
-    ):
+    if data.max_solution_steps is not None and not has_worked_solutions(data):
         raise SmolGRPOError(
             "config: data.max_solution_steps needs worked solutions to count steps in: "
             f"task gsm8k, or jsonl/csv/hub with data.solution_field (not '{data.task}')"
