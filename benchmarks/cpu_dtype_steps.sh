@@ -9,18 +9,16 @@ set -euo pipefail
 sft_steps=${1:-3}
 grpo_steps=${2:-2}
 mkdir -p runs/logs
-for dtype in float32 bfloat16; do
-  smolgrpo sft --config recipes/cpu-sft.yaml --set model.dtype=$dtype \
-    --set optim.max_steps="$sft_steps" --set run.save_every=1000 \
-    --set run.output_dir=runs/dtype-sft-$dtype --overwrite --no-progress \
-    > runs/logs/dtype-sft-$dtype.log 2>&1
-done
-for dtype in float32 bfloat16; do
-  smolgrpo train --config recipes/cpu-grpo.yaml --set model.dtype=$dtype \
-    --set optim.max_steps="$grpo_steps" --set run.save_every=1000 \
-    --set run.output_dir=runs/dtype-grpo-$dtype --overwrite --no-progress \
-    > runs/logs/dtype-grpo-$dtype.log 2>&1
-done
+run() {  # run STAGE COMMAND RECIPE STEPS: both dtypes, one after the other
+  for dtype in float32 bfloat16; do
+    smolgrpo "$2" --config "recipes/$3.yaml" --set model.dtype=$dtype \
+      --set optim.max_steps="$4" --set run.save_every=1000 \
+      --set run.output_dir="runs/dtype-$1-$dtype" --overwrite --no-progress \
+      > "runs/logs/dtype-$1-$dtype.log" 2>&1
+  done
+}
+run sft sft cpu-sft "$sft_steps"
+run grpo train cpu-grpo "$grpo_steps"
 python - <<'PY'
 import json
 for stage in ("sft", "grpo"):
