@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from grpo_vs_trl import RESULT_KEYS
+from grpo_vs_trl_workload import RESULT_KEYS
 
 PROMISE_MB = 8 * 1024  # "sized for one 8 GB GPU" (recipes/smollm2-135m-gsm8k.yaml)
 PARTS = ("benchmark", "memory", "decode", "recipe")
@@ -13,47 +13,13 @@ PARTS = ("benchmark", "memory", "decode", "recipe")
 
 # ----------------------------------------------------------------------------- --tiny
 def build_tiny_model(target: Path) -> Path:
-    """A random 2-layer Llama and a character tokenizer (as tests/conftest.py builds them)."""
-    import string
+    """A random 2-layer Llama and a character tokenizer (`smolgrpo.tiny`, as the tests use),
+    saved to `target`; positions up to 4,096 (the one-shot prompt is ~1,500 characters)."""
+    from smolgrpo.tiny import build_char_tokenizer
+    from smolgrpo.tiny import build_tiny_model as build_model
 
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    special = ["<pad>", "<|im_start|>", "<|im_end|>", "<unk>"]
-    characters = [c for c in string.printable if c not in "\x0b\x0c\r"]
-    vocab = {token: index for index, token in enumerate(special + characters)}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    backend.decoder = decoders.Fuse()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token="<pad>",
-        eos_token="<|im_end|>",
-        bos_token="<|im_start|>",
-        unk_token="<unk>",
-        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
-    )
-    tokenizer.chat_template = (
-        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-    )
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,  # the one-shot prompt is ~1,500 characters
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-        tie_word_embeddings=True,
-    )
-    model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id, model.generation_config.pad_token_id = 2, 0
+    tokenizer = build_char_tokenizer()
+    model = build_model(len(tokenizer), seed=0, max_position_embeddings=4096)
     model.save_pretrained(target, safe_serialization=True)
     tokenizer.save_pretrained(target)
     return target
