@@ -31,7 +31,7 @@ from smolgrpo.grpo import VALID_LOSS_TYPES, VALID_SCALE_REWARDS
 from smolgrpo.prompts import DEFAULT_PREFILL, SYSTEM_PROMPT, PromptTemplate
 from smolgrpo.reward_plugins import is_plugin, load_reward
 from smolgrpo.rewards import DEFAULT_REWARD_WEIGHTS, REWARD_FUNCTIONS
-from smolgrpo.tasks import check_task_config, default_reward_weights
+from smolgrpo.tasks import check_task_config, default_reward_weights, has_worked_solutions
 from smolgrpo.tracking import check_report_to
 
 
@@ -177,6 +177,7 @@ class GRPOConfig:
     mask_truncated_completions: bool = False
     filter_zero_std_groups: bool = False  # dynamic sampling (DAPO): refill with informative groups
     max_refill_rounds: int = 3
+    guided_groups: bool = False  # the last row of each group is the reference (guided_groups.py)
 
     def validate(self) -> None:
         _check(
@@ -307,6 +308,11 @@ class Config:
             raise SmolGRPOError(
                 "config: model.fsdp cannot be combined with grpo.filter_zero_std_groups "
                 "(every rank must train on the same number of rows)"
+            )
+        if self.grpo.guided_groups and not has_worked_solutions(self.data):
+            raise SmolGRPOError(
+                "config: grpo.guided_groups needs worked solutions: data.task gsm8k, or "
+                f"jsonl/csv/hub with data.solution_field (not '{self.data.task}')"
             )
         if self.model.fsdp and self.model.lora:
             raise SmolGRPOError("config: model.fsdp cannot be combined with model.lora (yet)")

@@ -18,8 +18,9 @@ from smolgrpo import distributed as dist_utils
 from smolgrpo.batching import select_rows
 from smolgrpo.data import Problem
 from smolgrpo.grpo import group_advantages, zero_std_keep_mask
+from smolgrpo.guided_groups import add_reference_rows
 from smolgrpo.prompts import render_prompt
-from smolgrpo.rollout import Rollout, generate
+from smolgrpo.rollout import Rollout, eos_token_ids, generate
 
 
 def prompts_for_rank(problems: list[Problem], rank: int, world_size: int) -> list[Problem]:
@@ -30,6 +31,7 @@ def prompts_for_rank(problems: list[Problem], rank: int, world_size: int) -> lis
 def collect_groups(trainer) -> tuple[list[Rollout], list[torch.Tensor], list[Problem], dict]:
     """Rollouts, rewards and advantages for this step, refilling zero-signal groups if asked."""
     config, G = trainer.config, trainer.config.sampling.num_generations
+    guided = config.grpo.guided_groups  # the G-th row of a group: the reference solution
     kept_rollouts, kept_advantages, kept_problems = [], [], []
     reward_log: dict[str, list[float]] = {}
     reward_times: dict[str, float] = {}  # seconds per reward: a slow plug-in shows up
@@ -44,6 +46,8 @@ def collect_groups(trainer) -> tuple[list[Rollout], list[torch.Tensor], list[Pro
         "problems": [],
         "responses": [],
         "totals": [],
+        "calculator_tokens": 0,
+        "rows_per_group": G - 1 if guided else G,  # the sampled rows the stats describe
     }
     rounds = 1 + (config.grpo.max_refill_rounds if config.grpo.filter_zero_std_groups else 0)
     quota = math.ceil(config.optim.prompts_per_step / trainer.world_size)  # groups per rank
@@ -64,7 +68,7 @@ def collect_groups(trainer) -> tuple[list[Rollout], list[torch.Tensor], list[Pro
                     render_prompt(trainer.tokenizer, p.question, trainer.template, trainer.few_shot)
                     for p in problems
                 ],
-                num_generations=G,
+                num_generations=G - 1 if guided else G,
                 max_new_tokens=config.sampling.max_completion_length,
                 temperature=config.sampling.temperature,
                 top_p=config.sampling.top_p,
@@ -76,6 +80,20 @@ def collect_groups(trainer) -> tuple[list[Rollout], list[torch.Tensor], list[Pro
                 calculator=trainer.calculator,
             )
         stats["generation_s"] += time.perf_counter() - started
+        # Metrics describe the policy's samples: taken before the reference rows go in.
+        stats["generated_tokens"] += int(rollout.completion_mask.sum())
+        stats["truncated"] += int(rollout.truncated.sum())
+        stats["lengths"].extend(rollout.completion_lengths.tolist())
+        stats["responses"].extend(rollout.responses)
+        if rollout.forced_mask is not None:
+            stats["calculator_tokens"] += int(rollout.forced_mask.sum())
+        sampled = torch.ones(len(problems) * G, dtype=torch.bool)
+        if guided:
+            eos = eos_token_ids(trainer.model, trainer.tokenizer)[0]
+            rollout, is_reference = add_reference_rows(
+                rollout, problems, trainer.tokenizer, trainer.template.prefill, eos
+            )
+            sampled = ~is_reference.cpu()
         trainer.phase("scoring")
         started = time.perf_counter()
         golds = [p.gold for p in problems for _ in range(G)]
@@ -89,17 +107,16 @@ def collect_groups(trainer) -> tuple[list[Rollout], list[torch.Tensor], list[Pro
             advantages, zero_std = batch_scaled_advantages(rewards, G)
         else:
             advantages, zero_std = group_advantages(rewards, G, config.grpo.scale_rewards)
+        sampled_rows = sampled.tolist()
         for name, values in scored.per_reward.items():
-            reward_log.setdefault(name, []).extend(values)
+            reward_log.setdefault(name, []).extend(
+                v for v, keep in zip(values, sampled_rows) if keep
+            )
             reward_times[name] = reward_times.get(name, 0.0) + scored.seconds[name]
-        stats["totals"].extend(scored.total)
+        stats["totals"].extend(v for v, keep in zip(scored.total, sampled_rows) if keep)
         stats["groups_generated"] += len(problems)
         stats["zero_std_groups"] += int(zero_std.sum())
-        stats["generated_tokens"] += int(rollout.completion_mask.sum())
-        stats["truncated"] += int(rollout.truncated.sum())
-        stats["lengths"].extend(rollout.completion_lengths.tolist())
         stats["problems"].extend(problems)
-        stats["responses"].extend(rollout.responses)
         keep = ~zero_std if config.grpo.filter_zero_std_groups else torch.ones_like(zero_std)
         if keep.any():
             rows = zero_std_keep_mask(~keep, G).to(rollout.completion_ids.device)  # (n * G,)

@@ -28,7 +28,7 @@ def step_metrics(
     trainer, stats: dict, losses: dict, problems: list, timings: dict
 ) -> tuple[dict, list]:
     """(one metrics.jsonl row, the sample records for samples/step_N.jsonl) for a step."""
-    G = trainer.config.sampling.num_generations
+    G = stats.get("rows_per_group", trainer.config.sampling.num_generations)  # sampled rows
     rewards = {name: dist_utils.gather_objects(values) for name, values in stats["rewards"].items()}
     totals = dist_utils.gather_objects(stats["totals"])
     lengths = dist_utils.gather_objects(stats["lengths"])

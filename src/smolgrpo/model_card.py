@@ -231,7 +231,13 @@ def _grpo_lines(config: dict, base_text: str, rows: list[dict]) -> list[str]:
         ),
         f"- GRPO: loss `{grpo.get('loss_type', '?')}`, β (KL) {grpo.get('beta', '?')}, clip ε "
         f"{grpo.get('epsilon', '?')}/{grpo.get('epsilon_high', '?')}, reward scaling "
-        f"`{grpo.get('scale_rewards', '?')}`, {grpo.get('num_iterations', '?')} iteration(s)",
+        f"`{grpo.get('scale_rewards', '?')}`, {grpo.get('num_iterations', '?')} iteration(s)"
+        + (
+            "; guided groups (the last of each group's completions was the train problem's "
+            "reference solution, not a sample)"
+            if grpo.get("guided_groups")
+            else ""
+        ),
         _optimizer_line(config),
         "",
         "Reward weights (each reward is in [0, 1]; the total is the weighted sum):",
