@@ -156,3 +156,41 @@ def test_eval_and_train_with_the_calculator(tmp_path, monkeypatch, capsys):
     (row,) = read_metrics(tmp_path / "run/metrics.jsonl")
     assert row["calculator_tokens"] >= 0
     assert "- Calculator: on" in (tmp_path / "run/final/README.md").read_text()
+
+
+def test_calculator_tokens_metric_counts_the_forced_tokens(tmp_path, monkeypatch):
+    """The step's `calculator_tokens` is the number of forced tokens its rollouts hold."""
+    from smolgrpo import group_collection
+    from smolgrpo.config import load_config
+    from smolgrpo.data import Problem
+    from smolgrpo.metrics import read_metrics
+    from smolgrpo.rollout import Rollout
+    from smolgrpo.trainer import Trainer
+
+    tokenizer = build_char_tokenizer()
+
+    def scripted(model, tokenizer, prompts, *, num_generations, **kwargs):
+        rows = len(prompts) * num_generations
+        ids = torch.tensor([tokenizer.convert_tokens_to_ids(list("7=7"))] * rows)  # (rows, 3)
+        forced = torch.zeros_like(ids, dtype=torch.bool)
+        forced[0, 2] = forced[1, 2] = forced[3, 2] = True  # three rows had "7" written for them
+        return Rollout(
+            prompt_ids=torch.ones(rows, 2, dtype=torch.long),
+            prompt_mask=torch.ones(rows, 2, dtype=torch.long),
+            completion_ids=ids,
+            completion_mask=torch.ones_like(ids),
+            truncated=torch.ones(rows, dtype=torch.bool),
+            responses=["7=7"] * rows,
+            forced_mask=forced,
+        )
+
+    monkeypatch.setattr(group_collection, "generate", scripted)
+    config = load_config(None, [f"run.output_dir={tmp_path / 'run'}", "sampling.calculator=true",
+                                "sampling.num_generations=2", "optim.prompts_per_step=2",
+                                "optim.max_steps=1", "optim.warmup_steps=0"])  # fmt: skip
+    problems = [Problem(f"{i}+1", f"#### {i + 1}", str(i + 1), f"toy:{i}") for i in range(2)]
+    trainer = Trainer(config, model=build_tiny_model(len(tokenizer)), tokenizer=tokenizer,
+                      train_problems=problems, show_progress=False)  # fmt: skip
+    trainer.train()
+    (row,) = read_metrics(tmp_path / "run/metrics.jsonl")
+    assert row["calculator_tokens"] == 3
