@@ -1,5 +1,5 @@
 """Shared fixtures: a tiny random Llama with a character-level tokenizer (`smolgrpo.tiny`),
-built in-process, a fake embedded GGUF, and the GSM8K folder."""
+built in-process, a fake embedded GGUF, the GSM8K folder, and toy rewards for the trainer tests."""
 
 from __future__ import annotations
 
@@ -80,3 +80,29 @@ def gsm8k_dir() -> Path:
     if not (DATA_DIR / "test.jsonl").is_file():
         pytest.skip(f"GSM8K not found at {DATA_DIR}; set SMOLGRPO_DATA_DIR")
     return DATA_DIR
+
+
+# ----------------------------------------------------------------------------- toy rewards
+def digits_reward(completions, golds):
+    """Fraction of the characters that are digits: varied from the first step, easy to raise."""
+    return [sum(c.isdigit() for c in text) / len(text) if text else 0.0 for text in completions]
+
+
+def gated_reward(completions, golds):
+    """Constant for problems whose gold is 'c' (zero-std groups), digit fraction otherwise."""
+    varied = digits_reward(completions, golds)
+    return [0.5 if gold == "c" else value for gold, value in zip(golds, varied)]
+
+
+def constant_reward(completions, golds):
+    return [1.0] * len(completions)
+
+
+@pytest.fixture
+def toy_rewards(monkeypatch):
+    """Registers the toy rewards above under the names the trainer tests' configs use."""
+    from smolgrpo import rewards
+
+    monkeypatch.setitem(rewards.REWARD_FUNCTIONS, "digits", digits_reward)
+    monkeypatch.setitem(rewards.REWARD_FUNCTIONS, "gated", gated_reward)
+    monkeypatch.setitem(rewards.REWARD_FUNCTIONS, "constant", constant_reward)
