@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import build_char_tokenizer, build_tiny_model
+from conftest import build_char_tokenizer, build_tiny_model, digits_reward
 from safetensors.torch import load_file
 
 from smolgrpo import cli, rewards
@@ -40,10 +40,6 @@ WORKER = Path(__file__).parent / "_kill_worker.py"
 MAX_STEPS = 16
 SAVE_EVERY = 2
 WAIT_S = 90  # per wait; generous for a loaded 2-core machine
-
-
-def digits_reward(completions, golds):
-    return [sum(c.isdigit() for c in text) / len(text) if text else 0.0 for text in completions]
 
 
 @pytest.fixture

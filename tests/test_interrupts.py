@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import build_char_tokenizer, build_tiny_model
+from conftest import build_char_tokenizer, build_tiny_model, digits_reward
 from safetensors.torch import load_file
 
 from smolgrpo import cli, rewards
@@ -38,10 +38,6 @@ MAX_STEPS = 6
 GRACE_S = 20.0  # run.stop_grace_s, the default
 WAIT_S = 120  # per wait; generous for a loaded 2-core machine
 SLOW_S = 0.15  # each forward of the interrupted runs sleeps this long
-
-
-def digits_reward(completions, golds):
-    return [sum(c.isdigit() for c in text) / len(text) if text else 0.0 for text in completions]
 
 
 # ----------------------------------------------------------------------------- the run

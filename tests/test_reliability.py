@@ -14,11 +14,11 @@ import math
 import pytest
 import torch
 from conftest import build_char_tokenizer, build_tiny_model
-from test_trainer import digits_reward, make_config, make_trainer, problems, snapshot
+from test_trainer import make_config, make_trainer, problems, snapshot
 
 import smolgrpo.policy_update as policy_update
 import smolgrpo.trainer as trainer_module
-from smolgrpo import checkpoint, cli, rewards
+from smolgrpo import checkpoint, cli
 from smolgrpo import distributed as dist_utils
 from smolgrpo.checkpoint import latest_good_checkpoint, list_checkpoints, verify_checkpoint
 from smolgrpo.errors import SmolGRPOError
@@ -28,12 +28,7 @@ from smolgrpo.metrics import read_metrics
 TIMING_KEYS = {"tokens_per_s", "step_time_s", "generation_s", "reward_s", "train_s"}
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
-
-
-@pytest.fixture(autouse=True)
-def toy_reward(monkeypatch):
-    monkeypatch.setitem(rewards.REWARD_FUNCTIONS, "digits", digits_reward)
+pytestmark = pytest.mark.usefixtures("one_thread", "toy_rewards")  # conftest.py
 
 
 def inject(monkeypatch, trainer, kind: str, bad_steps: set[int]) -> None:

@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 import torch
-from conftest import build_char_tokenizer, build_tiny_model, digits_reward  # noqa: F401
+from conftest import build_char_tokenizer, build_tiny_model, digits_reward
 from safetensors.torch import load_file
 
 from smolgrpo.checkpoint import (
