@@ -153,6 +153,9 @@ class SamplingConfig:
     # The GSM8K paper's calculator (calculator.py): after "expression =", the exact result is
     # written for the model. Off by default; its inserted tokens get no loss.
     calculator: bool = False
+    # On a CUDA device, decode on a static KV cache with each token step replayed as a CUDA
+    # graph (graph_decode.py); false: the eager loop. SMOLGRPO_CUDA_GRAPHS=0 also turns it off.
+    cuda_graphs: bool = True
 
     def validate(self) -> None:
         _check(self.num_generations >= 2, "sampling.num_generations", self.num_generations, ">= 2")

@@ -78,6 +78,7 @@ def collect_groups(trainer) -> tuple[list[Rollout], list[torch.Tensor], list[Pro
                 synced=trainer.sharded,
                 should_stop=trainer.stop_pending,
                 calculator=trainer.calculator,
+                cuda_graphs=config.sampling.cuda_graphs,
             )
         stats["generation_s"] += time.perf_counter() - started
         # Metrics describe the policy's samples: taken before the reference rows go in.

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from smolgrpo import distributed as dist_utils
+from smolgrpo import graph_decode
 from smolgrpo.calculator import TAIL_TOKENS
 from smolgrpo.grpo import completion_mask_from_ids
 from smolgrpo.interrupts import StopRequested
@@ -72,11 +73,12 @@ def generate(
     synced: bool = False,
     should_stop: Callable[[], bool] | None = None,
     calculator=None,
+    cuda_graphs: bool = True,
 ) -> Rollout:
     """Sample `num_generations` completions for each prompt; rows of one prompt are adjacent.
 
-    `synced` (FSDP, where every forward is a collective), `should_stop` and `calculator` (a
-    calculator.Calculator, or None): see `decode`."""
+    `synced` (FSDP, where every forward is a collective), `should_stop`, `calculator` (a
+    calculator.Calculator, or None) and `cuda_graphs`: see `decode`."""
     device = next(model.parameters()).device
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; call modeling.prepare_tokenizer first")
@@ -101,6 +103,7 @@ def generate(
             synced=synced,
             should_stop=should_stop,
             calculator=calculator,
+            static=None if cuda_graphs else False,
         )  # (N, C), or with the calculator ((N, C), its (N, C) forced mask)
     finally:
         model.train(was_training)
@@ -166,6 +169,7 @@ def decode(
     synced: bool = False,
     should_stop: Callable[[], bool] | None = None,
     calculator=None,
+    static: bool | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Batched sampling with the KV cache, G completions per prompt; returns (N, C) ids.
 
@@ -185,6 +189,10 @@ def decode(
     `calculator` (calculator.py): after a sampled token that ends "expression =", the next
     tokens of that row are the result's, not samples; returns ((N, C) ids, (N, C) bool mask of
     those forced tokens). Rows without a pending result sample as without the calculator.
+
+    `static`: decode on a static KV cache, each step a CUDA graph (graph_decode.py). None
+    (default): on a CUDA device when graphs are enabled, the attention is sdpa, and neither
+    `synced` nor `calculator` is set. True forces the static path (on CPU: without the graph).
     """
     # Left padding shared by every prompt is dead weight in every forward: cut it.
     first_real = int(prompt_mask.any(dim=0).long().argmax())
@@ -206,6 +214,27 @@ def decode(
     if num_generations > 1:
         cache.batch_repeat_interleave(num_generations)
         logits = logits.repeat_interleave(num_generations, dim=0)  # (N, V)
+    if static is None:
+        static = device.type == "cuda" and graph_decode.graphs_enabled()
+    if static and not synced and calculator is None and graph_decode.supports_static(model):
+        write_position = graph_decode.static_cache(cache, max_new_tokens)
+        if write_position is not None:
+            return graph_decode.static_decode(
+                model,
+                cache,
+                write_position,
+                logits,
+                prompt_mask.repeat_interleave(num_generations, dim=0),
+                positions[:, -1].repeat_interleave(num_generations) + 1,
+                eos_ids,
+                cache_kwargs=cache_arguments(model, cache),
+                pad_token_id=pad_token_id,
+                max_new_tokens=max_new_tokens,
+                sample=lambda scores: sample_next_tokens(scores, temperature, top_p, top_k),
+                ignore_eos=ignore_eos,
+                should_stop=should_stop,
+                capture=device.type == "cuda" and graph_decode.graphs_enabled(),
+            )
     preallocate(cache, max_new_tokens)  # new positions written in place (kv_cache.py)
     # The attention mask grows by one column a step; allocate it once.
     attention = torch.ones(
