@@ -10,7 +10,9 @@ Parts, in this order (each a subprocess given what is left of the time as its ti
    `torch.cuda.max_memory_allocated` against the recipe's 8 GB promise, and its time per step;
 3. decode: smolgrpo's decode tokens/s (from part 1) and its fraction of the memory-bandwidth bound
    (every decode step reads all weights once, in bf16) from the card's bandwidth;
-4. recipe (gpu_proof_recipe.py): `smolgrpo sft`, then `smolgrpo train` from its model until its
+4. graphs (gpu_proof_graphs.py): the CUDA-graph decode against the eager loop on the same 128
+   rows (speed, and rows decoded alike); if the graph fails, the later parts decode eagerly;
+5. recipe (gpu_proof_recipe.py): `smolgrpo sft`, then `smolgrpo train` from its model until its
    `run.time_limit_s` (the time left minus --eval-reserve-s), then `smolgrpo eval` on the 1,319
    test problems (as many as fit); --eval-sft also evaluates the SFT model, beside GRPO.
 After each part `gpu_proof.json` and `gpu_proof.md` are rewritten in --output-dir, so a run cut
@@ -215,6 +217,31 @@ def decode(proof: Proof, model_dir: Path) -> None:
     proof.write()
 
 
+def graphs(proof: Proof, model_dir: Path) -> None:
+    """gpu_proof_graphs.py: the CUDA-graph decode against the eager loop on the same rows; if
+    the graph fails or decodes otherwise than the static loop it records, the later parts run
+    with SMOLGRPO_CUDA_GRAPHS=0."""
+    output = proof.work_dir / "graphs.json"
+    command = [sys.executable, str(BENCHMARKS / "gpu_proof_graphs.py"), "--output", str(output)]
+    command += ["--model", str(model_dir), "--data", proof.args.data]
+    command += ["--rows", "4", "--tokens", "8"] if proof.args.tiny else []
+    command += ["--device", "cpu" if proof.args.device == "cpu" else "cuda"]
+    record = proof.run("graphs", command, budget_s=min(150.0, proof.left() * 0.25))
+    if record["status"] == "done":
+        record |= json.loads(output.read_text())
+    graph = record.get("modes", {}).get("graph", {})
+    same = record.get("graph_vs_static", {})
+    if graph.get("status") == "skipped":
+        record["decision"] = "nothing to decide without CUDA"
+    elif graph.get("status") == "done" and same.get("identical_rows", 0) * 2 >= same["rows"]:
+        record["decision"] = "graphs on for the later parts"
+    else:
+        proof.env["SMOLGRPO_CUDA_GRAPHS"] = "0"  # a broken graph must not cost the recipe
+        record["decision"] = "graphs OFF for the later parts (SMOLGRPO_CUDA_GRAPHS=0)"
+    proof.part("graphs").update(record)
+    proof.write()
+
+
 def count_weights(model_dir: Path) -> int:
     """Parameters stored in the folder's safetensors (a tied embedding counts once)."""
     from safetensors import safe_open
@@ -313,7 +340,7 @@ def main() -> int:
     on_gpu = args.device != "cpu" and torch.cuda.is_available()
     proof.result.setdefault("device", grpo_vs_trl.device_name("cuda" if on_gpu else "cpu"))
     wanted = set(args.parts.split(","))
-    for name, run in zip(PARTS, (benchmark, memory, decode, recipe)):
+    for name, run in zip(PARTS, (benchmark, memory, decode, graphs, recipe)):
         if name not in wanted:
             proof.skip(name, "not asked for (--parts)")
         elif name != "decode" and proof.left() < STOP_MARGIN_S + 5:  # decode: no run, arithmetic

@@ -81,7 +81,7 @@ def recipe(proof: Proof, model_dir: Path) -> None:
 
 
 def recipe_sft(proof: Proof, model_dir: Path) -> Path:
-    """`smolgrpo sft` with at most 30% of the time left; the model GRPO starts from."""
+    """`smolgrpo sft` with at most 45% of the time left; the model GRPO starts from."""
     part = proof.part("recipe")
     sft_recipe = next((p for p in SFT_RECIPES if p.is_file()), None)
     has_sft = importlib.util.find_spec("smolgrpo.sft") is not None
@@ -95,7 +95,7 @@ def recipe_sft(proof: Proof, model_dir: Path) -> Path:
     overrides = [f"model.name={model_dir}", "model.device=auto", "run.eval_every=0"]
     overrides += tiny_sft(proof.args)
     command += ["--output-dir", str(run_dir)] + [a for o in overrides for a in ("--set", o)]
-    budget = proof.left() * 0.3
+    budget = proof.left() * 0.45
     command += ["--set", f"run.time_limit_s={max(budget - STARTUP_S, 1):.0f}"]
     record = proof.run("recipe: sft", command, budget_s=budget + STOP_MARGIN_S)
     rows = read_rows(run_dir / "metrics.jsonl")

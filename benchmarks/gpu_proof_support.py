@@ -8,7 +8,7 @@ from pathlib import Path
 from grpo_vs_trl_workload import RESULT_KEYS
 
 PROMISE_MB = 8 * 1024  # "sized for one 8 GB GPU" (recipes/smollm2-135m-gsm8k.yaml)
-PARTS = ("benchmark", "memory", "decode", "recipe")
+PARTS = ("benchmark", "memory", "decode", "graphs", "recipe")
 
 
 # ----------------------------------------------------------------------------- --tiny
@@ -103,6 +103,8 @@ def summary(name: str, part: dict) -> str:
                 f"({part['bandwidth_gbs']:g} GB/s)"
             )
         return f"{text}; {part.get('reason', '')}"
+    if name == "graphs":
+        return graphs_summary(part)
     sft, grpo, evaluation = (part.get(k, {}) for k in ("sft", "grpo", "eval"))
     text = f"{status}. SFT: {sft.get('status')}"
     if "steps_done" in sft:
@@ -135,3 +137,23 @@ def peak_text(record: dict) -> str:
         return ""
     fits = "within" if record["fits_promise"] else "OVER"
     return f", peak {record['peak_memory_mb']:,} MiB ({fits} {PROMISE_MB:,})"
+
+
+def graphs_summary(part: dict) -> str:
+    modes = part.get("modes", {})
+    eager, graph = modes.get("eager", {}), modes.get("graph", {})
+    text = f"{part.get('rows')} rows x {part.get('tokens')} tokens, greedy: eager "
+    text += f"{eager.get('ms_per_token_step')} ms a token step"
+    if graph.get("status") == "done":
+        text += (
+            f", CUDA graph {graph['ms_per_token_step']} ms ({part['speedup_graph_over_eager']}x)"
+        )
+    else:
+        text += f", CUDA graph {graph.get('status')}: {graph.get('reason')}"
+    for key, label in (
+        ("graph_vs_static", "the static loop"),
+        ("graph_vs_eager", "the eager loop"),
+    ):
+        if key in part:
+            text += f"; {part[key]['identical_rows']}/{part[key]['rows']} rows as {label}"
+    return f"{text}; {part.get('decision', '')}".rstrip("; ")

@@ -46,6 +46,11 @@ def test_tiny_gpu_proof_reports_every_part(tmp_path, capsys):
     decode = parts["decode"]
     assert decode["status"] == "done" and decode["decode_tokens_per_s"] > 0
     assert 0 < decode["fraction_of_bound"]  # from --bandwidth-gbs
+    graphs = parts["graphs"]  # no CUDA: the static loop against the eager one, no graph
+    assert graphs["status"] == "done" and graphs["modes"]["graph"]["status"] == "skipped"
+    assert graphs["static_vs_eager"]["identical_rows"] == graphs["rows"] == 4
+    assert graphs["decision"] == "nothing to decide without CUDA"
+    assert "| graphs | 4 rows x 8 tokens, greedy: eager " in table
     recipe = parts["recipe"]
     assert recipe["status"] == "done", recipe
     assert recipe["grpo"]["steps_done"] >= 1 and recipe["grpo"]["time_per_step_s"] > 0

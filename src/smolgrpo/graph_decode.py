@@ -53,8 +53,12 @@ class StaticLayer(DynamicLayer):
     fill; `update` writes the new position (a shared device tensor) in place."""
 
     def update(self, key_states, value_states, *args, **kwargs):
-        self.key_buffer.index_copy_(2, self.write_position, key_states)
-        self.value_buffer.index_copy_(2, self.write_position, value_states)
+        # Under autocast the prefill and a step can hand over different dtypes (transformers
+        # 5.17: float32 from the prefill, bf16 from a step); index_copy_ needs the buffer's.
+        self.key_buffer.index_copy_(2, self.write_position, key_states.to(self.key_buffer.dtype))
+        self.value_buffer.index_copy_(
+            2, self.write_position, value_states.to(self.value_buffer.dtype)
+        )
         return self.key_buffer, self.value_buffer
 
 
@@ -118,7 +122,9 @@ class StepForward:
             graph = torch.cuda.CUDAGraph()
             torch.cuda.synchronize()
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                with torch.autocast(device_type, dtype=dtype, enabled=autocast, cache_enabled=False):
+                with torch.autocast(
+                    device_type, dtype=dtype, enabled=autocast, cache_enabled=False
+                ):
                     self.logits = self._forward()
         except Exception as error:  # any failure: eager from now on, the decode goes on
             _disabled_reason = f"{type(error).__name__}: {error}"
