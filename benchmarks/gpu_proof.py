@@ -237,6 +237,8 @@ def graphs(proof: Proof, model_dir: Path) -> None:
         record["decision"] = "graphs on for the later parts"
     else:
         proof.env["SMOLGRPO_CUDA_GRAPHS"] = "0"  # a broken graph must not cost the recipe
+        # an eager eval of 1,319 problems took 117-132 s on an H200 (2026-11-28)
+        proof.args.eval_reserve_s = max(proof.args.eval_reserve_s, 140.0)
         record["decision"] = "graphs OFF for the later parts (SMOLGRPO_CUDA_GRAPHS=0)"
     proof.part("graphs").update(record)
     proof.write()
