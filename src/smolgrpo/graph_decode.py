@@ -30,6 +30,8 @@ from collections.abc import Callable
 
 import torch
 
+from smolgrpo.interrupts import StopRequested
+
 try:
     from transformers.cache_utils import DynamicLayer
 except ImportError:  # transformers 4: no per-layer cache objects; static_cache() returns None
@@ -141,7 +143,6 @@ class StepForward:
 @torch.no_grad()
 def static_decode(
     model,
-    cache,
     write_position: torch.Tensor,
     logits: torch.Tensor,
     prompt_mask: torch.Tensor,
@@ -159,8 +160,6 @@ def static_decode(
     """The decode loop on a cache from `static_cache`; returns (N, C) ids, finished rows padded
     after their EOS. `logits` (N, V) are the prefill's last ones; `prompt_mask` (N, P) and
     `next_position` (N,) are per row; `sample` maps (N, V) logits to (N,) tokens."""
-    from smolgrpo.interrupts import StopRequested
-
     rows, prompt_length = prompt_mask.shape
     device = prompt_mask.device
     eos = torch.tensor(eos_ids, device=device, dtype=torch.long)

@@ -221,7 +221,6 @@ def decode(
         if write_position is not None:
             return graph_decode.static_decode(
                 model,
-                cache,
                 write_position,
                 logits,
                 prompt_mask.repeat_interleave(num_generations, dim=0),
