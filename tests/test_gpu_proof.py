@@ -13,7 +13,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 import torch
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks/gpu_proof.py"
@@ -117,3 +119,49 @@ def test_a_run_stopped_by_the_time_limit_hands_on_its_checkpoint(tmp_path, monke
     assert expected.keys() == actual.keys()
     assert all(torch.equal(expected[k], actual[k]) for k in expected)
     assert trained_model(tmp_path / "never-ran", base) is None
+
+
+@pytest.mark.parametrize(
+    ("graph", "identical", "decision", "env", "reserve"),
+    [
+        ({"status": "done", "ms_per_token_step": 2.0}, 120, "graphs on", None, 60.0),
+        ({"status": "done", "ms_per_token_step": 2.0}, 10, "graphs OFF", "0", 140.0),
+        ({"status": "failed", "reason": "capture failed"}, 0, "graphs OFF", "0", 140.0),
+        ({"status": "skipped", "reason": "no CUDA device"}, 0, "nothing to decide", None, 60.0),
+    ],
+)
+def test_the_graphs_part_turns_graphs_off_for_the_recipe_when_the_graph_is_wrong(
+    tmp_path, monkeypatch, graph, identical, decision, env, reserve
+):
+    """gpu_proof.graphs: a graph that failed, or that decodes most rows otherwise than the
+    static loop it records (a broken capture parts at once), must not be trusted by the later
+    parts: they get SMOLGRPO_CUDA_GRAPHS=0 and an eager eval's time reserve."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import gpu_proof
+
+    class FakeProof:
+        work_dir = tmp_path
+        env: dict = {}
+        result = {"parts": {"graphs": {}}}
+        args = SimpleNamespace(tiny=False, device="auto", data="data", eval_reserve_s=60.0)
+
+        def left(self):
+            return 500.0
+
+        def part(self, name):
+            return self.result["parts"][name]
+
+        def write(self):
+            pass
+
+        def run(self, name, command, budget_s=None):
+            report = {"rows": 128, "tokens": 96, "modes": {"eager": {}, "graph": graph}}
+            report["graph_vs_static"] = {"identical_rows": identical, "rows": 128}
+            (tmp_path / "graphs.json").write_text(json.dumps(report))
+            return {"status": "done"}
+
+    proof = FakeProof()
+    gpu_proof.graphs(proof, tmp_path / "model")
+    assert proof.part("graphs")["decision"].startswith(decision)
+    assert proof.env.get("SMOLGRPO_CUDA_GRAPHS") == env
+    assert proof.args.eval_reserve_s == reserve
