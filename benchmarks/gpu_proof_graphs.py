@@ -96,19 +96,15 @@ def main() -> None:
         if messages or (name == "graph" and not graph_decode.graphs_enabled()):
             record |= {"status": "failed", "reason": "; ".join(messages) or "graphs disabled"}
         result["modes"][name] = record
-    for name in ("static", "graph"):
-        if name in outputs:
-            for other in ("eager", "static"):
-                if other == name or other not in outputs:
-                    continue
-                pairs = list(zip(outputs[name], outputs[other]))
-                same = sum(a == b for a, b in pairs)
-                firsts = [first_difference(a, b) for a, b in pairs if a != b]
-                result[f"{name}_vs_{other}"] = {
-                    "identical_rows": same,
-                    "rows": len(pairs),
-                    "median_first_difference": sorted(firsts)[len(firsts) // 2] if firsts else None,
-                }
+    for name, other in (("static", "eager"), ("graph", "eager"), ("graph", "static")):
+        if name in outputs and other in outputs:
+            pairs = list(zip(outputs[name], outputs[other]))
+            firsts = [first_difference(a, b) for a, b in pairs if a != b]
+            result[f"{name}_vs_{other}"] = {
+                "identical_rows": len(pairs) - len(firsts),
+                "rows": len(pairs),
+                "median_first_difference": sorted(firsts)[len(firsts) // 2] if firsts else None,
+            }
     graph = result["modes"].get("graph", {})
     if graph.get("status") == "done":
         result["speedup_graph_over_eager"] = round(

@@ -31,11 +31,7 @@ from collections.abc import Callable
 import torch
 
 from smolgrpo.interrupts import StopRequested
-
-try:
-    from transformers.cache_utils import DynamicLayer
-except ImportError:  # transformers 4: no per-layer cache objects; static_cache() returns None
-    DynamicLayer = object
+from smolgrpo.kv_cache import DynamicLayer, plain_dynamic_layers
 
 _disabled_reason: str | None = None  # set by a capture that failed: eager from then on
 
@@ -68,12 +64,8 @@ def static_cache(cache, extra_tokens: int) -> torch.Tensor | None:
     """Turn a prefilled DynamicCache into fixed buffers with room for `extra_tokens` positions;
     returns the (1,) device tensor of the position the next forward writes, or None (cache
     left untouched) when the cache is not made of plain full-attention DynamicLayers."""
-    layers = getattr(cache, "layers", None)
-    if DynamicLayer is object or not layers:
-        return None
-    if any(type(layer) is not DynamicLayer for layer in layers):
-        return None
-    if any(not layer.is_initialized or layer.keys.dim() != 4 for layer in layers):
+    layers = plain_dynamic_layers(cache)
+    if layers is None:
         return None
     length = layers[0].keys.shape[-2]
     write_position = torch.full((1,), length, dtype=torch.long, device=layers[0].keys.device)
@@ -105,14 +97,11 @@ class StepForward:
 
     def __call__(self) -> torch.Tensor:
         self.calls += 1
+        if self.graph is None and self.capture and self.calls >= 2:
+            self._capture()  # on failure: no graph, and capture is off from now on
         if self.graph is not None:
             self.graph.replay()
             return self.logits
-        if self.capture and self.calls >= 2:
-            self._capture()
-            if self.graph is not None:
-                self.graph.replay()
-                return self.logits
         return self._forward()
 
     def _capture(self) -> None:
@@ -147,7 +136,7 @@ def static_decode(
     logits: torch.Tensor,
     prompt_mask: torch.Tensor,
     next_position: torch.Tensor,
-    eos_ids: list[int],
+    eos: torch.Tensor,
     *,
     cache_kwargs: dict,
     pad_token_id: int,
@@ -159,10 +148,10 @@ def static_decode(
 ) -> torch.Tensor:
     """The decode loop on a cache from `static_cache`; returns (N, C) ids, finished rows padded
     after their EOS. `logits` (N, V) are the prefill's last ones; `prompt_mask` (N, P) and
-    `next_position` (N,) are per row; `sample` maps (N, V) logits to (N,) tokens."""
+    `next_position` (N,) are per row; `eos` holds the EOS ids; `sample` maps (N, V) logits to
+    (N,) tokens."""
     rows, prompt_length = prompt_mask.shape
     device = prompt_mask.device
-    eos = torch.tensor(eos_ids, device=device, dtype=torch.long)
     mask = torch.zeros(rows, 1, 1, prompt_length + max_new_tokens, dtype=torch.bool, device=device)
     mask[:, 0, 0, :prompt_length] = prompt_mask.bool()
     token_input = torch.zeros(rows, 1, dtype=torch.long, device=device)  # (N, 1)
@@ -177,7 +166,7 @@ def static_decode(
     for step in range(max_new_tokens):
         if should_stop is not None and should_stop():
             raise StopRequested("stopped while decoding")
-        if ignore_eos and len(eos_ids):
+        if ignore_eos and eos.numel():
             logits = logits.clone()
             logits[:, eos] = float("-inf")
         tokens = sample(logits).masked_fill(finished, pad_token_id)  # (N,)

@@ -22,15 +22,24 @@ except ImportError:  # transformers 4: preallocate() returns False before using 
     DynamicLayer = object
 
 
+def plain_dynamic_layers(cache) -> list | None:
+    """The layers of a prefilled DynamicCache made of plain (full-attention) DynamicLayers with
+    4-D keys, or None for anything else (sliding windows, quantized or older caches)."""
+    if DynamicLayer is object:  # transformers 4: no per-layer cache objects
+        return None
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+        return None
+    if any(not layer.is_initialized or layer.keys.dim() != 4 for layer in layers):
+        return None
+    return layers
+
+
 def preallocate(cache, extra_tokens: int) -> bool:
     """Give every layer of `cache` room for `extra_tokens` more positions; False (cache left
     untouched) when it is not a DynamicCache made of plain DynamicLayers."""
-    if DynamicLayer is object:  # transformers 4: no per-layer cache objects
-        return False
-    layers = getattr(cache, "layers", None)
-    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
-        return False
-    if any(not layer.is_initialized or layer.keys.dim() != 4 for layer in layers):
+    layers = plain_dynamic_layers(cache)
+    if layers is None:
         return False
     for layer in layers:
         layer.__class__ = PreallocatedLayer

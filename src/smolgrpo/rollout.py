@@ -214,6 +214,8 @@ def decode(
     if num_generations > 1:
         cache.batch_repeat_interleave(num_generations)
         logits = logits.repeat_interleave(num_generations, dim=0)  # (N, V)
+    row_prompt_mask = prompt_mask.repeat_interleave(num_generations, dim=0)  # (N, P)
+    next_position = positions[:, -1].repeat_interleave(num_generations) + 1  # (N,)
     if static is None:
         static = device.type == "cuda" and graph_decode.graphs_enabled()
     if static and not synced and calculator is None and graph_decode.supports_static(model):
@@ -223,9 +225,9 @@ def decode(
                 model,
                 write_position,
                 logits,
-                prompt_mask.repeat_interleave(num_generations, dim=0),
-                positions[:, -1].repeat_interleave(num_generations) + 1,
-                eos_ids,
+                row_prompt_mask,
+                next_position,
+                eos,
                 cache_kwargs=cache_arguments(model, cache),
                 pad_token_id=pad_token_id,
                 max_new_tokens=max_new_tokens,
@@ -239,8 +241,7 @@ def decode(
     attention = torch.ones(
         rows, prompt_length + max_new_tokens, dtype=prompt_mask.dtype, device=device
     )
-    attention[:, :prompt_length] = prompt_mask.repeat_interleave(num_generations, dim=0)
-    next_position = positions[:, -1].repeat_interleave(num_generations) + 1  # (N,)
+    attention[:, :prompt_length] = row_prompt_mask
     completion = torch.full((rows, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     active = torch.arange(rows, device=device)  # rows still generating, in cache order
     generated = 0
