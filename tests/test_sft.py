@@ -13,12 +13,14 @@ from smolgrpo.data import Problem, load_problems
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.prompts import PromptTemplate, format_reference_response
 from smolgrpo.sft import (
+    MIN_SHARED_PREFIX,
     SFTTrainer,
     build_sft_batch,
     drop_held_out,
     encode_example,
     load_sft_problems,
     sft_token_nll,
+    shared_prefix_length,
 )
 
 
@@ -112,6 +114,72 @@ def test_head_on_targets_only_matches_the_full_logits_values_and_gradients():
     assert grads_a.keys() == grads_b.keys() and len(grads_a) > 5
     for name, grad in grads_a.items():
         torch.testing.assert_close(grad, grads_b[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def _prefixed(prefix: list[int], tails: list[tuple[list[int], list[int]]]):
+    """Examples opening with the same `prefix` (masked), each then a (tail ids, tail mask)."""
+    return [(prefix + ids, [0] * len(prefix) + mask) for ids, mask in tails]
+
+
+def test_shared_prefix_length_stops_before_the_first_difference_padding_or_target():
+    prefix = list(range(20, 40))  # 20 shared tokens
+    batch = build_sft_batch(_prefixed(prefix, [([5, 6, 7], [0, 1, 1]), ([5, 9], [0, 1])]), 0)
+    # columns 0-20 are equal (20 + the 5), column 21 differs; the last shared column must not
+    # be followed by a target (column 21 is one), so the prefix is 20 columns, not 21
+    assert shared_prefix_length(batch) == 20
+    batch = build_sft_batch(_prefixed(prefix, [([5, 6, 7], [1, 1, 1]), ([5, 9], [1, 1])]), 0)
+    assert shared_prefix_length(batch) == 19  # column 20 is a target: stop one before it
+    short = build_sft_batch(_prefixed(prefix[:10], [([5, 6], [0, 1]), ([7, 8], [0, 1])]), 0)
+    assert shared_prefix_length(short) == 0  # under MIN_SHARED_PREFIX: not worth a call
+    one_row = build_sft_batch(_prefixed(prefix, [([5, 6, 7], [0, 1, 1])]), 0)
+    assert shared_prefix_length(one_row) == 0
+
+
+def test_shared_prefix_gives_the_full_forward_values_and_gradients():
+    """A batch whose rows share a 20-token system prompt: run once through the KV cache, the
+    same NLL, correct count and gradients as every row run whole (right padding included)."""
+    tokenizer = build_char_tokenizer()
+    prefix = [
+        int(t)
+        for t in torch.randint(3, len(tokenizer), (20,), generator=torch.Generator().manual_seed(1))
+    ]
+    tails = [
+        ([5, 6, 7, 8, 9, 10], [0, 0, 1, 1, 1, 1]),
+        ([9, 10, 11], [0, 1, 1]),
+        ([4, 4, 12, 13], [0, 0, 0, 1]),
+    ]
+    batch = build_sft_batch(_prefixed(prefix, tails), 0)
+    assert shared_prefix_length(batch) >= MIN_SHARED_PREFIX
+    results = []
+    for share in (True, False):
+        model = build_tiny_model(len(tokenizer), seed=4)
+        model.train()
+        if not share:
+            model._smolgrpo_full_forward = True  # the switch the fallback sets
+        nll, correct = sft_token_nll(model, batch)
+        nll.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((float(nll.detach()), int(correct), grads))
+    (nll_a, correct_a, grads_a), (nll_b, correct_b, grads_b) = results
+    assert nll_a == pytest.approx(nll_b, rel=1e-5) and correct_a == correct_b
+    assert grads_a.keys() == grads_b.keys() and len(grads_a) > 5
+    for name, grad in grads_a.items():
+        torch.testing.assert_close(grad, grads_b[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_shared_prefix_can_be_turned_off(monkeypatch):
+    """share_prefix=False (what SFTTrainer passes under gradient checkpointing) runs rows whole."""
+    import smolgrpo.sft as sft
+
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_model(len(tokenizer)).train()
+    called = []
+    monkeypatch.setattr(sft, "_hidden_after_shared_prefix", lambda *a: called.append(1))
+    batch = build_sft_batch(_prefixed(list(range(20, 40)), [([5, 6], [0, 1]), ([7, 8], [0, 1])]), 0)
+    sft_token_nll(model, batch, share_prefix=False)
+    assert called == []
+    sft_token_nll(model, batch)
+    assert called == [1]  # (the stub returns None: the full forward ran after it)
 
 
 def test_head_on_targets_only_is_kept_for_plain_head_models():

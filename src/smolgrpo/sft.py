@@ -38,6 +38,7 @@ from smolgrpo.config import Config
 from smolgrpo.data import Problem
 from smolgrpo.errors import SmolGRPOError, warn
 from smolgrpo.group_collection import prompts_for_rank
+from smolgrpo.modeling import cache_arguments, returned_cache
 from smolgrpo.prompts import PromptTemplate, format_reference_response, render_prompt
 from smolgrpo.tasks import (
     FIELD_MAPPED_TASKS,
@@ -138,7 +139,7 @@ PLAIN_HEAD_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
 
 def sft_token_nll(
-    model, batch: SFTBatch, targets_only: bool = True
+    model, batch: SFTBatch, targets_only: bool = True, share_prefix: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed NLL over the batch's target tokens, number of correctly predicted targets).
 
@@ -146,13 +147,21 @@ def sft_token_nll(
     loss_mask[:, 1:] is 1. `targets_only` (a PLAIN_HEAD_TYPES model, not FSDP-sharded): the
     output head runs on the target positions alone, so no (B, T, V) logits exist; the prompt
     and padding positions, about half of an SFT batch, cost no head compute and no memory.
-    The values are those of the full logits (tests/test_sft.py)."""
+    The values are those of the full logits (tests/test_sft.py). With it, `share_prefix` runs
+    the rows' common opening (the system prompt) once: off under gradient checkpointing, which
+    turns the KV cache off."""
     targets_mask = batch.loss_mask[:, 1:].bool()  # (B, T-1)
     targets = batch.input_ids[:, 1:][targets_mask]  # (N,)
     if targets_only and _plain_head(model):
-        hidden = model.get_decoder()(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask
-        ).last_hidden_state  # (B, T, H)
+        share_prefix = share_prefix and not getattr(model, "_smolgrpo_full_forward", False)
+        prefix = shared_prefix_length(batch) if share_prefix else 0
+        hidden = _hidden_after_shared_prefix(model, batch, prefix) if prefix else None
+        if hidden is not None:  # (B, T - prefix, H)
+            targets_mask = targets_mask[:, prefix:]  # hidden[:, j] predicts token prefix + j + 1
+        else:
+            hidden = model.get_decoder()(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask
+            ).last_hidden_state  # (B, T, H)
         logits = model.get_output_embeddings()(hidden[:, :-1][targets_mask]).float()  # (N, V)
     else:
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
@@ -160,6 +169,53 @@ def sft_token_nll(
     nll = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
     correct = (logits.argmax(dim=-1) == targets).sum()
     return nll, correct.detach()
+
+
+# Every example of a micro-batch opens with the same chat header and system prompt (65 of the
+# ~240 tokens of a GSM8K example with the default prompt). Run once and shared through the KV
+# cache, it costs one row's compute instead of B rows'; the values and gradients are those of the
+# full forward (a causal model's prefix states do not depend on what follows; the expanded cache
+# sums its rows' gradients back). Shorter shared prefixes are not worth a second forward call.
+MIN_SHARED_PREFIX = 16
+
+
+def shared_prefix_length(batch: SFTBatch) -> int:
+    """Leading columns equal in every row, unpadded and target-free, or 0 when under
+    MIN_SHARED_PREFIX or the batch has one row. No target sits in the prefix or right after it
+    (the prefix's last state would have to predict one)."""
+    ids = batch.input_ids  # (B, T)
+    if ids.shape[0] < 2:
+        return 0
+    plain = (ids == ids[:1]).all(dim=0) & batch.attention_mask.bool().all(dim=0)
+    plain &= ~batch.loss_mask.bool().any(dim=0)  # (T,)
+    length = int(plain.long().cumprod(dim=0).sum())
+    length = min(length - 1, ids.shape[1] - 2)  # the prefix's next token is no target either
+    return length if length >= MIN_SHARED_PREFIX else 0
+
+
+def _hidden_after_shared_prefix(model, batch: SFTBatch, prefix: int) -> torch.Tensor | None:
+    """Decoder states (B, T - prefix, H) of the positions after a shared prefix run once, or
+    None where the model's cache cannot be shared (the caller runs the full forward)."""
+    decoder = model.get_decoder()
+    rows, width = batch.input_ids.shape
+    try:
+        output = decoder(input_ids=batch.input_ids[:1, :prefix], use_cache=True)
+        cache = returned_cache(output)
+        cache.batch_select_indices(
+            torch.zeros(rows, dtype=torch.long, device=batch.input_ids.device)
+        )
+        positions = torch.arange(prefix, width, device=batch.input_ids.device).expand(rows, -1)
+        return decoder(
+            input_ids=batch.input_ids[:, prefix:],
+            attention_mask=batch.attention_mask,
+            position_ids=positions,
+            **cache_arguments(decoder, cache),
+        ).last_hidden_state
+    except (AttributeError, NotImplementedError, TypeError, ValueError) as error:
+        # A model whose cache cannot be expanded or fed back: the full forward, said once.
+        warn(f"{type(model).__name__}: shared SFT prefix unavailable ({type(error).__name__})")
+        model._smolgrpo_full_forward = True
+        return None
 
 
 def _plain_head(model) -> bool:
@@ -213,7 +269,9 @@ class SFTTrainer(Trainer):
             batch = build_sft_batch(examples[start : start + micro], self.tokenizer.pad_token_id)
             batch = SFTBatch(*(t.to(self.device) for t in dataclasses.astuple(batch)))
             with self.autocast():
-                nll, correct = sft_token_nll(self.model, batch, not self.sharded)
+                nll, correct = sft_token_nll(
+                    self.model, batch, not self.sharded, not config.model.gradient_checkpointing
+                )
             (nll / global_tokens).backward()
             nll_sum += float(nll.detach())
             correct_sum += float(correct)
