@@ -1,9 +1,13 @@
-"""One SFT forward + backward with the output head on target tokens only (sft.sft_token_nll's
-default) against the full (B, T, V) logits, side by side in one process, on the embedded model.
+"""One SFT step's forwards + backwards three ways, side by side in one process, on the embedded
+model: the full (B, T, V) logits; the output head on target tokens only; and that plus the
+micro-batch's shared opening (chat header + system prompt) run once through the KV cache
+(sft.sft_token_nll's default). Micro-batches are cut from length-sorted examples, as
+SFTTrainer.train_step does.
 
-    SMOLGRPO_DATA_DIR=../shared/data/gsm8k python benchmarks/sft_step.py [--examples 16] [--repeats 3]
+    SMOLGRPO_DATA_DIR=../shared/data/gsm8k python benchmarks/sft_step.py [--examples 16]
+        [--micro-batch 8] [--repeats 3] [--dtype float32|bfloat16]
 
-Both sides must give the same loss; the script prints it for each. First it counts the padded
+All three must give the same loss; the script prints it for each. First it counts the padded
 tokens of SFT micro-batches cut in stream order and from length-sorted examples (what
 SFTTrainer.train_step does) over 3,200 shuffled train examples, at the recipes' batch sizes.
 """
@@ -14,40 +18,71 @@ import argparse
 import random
 import time
 
+import torch
+
 from smolgrpo.config import load_config
 from smolgrpo.modeling import load_model_and_tokenizer
 from smolgrpo.prompts import PromptTemplate
-from smolgrpo.sft import build_sft_batch, encode_example, load_sft_problems, sft_token_nll
+from smolgrpo.sft import (
+    build_sft_batch,
+    encode_example,
+    load_sft_problems,
+    sft_token_nll,
+    shared_prefix_length,
+)
+
+VARIANTS = {  # label: (targets_only, share_prefix)
+    "full logits": (False, False),
+    "head on targets only": (True, False),
+    "targets only + shared prefix": (True, True),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--examples", type=int, default=16, help="one micro-batch (16)")
+    parser.add_argument("--examples", type=int, default=16, help="one optimizer step (16)")
+    parser.add_argument("--micro-batch", type=int, default=8, help="micro-batch size (8)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds (3)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
     config = load_config("recipes/cpu-sft.yaml", [])
     model, tokenizer = load_model_and_tokenizer("embedded", device="cpu")
     model.train()
     problems = load_sft_problems(config)[: args.examples]
-    examples = [
-        encode_example(tokenizer, p, PromptTemplate(), [], 512, tokenizer.eos_token_id)
-        for p in problems
-    ]
+    examples = sorted(
+        (
+            encode_example(tokenizer, p, PromptTemplate(), [], 512, tokenizer.eos_token_id)
+            for p in problems
+        ),
+        key=lambda example: len(example[0]),
+    )
     padding(config, tokenizer)
-    batch = build_sft_batch(examples, tokenizer.pad_token_id)
-    targets = int(batch.loss_mask[:, 1:].sum())
-    print(f"{args.examples} examples: {batch.input_ids.numel()} padded tokens, {targets} targets")
-    times: dict[bool, list[float]] = {True: [], False: []}
+    batches = [
+        build_sft_batch(examples[start : start + args.micro_batch], tokenizer.pad_token_id)
+        for start in range(0, len(examples), args.micro_batch)
+    ]
+    padded = sum(batch.input_ids.numel() for batch in batches)
+    targets = sum(int(batch.loss_mask[:, 1:].sum()) for batch in batches)
+    shared = [shared_prefix_length(batch) for batch in batches]
+    print(
+        f"{args.examples} examples in micro-batches of {args.micro_batch}: {padded} padded tokens, "
+        f"{targets} targets, shared prefix {shared} tokens; {args.dtype}"
+    )
+    dtype = getattr(torch, args.dtype)
+    times: dict[str, list[float]] = {label: [] for label in VARIANTS}
     for _ in range(args.repeats):
-        for targets_only in (False, True):
+        for label, (targets_only, share_prefix) in VARIANTS.items():
             started = time.perf_counter()
-            nll, _ = sft_token_nll(model, batch, targets_only)
-            nll.backward()
+            loss = 0.0
+            for batch in batches:
+                with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+                    nll, _ = sft_token_nll(model, batch, targets_only, share_prefix)
+                nll.backward()
+                loss += float(nll.detach())
             model.zero_grad(set_to_none=True)
-            times[targets_only].append(time.perf_counter() - started)
-            print(f"  targets_only={targets_only}: loss sum {float(nll.detach()):.3f}", flush=True)
-    for targets_only, seconds in times.items():
-        label = "head on targets only" if targets_only else "full logits"
+            times[label].append(time.perf_counter() - started)
+            print(f"  {label}: loss sum {loss:.3f}", flush=True)
+    for label, seconds in times.items():
         print(f"{label}: " + ", ".join(f"{s:.1f}" for s in seconds) + " s")
 
 
