@@ -182,6 +182,25 @@ def test_shared_prefix_can_be_turned_off(monkeypatch):
     assert called == [1]  # (the stub returns None: the full forward ran after it)
 
 
+def test_a_model_whose_cache_cannot_be_shared_falls_back_once_with_the_same_values(
+    monkeypatch, capsys
+):
+    import smolgrpo.sft as sft
+
+    tokenizer = build_char_tokenizer()
+    batch = build_sft_batch(
+        _prefixed(list(range(20, 40)), [([5, 6, 7], [0, 1, 1]), ([8, 9], [0, 1])]), 0
+    )
+    model = build_tiny_model(len(tokenizer), seed=5).train()
+    expected, _ = sft_token_nll(model, batch, share_prefix=False)
+    monkeypatch.setattr(sft, "returned_cache", lambda output: None)  # no cache handed back
+    nll, _ = sft_token_nll(model, batch)
+    assert float(nll.detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
+    assert model._smolgrpo_full_forward is True
+    sft_token_nll(model, batch)  # not tried again
+    assert capsys.readouterr().err.count("shared SFT prefix unavailable") == 1
+
+
 def test_head_on_targets_only_is_kept_for_plain_head_models():
     from smolgrpo.sft import _plain_head
 

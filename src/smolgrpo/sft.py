@@ -171,7 +171,7 @@ def sft_token_nll(
     return nll, correct.detach()
 
 
-# Every example of a micro-batch opens with the same chat header and system prompt (65 of the
+# Every example of a micro-batch opens with the same chat header and system prompt (64 of the
 # ~240 tokens of a GSM8K example with the default prompt). Run once and shared through the KV
 # cache, it costs one row's compute instead of B rows'; the values and gradients are those of the
 # full forward (a causal model's prefix states do not depend on what follows; the expanded cache
