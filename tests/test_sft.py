@@ -98,22 +98,30 @@ def test_prompt_tokens_get_no_gradient_signal():
 def test_head_on_targets_only_matches_the_full_logits_values_and_gradients():
     """sft_token_nll's default path (the output head on target positions only) against the
     full (B, T, V) logits: the same NLL, the same correct count, the same gradients."""
-    tokenizer = build_char_tokenizer()
-    results = []
-    for targets_only in (True, False):
-        model = build_tiny_model(len(tokenizer), seed=3)
-        batch = build_sft_batch(
-            [([5, 6, 7, 8, 9, 10], [0, 0, 1, 1, 1, 1]), ([9, 10, 11], [0, 1, 1])], 0
-        )
-        nll, correct = sft_token_nll(model, batch, targets_only=targets_only)
-        nll.backward()
-        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        results.append((float(nll.detach()), int(correct), grads))
-    (nll_a, correct_a, grads_a), (nll_b, correct_b, grads_b) = results
-    assert nll_a == pytest.approx(nll_b, rel=1e-6) and correct_a == correct_b
+    batch = build_sft_batch(
+        [([5, 6, 7, 8, 9, 10], [0, 0, 1, 1, 1, 1]), ([9, 10, 11], [0, 1, 1])], 0
+    )
+    a = _nll_and_grads(build_tiny_model(VOCAB, seed=3), batch, targets_only=True)
+    b = _nll_and_grads(build_tiny_model(VOCAB, seed=3), batch, targets_only=False)
+    _assert_same(a, b, rtol=1e-5, atol=1e-7)
+
+
+VOCAB = len(build_char_tokenizer())
+
+
+def _nll_and_grads(model, batch, **options) -> tuple[float, int, dict]:
+    nll, correct = sft_token_nll(model, batch, **options)
+    nll.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return float(nll.detach()), int(correct), grads
+
+
+def _assert_same(a, b, rtol: float, atol: float) -> None:
+    (nll_a, correct_a, grads_a), (nll_b, correct_b, grads_b) = a, b
+    assert nll_a == pytest.approx(nll_b, rel=rtol) and correct_a == correct_b
     assert grads_a.keys() == grads_b.keys() and len(grads_a) > 5
     for name, grad in grads_a.items():
-        torch.testing.assert_close(grad, grads_b[name], rtol=1e-5, atol=1e-7, msg=name)
+        torch.testing.assert_close(grad, grads_b[name], rtol=rtol, atol=atol, msg=name)
 
 
 def _prefixed(prefix: list[int], tails: list[tuple[list[int], list[int]]]):
@@ -150,21 +158,9 @@ def test_shared_prefix_gives_the_full_forward_values_and_gradients():
     ]
     batch = build_sft_batch(_prefixed(prefix, tails), 0)
     assert shared_prefix_length(batch) >= MIN_SHARED_PREFIX
-    results = []
-    for share in (True, False):
-        model = build_tiny_model(len(tokenizer), seed=4)
-        model.train()
-        if not share:
-            model._smolgrpo_full_forward = True  # the switch the fallback sets
-        nll, correct = sft_token_nll(model, batch)
-        nll.backward()
-        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        results.append((float(nll.detach()), int(correct), grads))
-    (nll_a, correct_a, grads_a), (nll_b, correct_b, grads_b) = results
-    assert nll_a == pytest.approx(nll_b, rel=1e-5) and correct_a == correct_b
-    assert grads_a.keys() == grads_b.keys() and len(grads_a) > 5
-    for name, grad in grads_a.items():
-        torch.testing.assert_close(grad, grads_b[name], rtol=1e-4, atol=1e-6, msg=name)
+    shared = _nll_and_grads(build_tiny_model(VOCAB, seed=4).train(), batch)
+    whole = _nll_and_grads(build_tiny_model(VOCAB, seed=4).train(), batch, share_prefix=False)
+    _assert_same(shared, whole, rtol=1e-4, atol=1e-6)
 
 
 def test_shared_prefix_can_be_turned_off(monkeypatch):
