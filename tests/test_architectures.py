@@ -9,7 +9,7 @@ import torch
 from conftest import TINY_ARCHITECTURES, build_char_tokenizer, build_tiny_architecture
 from test_trainer import make_config, problems
 
-from smolgrpo import logprobs
+from smolgrpo import modeling
 from smolgrpo.architectures import linear_layer_names, lora_target_modules
 from smolgrpo.config import load_config
 from smolgrpo.errors import SmolGRPOError
@@ -87,7 +87,7 @@ def test_fast_path_unavailable_falls_back_with_one_warning(tokenizer, monkeypatc
     def no_cache(output):
         raise AttributeError("this cache cannot be indexed")
 
-    monkeypatch.setattr(logprobs, "returned_cache", no_cache)
+    monkeypatch.setattr(modeling, "returned_cache", no_cache)  # read by forward_after_prefix
     for _ in range(2):
         torch.testing.assert_close(completion_log_probs(model, ids, mask, completions), full)
     lines = capsys.readouterr().err.splitlines()

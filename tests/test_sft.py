@@ -181,7 +181,7 @@ def test_shared_prefix_can_be_turned_off(monkeypatch):
 def test_a_model_whose_cache_cannot_be_shared_falls_back_once_with_the_same_values(
     monkeypatch, capsys
 ):
-    import smolgrpo.sft as sft
+    from smolgrpo import modeling
 
     tokenizer = build_char_tokenizer()
     batch = build_sft_batch(
@@ -189,7 +189,7 @@ def test_a_model_whose_cache_cannot_be_shared_falls_back_once_with_the_same_valu
     )
     model = build_tiny_model(len(tokenizer), seed=5).train()
     expected, _ = sft_token_nll(model, batch, share_prefix=False)
-    monkeypatch.setattr(sft, "returned_cache", lambda output: None)  # no cache handed back
+    monkeypatch.setattr(modeling, "returned_cache", lambda output: None)  # no cache handed back
     nll, _ = sft_token_nll(model, batch)
     assert float(nll.detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
     assert model._smolgrpo_full_forward is True

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from smolgrpo.errors import warn
 from smolgrpo.grpo import per_token_log_probs, selective_log_softmax, token_entropy
-from smolgrpo.modeling import cache_arguments, returned_cache
+from smolgrpo.modeling import CACHE_SHARING_ERRORS, forward_after_prefix
 
 
 def prompt_groups(prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -66,7 +66,7 @@ def completion_log_probs(
             return _shared_prompt_log_probs(
                 model, prompt_ids, prompt_mask, completion_ids, temperature, return_entropy
             )
-        except (AttributeError, NotImplementedError, TypeError, ValueError) as error:
+        except CACHE_SHARING_ERRORS as error:
             # A model whose cache cannot be indexed or fed back: the full forward per row gives
             # the same values, only slower; said once per model.
             warn(
@@ -103,8 +103,6 @@ def _shared_prompt_log_probs(
     logits = output.logits[:, -1:, :][row_to_prompt]  # (B, 1, V): predicts completion token 1
     num_completion_tokens = completion_ids.shape[1]
     if num_completion_tokens > 1:
-        cache = returned_cache(output)
-        cache.batch_select_indices(row_to_prompt)  # (U, ...) -> (B, ...), differentiable
         rows = completion_ids.shape[0]
         prompt_lengths = unique_mask.sum(dim=1)[row_to_prompt]  # (B,)
         positions = prompt_lengths.unsqueeze(1) + torch.arange(
@@ -117,11 +115,13 @@ def _shared_prompt_log_probs(
             ],
             dim=1,
         )  # (B, P' + C - 1)
-        rest = model(
+        rest = forward_after_prefix(
+            model,
+            output,
+            row_to_prompt,  # the cache goes (U, ...) -> (B, ...)
             input_ids=completion_ids[:, :-1],
             attention_mask=attention_mask,
             position_ids=positions,
-            **cache_arguments(model, cache),
         ).logits  # (B, C - 1, V)
         logits = torch.cat([logits, rest], dim=1)  # (B, C, V)
     if temperature != 1.0:

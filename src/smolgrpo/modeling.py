@@ -276,3 +276,18 @@ def returned_cache(output):
     """The KV cache a forward with `use_cache=True` returned, under either name."""
     cache = output.get("cache") if hasattr(output, "get") else None
     return cache if cache is not None else output.past_key_values
+
+
+# What a model whose KV cache cannot be indexed per row or fed back raises when a forward tries
+# to share a prefix's cache (logprobs' shared prompt, SFT's shared opening); they then fall back
+# to the full forward.
+CACHE_SHARING_ERRORS = (AttributeError, NotImplementedError, TypeError, ValueError)
+
+
+def forward_after_prefix(model, prefix_output, rows: torch.Tensor, **inputs):
+    """`model(**inputs)` after a prefix run once: the KV cache that `prefix_output` returned is
+    indexed out to `rows` (one prefix per row; differentiable, so the rows' gradients sum back
+    into the prefix) and fed in."""
+    cache = returned_cache(prefix_output)
+    cache.batch_select_indices(rows)
+    return model(**inputs, **cache_arguments(model, cache))

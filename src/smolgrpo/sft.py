@@ -38,7 +38,7 @@ from smolgrpo.config import Config
 from smolgrpo.data import Problem
 from smolgrpo.errors import SmolGRPOError, warn
 from smolgrpo.group_collection import prompts_for_rank
-from smolgrpo.modeling import cache_arguments, returned_cache
+from smolgrpo.modeling import CACHE_SHARING_ERRORS, forward_after_prefix
 from smolgrpo.prompts import PromptTemplate, format_reference_response, render_prompt
 from smolgrpo.tasks import (
     FIELD_MAPPED_TASKS,
@@ -198,20 +198,18 @@ def _hidden_after_shared_prefix(model, batch: SFTBatch, prefix: int) -> torch.Te
     None where the model's cache cannot be shared (the caller runs the full forward)."""
     decoder = model.get_decoder()
     rows, width = batch.input_ids.shape
+    device = batch.input_ids.device
     try:
         output = decoder(input_ids=batch.input_ids[:1, :prefix], use_cache=True)
-        cache = returned_cache(output)
-        cache.batch_select_indices(
-            torch.zeros(rows, dtype=torch.long, device=batch.input_ids.device)
-        )
-        positions = torch.arange(prefix, width, device=batch.input_ids.device).expand(rows, -1)
-        return decoder(
+        return forward_after_prefix(
+            decoder,
+            output,
+            torch.zeros(rows, dtype=torch.long, device=device),  # every row: the one prefix
             input_ids=batch.input_ids[:, prefix:],
             attention_mask=batch.attention_mask,
-            position_ids=positions,
-            **cache_arguments(decoder, cache),
+            position_ids=torch.arange(prefix, width, device=device).expand(rows, -1),
         ).last_hidden_state
-    except (AttributeError, NotImplementedError, TypeError, ValueError) as error:
+    except CACHE_SHARING_ERRORS as error:
         # A model whose cache cannot be expanded or fed back: the full forward, said once.
         warn(f"{type(model).__name__}: shared SFT prefix unavailable ({type(error).__name__})")
         model._smolgrpo_full_forward = True
