@@ -5,7 +5,7 @@ micro-batch's shared opening (chat header + system prompt) run once through the 
 SFTTrainer.train_step does.
 
     SMOLGRPO_DATA_DIR=../shared/data/gsm8k python benchmarks/sft_step.py [--examples 16]
-        [--micro-batch 8] [--repeats 3] [--dtype float32|bfloat16]
+        [--micro-batch 8] [--repeats 3] [--dtype float32|bfloat16] [--variant shared ...]
 
 All three must give the same loss; the script prints it for each. First it counts the padded
 tokens of SFT micro-batches cut in stream order and from length-sorted examples (what
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import resource
 import time
 
 import torch
@@ -31,10 +32,10 @@ from smolgrpo.sft import (
     shared_prefix_length,
 )
 
-VARIANTS = {  # label: (targets_only, share_prefix)
-    "full logits": (False, False),
-    "head on targets only": (True, False),
-    "targets only + shared prefix": (True, True),
+VARIANTS = {  # name: (label, targets_only, share_prefix)
+    "full": ("full logits", False, False),
+    "targets": ("head on targets only", True, False),
+    "shared": ("targets only + shared prefix", True, True),
 }
 
 
@@ -44,7 +45,11 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=8, help="micro-batch size (8)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds (3)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument(
+        "--variant", action="append", choices=list(VARIANTS), help="only these (repeatable)"
+    )
     args = parser.parse_args()
+    variants = [VARIANTS[name] for name in args.variant or VARIANTS]
     config = load_config("recipes/cpu-sft.yaml", [])
     model, tokenizer = load_model_and_tokenizer("embedded", device="cpu")
     model.train()
@@ -69,9 +74,9 @@ def main() -> None:
         f"{targets} targets, shared prefix {shared} tokens; {args.dtype}"
     )
     dtype = getattr(torch, args.dtype)
-    times: dict[str, list[float]] = {label: [] for label in VARIANTS}
+    times: dict[str, list[float]] = {label: [] for label, _, _ in variants}
     for _ in range(args.repeats):
-        for label, (targets_only, share_prefix) in VARIANTS.items():
+        for label, targets_only, share_prefix in variants:
             started = time.perf_counter()
             loss = 0.0
             for batch in batches:
@@ -84,6 +89,8 @@ def main() -> None:
             print(f"  {label}: loss sum {loss:.3f}", flush=True)
     for label, seconds in times.items():
         print(f"{label}: " + ", ".join(f"{s:.1f}" for s in seconds) + " s")
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    print(f"peak resident memory of the process: {peak_gb:.1f} GiB")
 
 
 def padding(config, tokenizer, count: int = 3200) -> None:
