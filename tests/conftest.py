@@ -1,8 +1,10 @@
 """Shared fixtures: a tiny random Llama with a character-level tokenizer (`smolgrpo.tiny`),
-built in-process, a fake embedded GGUF, the GSM8K folder, and toy rewards for the trainer tests."""
+built in-process, a fake embedded GGUF, the GSM8K folder, toy rewards for the trainer tests, and
+a loader for the scripts under benchmarks/."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -16,6 +18,17 @@ from smolgrpo.tiny import (  # noqa: F401
     build_tiny_architecture,
     build_tiny_model,
 )
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str):
+    """benchmarks/<name>.py imported as a module (the folder is no package)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 DATA_DIR = Path(
     os.environ.get("SMOLGRPO_DATA_DIR", Path(__file__).parents[2] / "shared/data/gsm8k")

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
+from conftest import load_benchmark
 from transformers import AutoModelForCausalLM
 
 from smolgrpo.tiny import build_tiny_model
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "average_models.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("average_models", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_average_of_two_saved_models_is_their_mean(tmp_path):
-    script = load_script()
+    script = load_benchmark("average_models")
     first, second = build_tiny_model(40, seed=1), build_tiny_model(40, seed=2)
     first.save_pretrained(tmp_path / "a")
     second.save_pretrained(tmp_path / "b")
@@ -35,7 +24,7 @@ def test_average_of_two_saved_models_is_their_mean(tmp_path):
 
 
 def test_mismatched_models_and_missing_weights_are_one_line_errors(tmp_path, capsys):
-    script = load_script()
+    script = load_benchmark("average_models")
     build_tiny_model(40, seed=1).save_pretrained(tmp_path / "a")
     build_tiny_model(41, seed=1).save_pretrained(tmp_path / "b")  # another vocabulary size
     capsys.readouterr()  # transformers' progress bars from saving

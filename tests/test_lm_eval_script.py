@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from pathlib import Path
 
 import yaml
+from conftest import load_benchmark
 
 from smolgrpo.rewards import extract_answer
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "lm_eval_gsm8k.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("lm_eval_gsm8k", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_task_file_scores_the_answer_tag_with_the_training_prompt(tmp_path):
-    script = load_script()
+    script = load_benchmark("lm_eval_gsm8k")
     task = yaml.safe_load(script.task_yaml(tmp_path / "test.jsonl", "<reasoning>\n", 256))
     assert task["dataset_kwargs"]["data_files"]["test"] == str(tmp_path / "test.jsonl")
     assert task["gen_prefix"] == "<reasoning>\n" and task["num_fewshot"] == 0
