@@ -1,6 +1,8 @@
 """Average saved models' weights uniformly (a "model soup"): the first folder is copied (config,
 tokenizer, prompt_template.json, card) and its model.safetensors replaced by the mean of all.
-The models must share one architecture (the same pretrained start); safetensors only.
+The models must share one architecture (the same pretrained start); safetensors only. A
+training checkpoint (`<run>/checkpoints/step_N`, weights only are read) may be any folder but the
+first, which must be a saved model (e.g. `<run>/final`).
 
     python benchmarks/average_models.py OUT MODEL_DIR MODEL_DIR [MODEL_DIR ...]
     smolgrpo eval --model OUT --batch-size 64 --output-dir runs/eval-OUT-1319
