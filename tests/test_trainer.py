@@ -257,6 +257,74 @@ def test_time_limit_zero_or_ample_changes_nothing(tmp_path, monkeypatch):
         make_config(tmp_path, "run.time_limit_s=-1")
 
 
+def test_time_length_cosine_decays_over_the_time_limit(tmp_path, monkeypatch):
+    """optim.schedule_length: time: each step's lr is the cosine at the share of
+    run.time_limit_s used when the step starts (max_steps is far away here)."""
+    clock = _FakeClock()
+    monkeypatch.setattr("smolgrpo.trainer.time", clock)
+    config = make_config(
+        tmp_path,
+        "optim.max_steps=100",
+        "run.save_every=100",
+        "run.time_limit_s=50",
+        "optim.schedule_length=time",
+    )
+    trainer = make_trainer(config)
+    original, used_lrs = trainer.train_step, []
+
+    def ten_second_step():
+        used_lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        clock.now += 10.0
+        return original()
+
+    trainer.train_step = ten_second_step
+    trainer.train()
+    # Steps start at 0, 10, 20, 30, 40 s of 50; after step 5 another would not fit.
+    assert trainer.step == 5 and trainer.stopped_by_time_limit
+    expected = [1e-2 * 0.5 * (1 + math.cos(math.pi * t / 50)) for t in (0, 10, 20, 30, 40)]
+    assert used_lrs == pytest.approx(expected, rel=1e-9)
+    # The same run counted in steps: the cosine over 100 steps has barely moved.
+    steps_config = make_config(tmp_path, "optim.max_steps=100", "run.time_limit_s=50", name="steps")
+    assert steps_config.optim.schedule_length == "steps"
+    trainer = make_trainer(steps_config)
+    original, used_lrs = trainer.train_step, []
+    trainer.train_step = ten_second_step
+    trainer.train()
+    assert used_lrs[-1] == pytest.approx(1e-2 * 0.5 * (1 + math.cos(math.pi * 4 / 100)))
+
+
+def test_time_length_schedule_needs_a_time_limit_and_a_known_length(tmp_path):
+    with pytest.raises(SmolGRPOError, match="schedule_length 'time' needs run.time_limit_s"):
+        make_config(tmp_path, "optim.schedule_length=time")
+    with pytest.raises(SmolGRPOError, match="optim.schedule_length.*'epochs'"):
+        make_config(tmp_path, "optim.schedule_length=epochs", "run.time_limit_s=10")
+
+
+def test_time_limit_counts_the_training_time_of_a_resumed_run(tmp_path, monkeypatch):
+    clock = _FakeClock()
+    monkeypatch.setattr("smolgrpo.trainer.time", clock)
+    limits = ("run.time_limit_s=25", "run.save_every=1")
+
+    def run(trainer):
+        original = trainer.train_step
+
+        def ten_second_step():
+            clock.now += 10.0
+            return original()
+
+        trainer.train_step = ten_second_step
+        trainer.train()
+        return trainer
+
+    first = run(make_trainer(make_config(tmp_path, "optim.max_steps=1", *limits)))
+    state = json.loads((tmp_path / "run/checkpoints/step_1/state.json").read_text())
+    assert first.step == 1 and state["train_time_s"] == pytest.approx(10.0)
+    clock.now += 500.0  # time between the two invocations does not count
+    resumed = run(make_trainer(make_config(tmp_path, "optim.max_steps=5", *limits), resume=True))
+    # 10 s already used: after step 2 (20 s) another 10 s step would pass 25 s.
+    assert resumed.step == 2 and resumed.stopped_by_time_limit
+
+
 def test_resume_without_checkpoint_starts_at_zero(tmp_path, capsys):
     config = make_config(tmp_path, "optim.max_steps=1")
     prepare_run_dir(tmp_path / "run", config, resume=False, overwrite=False)

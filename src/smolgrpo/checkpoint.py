@@ -4,7 +4,7 @@ A checkpoint is a folder `checkpoints/step_N/` holding
   model.safetensors      trainable parameters (all of them, or the LoRA adapters)
   optimizer.safetensors  the optimizer's tensors (Adam moments, step counts)
   rng.safetensors        torch CPU (and CUDA) RNG state
-  state.json             step, data position, scheduler and optimizer hyper-parameters, Python RNG
+  state.json             step, data position, scheduler and optimizer hyper-parameters, Python RNG, training time
   manifest.json          step and the SHA-256 of every file above, written last
 It is written into a temporary folder beside it and renamed into place, so a crash mid-write
 leaves the previous checkpoint untouched. Nothing is ever unpickled: tensors come from
@@ -97,6 +97,7 @@ def save_checkpoint(
     rank_rng_states: list[dict[str, torch.Tensor]] | None = None,
     model_state: dict[str, torch.Tensor] | None = None,
     optimizer_state: dict | None = None,
+    train_time_s: float = 0.0,
 ) -> Path:
     """Write `checkpoints/step_N/` atomically; `rank_rng_states[r]` is rank r's `rng_state()`
     (ranks sample with different seeds, so each needs its own RNG back on resume).
@@ -120,6 +121,7 @@ def save_checkpoint(
             rank_rng_states,
             model_state,
             optimizer_state,
+            train_time_s,
         )
     except Exception as error:  # safetensors raises its own type, even for a full disk
         # Nothing visible has changed yet: drop the half-written folder (it only takes space)
@@ -150,6 +152,7 @@ def _write_checkpoint_files(
     rank_rng_states: list[dict[str, torch.Tensor]] | None,
     model_state: dict[str, torch.Tensor] | None,
     optimizer_state: dict | None,
+    train_time_s: float = 0.0,
 ) -> None:
     """Every file of a checkpoint, manifest last, fsynced, into the (invisible) staging folder."""
     if model_state is None:
@@ -175,6 +178,7 @@ def _write_checkpoint_files(
         "scheduler": scheduler.state_dict(),
         "optimizer": optimizer_meta,
         "python_rng": [python_state[0], list(python_state[1]), python_state[2]],
+        "train_time_s": train_time_s,  # run.time_limit_s counts it across --resume
     }
     (staging / "state.json").write_text(json.dumps(state))
     files = {p.name: _sha256(p) for p in sorted(staging.iterdir())}

@@ -217,6 +217,10 @@ class OptimConfig:
     adam_beta2: float = 0.99
     warmup_steps: int = 10
     lr_schedule: str = "cosine"  # or "constant"
+    # What the cosine's progress counts: "steps" (of max_steps), or "time": the share of
+    # run.time_limit_s used (or of max_steps, whichever is further), so a run that its time
+    # limit ends still ends its decay, on a fast machine or a slow one.
+    schedule_length: str = "steps"
     max_grad_norm: float = 1.0
     max_steps: int = 200
     prompts_per_step: int = 8  # prompts per optimizer step (all ranks together)
@@ -231,6 +235,13 @@ class OptimConfig:
         schedules = ("cosine", "constant")
         _check(
             self.lr_schedule in schedules, "optim.lr_schedule", self.lr_schedule, _one_of(schedules)
+        )
+        lengths = ("steps", "time")
+        _check(
+            self.schedule_length in lengths,
+            "optim.schedule_length",
+            self.schedule_length,
+            _one_of(lengths),
         )
         _check(self.max_grad_norm > 0, "optim.max_grad_norm", self.max_grad_norm, "> 0")
         _check(self.max_steps >= 1, "optim.max_steps", self.max_steps, ">= 1")
@@ -253,10 +264,11 @@ class RunConfig:
     # Seconds from SIGTERM/SIGINT/SIGUSR1 to exit (checkpoint included); past it the run exits
     # without a new checkpoint. Below a scheduler's kill delay (SLURM's KillWait is 30 s).
     stop_grace_s: float = 20.0
-    # Wall-clock budget of one `train`/`sft` invocation in seconds (0: none). The run stops
-    # after the step that would leave too little time for another one (the last step's time
-    # is the estimate) and saves final/ as at max_steps. It cuts a decaying lr schedule short,
-    # so pair it with lr_schedule: constant where the cut matters.
+    # Wall-clock budget of the run's training in seconds (0: none), counted across --resume.
+    # The run stops after the step that would leave too little time for another one (the last
+    # step's time is the estimate) and saves final/ as at max_steps. It cuts a step-counted
+    # decaying lr schedule short: pair it with lr_schedule: constant, or with
+    # optim.schedule_length: time, which decays over the time limit instead.
     time_limit_s: float = 0.0
     # Experiment trackers that mirror metrics.jsonl: tensorboard, trackio, wandb (tracking.py).
     report_to: list = field(default_factory=list)
@@ -319,6 +331,11 @@ class Config:
             )
         if self.model.fsdp and self.model.lora:
             raise SmolGRPOError("config: model.fsdp cannot be combined with model.lora (yet)")
+        if self.optim.schedule_length == "time" and not self.run.time_limit_s:
+            raise SmolGRPOError(
+                "config: optim.schedule_length 'time' needs run.time_limit_s > 0 (the time to "
+                "decay over)"
+            )
         return self
 
     def to_dict(self) -> dict:

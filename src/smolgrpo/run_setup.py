@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -122,8 +123,19 @@ def frozen_copy(model):
     return reference
 
 
-def build_optimizer(model, config: Config):
-    """AdamW over the trainable parameters and its warmup + cosine/constant LR schedule."""
+@dataclass
+class TimeShare:
+    """The share of run.time_limit_s the run has used, which the trainer sets before each step
+    (the same value on every rank) and a time-length schedule reads."""
+
+    fraction: float = 0.0
+
+
+def build_optimizer(model, config: Config, time_share: TimeShare | None = None):
+    """AdamW over the trainable parameters and its warmup + cosine/constant LR schedule.
+
+    The cosine's progress is the share of max_steps done, or with optim.schedule_length: time
+    the larger of that and `time_share.fraction`: the decay then ends with the time limit."""
     optim = config.optim
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
@@ -134,6 +146,7 @@ def build_optimizer(model, config: Config):
     )
     total = optim.max_steps * config.grpo.num_iterations
     warmup = optim.warmup_steps * config.grpo.num_iterations
+    by_time = time_share if optim.schedule_length == "time" else None
 
     def schedule(index: int) -> float:
         if index < warmup:
@@ -141,6 +154,17 @@ def build_optimizer(model, config: Config):
         if optim.lr_schedule == "constant":
             return 1.0
         progress = (index - warmup) / max(1, total - warmup)
+        if by_time is not None:
+            progress = max(progress, by_time.fraction)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def refresh_learning_rate(scheduler) -> None:
+    """Set each parameter group's lr from the schedule at its current index again: after a new
+    TimeShare.fraction, the coming step's lr is the schedule's at the time the step starts."""
+    for group, base, factor in zip(
+        scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+    ):
+        group["lr"] = base * factor(scheduler.last_epoch)

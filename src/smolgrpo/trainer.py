@@ -60,7 +60,13 @@ class Trainer:
         train_problems: list[Problem] | None = None,
         eval_problems: list[Problem] | None = None,
     ):
-        from smolgrpo.run_setup import build_optimizer, frozen_copy, prepare_run_dir, setup_model
+        from smolgrpo.run_setup import (
+            TimeShare,
+            build_optimizer,
+            frozen_copy,
+            prepare_run_dir,
+            setup_model,
+        )
 
         self.config = config
         self.show_progress = show_progress
@@ -101,8 +107,11 @@ class Trainer:
             from smolgrpo.calculator import Calculator
 
             self.calculator = Calculator(self.tokenizer)
-        self.optimizer, self.scheduler = build_optimizer(self.model, config)
+        self.time_share = TimeShare()  # of run.time_limit_s, for a time-length schedule
+        self.optimizer, self.scheduler = build_optimizer(self.model, config, self.time_share)
         self.step = 0
+        self.train_time_s = 0.0  # training time of earlier invocations (restored on resume)
+        self.clock_start: float | None = None  # monotonic start of this invocation's training
         self.saved_step: int | None = None  # the step of the newest checkpoint this run wrote
         self.stop_signal = StopSignal(
             config.run.stop_grace_s, describe=self._newest_checkpoint, announce=self.is_main
@@ -133,6 +142,7 @@ class Trainer:
             sharded=self.sharded,
         )
         self.step = self.saved_step = state["step"]
+        self.train_time_s = float(state.get("train_time_s", 0.0))
         self.stream = PromptStream(self.train_problems, self.config.run.seed, **state["data"])
         if self.is_main:
             from smolgrpo.metrics import truncate_metrics
@@ -249,7 +259,7 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def train(self) -> Path | None:
         from smolgrpo.metrics import MetricsLogger, TrainProgress
-        from smolgrpo.run_setup import save_final_model
+        from smolgrpo.run_setup import refresh_learning_rate, save_final_model
 
         config = self.config
         logger = MetricsLogger(self.run_dir, enabled=self.is_main, config=config)  # + trackers
@@ -259,10 +269,16 @@ class Trainer:
             enabled=self.is_main and self.show_progress,
             label=getattr(self, "stage", "train"),
         )
-        deadline = time.monotonic() + config.run.time_limit_s if config.run.time_limit_s else None
+        budget = config.run.time_limit_s
+        self.clock_start = time.monotonic()
+        deadline = self.clock_start + budget - self.train_time_s if budget else None
         with self.stop_signal, progress, logger:  # signal handlers while training; trackers
             while self.step < config.optim.max_steps:
                 iteration_started = time.monotonic()
+                if budget and config.optim.schedule_length == "time":  # all ranks: one value
+                    used = self.training_time_s() / budget
+                    self.time_share.fraction = dist_utils.all_sum(used) / self.world_size
+                    refresh_learning_rate(self.scheduler)
                 step_start = self._step_start_state()
                 try:
                     metrics, samples = self.train_step()
@@ -312,6 +328,12 @@ class Trainer:
         dist_utils.barrier()
         return final
 
+    def training_time_s(self) -> float:
+        """Seconds of training so far, earlier invocations of a resumed run included."""
+        if self.clock_start is None:
+            return self.train_time_s
+        return self.train_time_s + time.monotonic() - self.clock_start
+
     def phase(self, name: str) -> None:
         """Show what the step is doing now (generating, scoring, ...) in the progress bar."""
         if self.progress is not None:
@@ -333,6 +355,7 @@ class Trainer:
                 self.scheduler,
                 self.stream.state(),
                 keep=self.config.run.keep_checkpoints,
+                train_time_s=self.training_time_s(),
                 rank_rng_states=rank_rng_states,
                 model_state=model_state,
                 optimizer_state=optimizer_state,
