@@ -54,6 +54,16 @@ def test_card_names_the_data_the_run_used(tmp_path, monkeypatch):
     assert "from the hub (`openai/gsm8k`)" in data_line(build_model_card(config, []))
 
 
+def test_card_says_how_long_the_cosine_ran(tmp_path):
+    def optimizer_line(*overrides) -> str:
+        card = build_model_card(load_config(None, list(overrides)).to_dict(), [])
+        return next(line for line in card.splitlines() if line.startswith("- Optimizer: "))
+
+    assert "(cosine, 10 warmup steps)" in optimizer_line()
+    timed = optimizer_line("optim.schedule_length=time", "run.time_limit_s=2220")
+    assert "(cosine over the 2220 s time limit, 10 warmup steps)" in timed
+
+
 def test_card_with_fewer_steps_than_the_window_has_one_column(tmp_path):
     rows = write_fake_run(tmp_path / "run", steps=3, eval_every=0)
     card = build_model_card(load_config(None, []).to_dict(), rows)

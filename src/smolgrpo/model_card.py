@@ -159,9 +159,14 @@ def _optimizer_line(config: dict) -> str:
     tuning = (
         f"LoRA rank {model.get('lora_rank')} (merged)" if model.get("lora") else "full fine-tuning"
     )
+    schedule = optim.get("lr_schedule", "?")
+    if schedule == "cosine" and optim.get("schedule_length") == "time":
+        limit = config.get("run", {}).get("time_limit_s")
+        if isinstance(limit, int | float) and limit > 0:
+            schedule = f"cosine over the {limit:g} s time limit"
     return (
         f"- Optimizer: AdamW, learning rate {optim.get('learning_rate', '?')} "
-        f"({optim.get('lr_schedule', '?')}, {optim.get('warmup_steps', '?')} warmup steps), "
+        f"({schedule}, {optim.get('warmup_steps', '?')} warmup steps), "
         f"{tuning}"
     )
 
