@@ -121,6 +121,10 @@ def _nll_and_grads(model, batch, **options) -> tuple[float, int, dict]:
 def _assert_same(a, b, nll_rel: float, rtol: float, atol: float) -> None:
     (nll_a, correct_a, grads_a), (nll_b, correct_b, grads_b) = a, b
     assert nll_a == pytest.approx(nll_b, rel=nll_rel) and correct_a == correct_b
+    _assert_same_gradients(grads_a, grads_b, rtol, atol)
+
+
+def _assert_same_gradients(grads_a: dict, grads_b: dict, rtol: float, atol: float) -> None:
     assert grads_a.keys() == grads_b.keys() and len(grads_a) > 5
     for name, grad in grads_a.items():
         torch.testing.assert_close(grad, grads_b[name], rtol=rtol, atol=atol, msg=name)
@@ -279,26 +283,28 @@ def test_sft_loop_lowers_the_loss_and_saves_a_loadable_model(tmp_path):
     assert (final / "prompt_template.json").is_file()
 
 
+def _train_recording_gradients(trainer) -> dict:
+    """trainer.train() for one step; the gradients the optimizer step got, by parameter name."""
+    step, seen = trainer.optimizer.step, {}
+
+    def recording_step(*args, **kwargs):
+        seen.update({n: p.grad.clone() for n, p in trainer.model.named_parameters()})
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = recording_step
+    trainer.train()
+    return seen
+
+
 def test_micro_batch_size_does_not_change_the_update(tmp_path):
     """The gradients the optimizer gets are the same sums, however the step is cut (Adam's
     first update is nearly lr * sign(gradient), blind to a wrong scale: the gradients are
     compared, then the weights)."""
     one = make_sft_trainer(tmp_path / "a", "optim.micro_batch_size=1", "optim.max_steps=1")
     three = make_sft_trainer(tmp_path / "b", "optim.micro_batch_size=3", "optim.max_steps=1")
-    grads = []
-    for trainer in (one, three):
-        step, seen = trainer.optimizer.step, {}
-        grads.append(seen)
-
-        def recording_step(*args, _step=step, _seen=seen, _model=trainer.model, **kwargs):
-            _seen.update({n: p.grad.clone() for n, p in _model.named_parameters()})
-            return _step(*args, **kwargs)
-
-        trainer.optimizer.step = recording_step
-        trainer.train()
-    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 5
-    for name, grad in grads[0].items():
-        torch.testing.assert_close(grad, grads[1][name], rtol=1e-4, atol=1e-7, msg=name)
+    _assert_same_gradients(
+        _train_recording_gradients(one), _train_recording_gradients(three), 1e-4, 1e-7
+    )
     # float32 sums in another order move a near-zero gradient's Adam update by ~1e-6 on some
     # CPUs (an AMD EPYC: one weight of 2,048 by 1.4e-6); lr is 3e-3
     for (name, a), (_, b) in zip(one.model.named_parameters(), three.model.named_parameters()):

@@ -221,19 +221,27 @@ class _FakeClock:
         return self.now
 
 
+def train_with_ten_second_steps(trainer, clock: _FakeClock, used_lrs: list | None = None):
+    """trainer.train() with each step taking 10 s on the fake clock; the lr each step starts
+    with goes into `used_lrs`."""
+    original = trainer.train_step
+
+    def ten_second_step():
+        if used_lrs is not None:
+            used_lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        clock.now += 10.0
+        return original()
+
+    trainer.train_step = ten_second_step
+    return trainer.train()
+
+
 def test_time_limit_ends_the_run_like_max_steps(tmp_path, monkeypatch, capsys):
     clock = _FakeClock()
     monkeypatch.setattr("smolgrpo.trainer.time", clock)
     config = make_config(tmp_path, "optim.max_steps=5", "run.save_every=10", "run.time_limit_s=25")
     trainer = make_trainer(config)
-    original = trainer.train_step
-
-    def ten_second_step():
-        clock.now += 10.0
-        return original()
-
-    trainer.train_step = ten_second_step
-    final = trainer.train()
+    final = train_with_ten_second_steps(trainer, clock)
     # After step 1 (10 s used) another 10 s step fits in 25 s; after step 2 (20 s) it does not.
     assert trainer.step == 2 and trainer.stopped_by_time_limit
     assert final == tmp_path / "run/final" and (final / "model.safetensors").is_file()
@@ -269,16 +277,8 @@ def test_time_length_cosine_decays_over_the_time_limit(tmp_path, monkeypatch):
         "run.time_limit_s=50",
         "optim.schedule_length=time",
     )
-    trainer = make_trainer(config)
-    original, used_lrs = trainer.train_step, []
-
-    def ten_second_step():
-        used_lrs.append(trainer.optimizer.param_groups[0]["lr"])
-        clock.now += 10.0
-        return original()
-
-    trainer.train_step = ten_second_step
-    trainer.train()
+    trainer, used_lrs = make_trainer(config), []
+    train_with_ten_second_steps(trainer, clock, used_lrs)
     # Steps start at 0, 10, 20, 30, 40 s of 50; after step 5 another would not fit.
     assert trainer.step == 5 and trainer.stopped_by_time_limit
     expected = [1e-2 * 0.5 * (1 + math.cos(math.pi * t / 50)) for t in (0, 10, 20, 30, 40)]
@@ -286,10 +286,8 @@ def test_time_length_cosine_decays_over_the_time_limit(tmp_path, monkeypatch):
     # The same run counted in steps: the cosine over 100 steps has barely moved.
     steps_config = make_config(tmp_path, "optim.max_steps=100", "run.time_limit_s=50", name="steps")
     assert steps_config.optim.schedule_length == "steps"
-    trainer = make_trainer(steps_config)
-    original, used_lrs = trainer.train_step, []
-    trainer.train_step = ten_second_step
-    trainer.train()
+    used_lrs = []
+    train_with_ten_second_steps(make_trainer(steps_config), clock, used_lrs)
     assert used_lrs[-1] == pytest.approx(1e-2 * 0.5 * (1 + math.cos(math.pi * 4 / 100)))
 
 
@@ -304,23 +302,13 @@ def test_time_limit_counts_the_training_time_of_a_resumed_run(tmp_path, monkeypa
     clock = _FakeClock()
     monkeypatch.setattr("smolgrpo.trainer.time", clock)
     limits = ("run.time_limit_s=25", "run.save_every=1")
-
-    def run(trainer):
-        original = trainer.train_step
-
-        def ten_second_step():
-            clock.now += 10.0
-            return original()
-
-        trainer.train_step = ten_second_step
-        trainer.train()
-        return trainer
-
-    first = run(make_trainer(make_config(tmp_path, "optim.max_steps=1", *limits)))
+    first = make_trainer(make_config(tmp_path, "optim.max_steps=1", *limits))
+    train_with_ten_second_steps(first, clock)
     state = json.loads((tmp_path / "run/checkpoints/step_1/state.json").read_text())
     assert first.step == 1 and state["train_time_s"] == pytest.approx(10.0)
     clock.now += 500.0  # time between the two invocations does not count
-    resumed = run(make_trainer(make_config(tmp_path, "optim.max_steps=5", *limits), resume=True))
+    resumed = make_trainer(make_config(tmp_path, "optim.max_steps=5", *limits), resume=True)
+    train_with_ten_second_steps(resumed, clock)
     # 10 s already used: after step 2 (20 s) another 10 s step would pass 25 s.
     assert resumed.step == 2 and resumed.stopped_by_time_limit
 

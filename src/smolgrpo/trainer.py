@@ -275,8 +275,8 @@ class Trainer:
         with self.stop_signal, progress, logger:  # signal handlers while training; trackers
             while self.step < config.optim.max_steps:
                 iteration_started = time.monotonic()
-                if budget and config.optim.schedule_length == "time":  # all ranks: one value
-                    used = self.training_time_s() / budget
+                if config.optim.schedule_length == "time":  # validated: a time limit is set
+                    used = self.training_time_s() / budget  # the same on all ranks below
                     self.time_share.fraction = dist_utils.all_sum(used) / self.world_size
                     refresh_learning_rate(self.scheduler)
                 step_start = self._step_start_state()
