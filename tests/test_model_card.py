@@ -71,6 +71,21 @@ def test_card_with_fewer_steps_than_the_window_has_one_column(tmp_path):
     assert "| metric | steps 1-3 |\n| --- | --- |\n" in card
 
 
+def test_sft_card_shows_the_loss_and_token_accuracy_it_trained_on():
+    # An sft run logs loss and token accuracy, no reward: those are its card's training rows.
+    rows = [
+        {"step": step, "loss": 1.0 - step / 20, "token_accuracy": 0.70 + step / 100}
+        for step in range(1, 11)
+    ]
+    card = build_model_card(load_config(None, []).to_dict(), rows)
+    assert "(the training problems' reference solutions, teacher-forced):" in card
+    # steps 1-5: loss 1 - 3/20 = 0.85, accuracy 0.73; steps 6-10: 0.6 and 0.78
+    assert "| `loss` | 0.850 | 0.600 |" in card
+    assert "| `token_accuracy` | 73.0% | 78.0% |" in card
+    assert "sampled completions" not in card and "`accuracy`" not in card
+    assert "Trained to imitate reference solutions" in card and "The reward checks" not in card
+
+
 def test_card_for_a_local_base_model_has_no_hub_metadata(tmp_path):
     config = {"model": {"name": str(tmp_path)}, "rewards": {"weights": {"correctness": 1.0}}}
     card = build_model_card(config, [])

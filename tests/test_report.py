@@ -50,6 +50,21 @@ def test_summary_means_match_a_hand_computation(tmp_path):
     assert summary["eval_step"] == 20 and summary["eval"]["accuracy"] == pytest.approx(0.5)
 
 
+def test_summary_of_an_sft_run_has_its_loss_and_token_accuracy():
+    rows = [
+        {"step": s, "loss": 2.0 / s, "token_accuracy": s / 10, "grad_norm": 1.0}
+        for s in (1, 2, 3, 4)
+    ]
+    summary = summarize_run(rows, window=2)
+    by_metric = {item["metric"]: item for item in summary["metrics"]}
+    assert [m["metric"] for m in summary["metrics"]][:2] == ["loss", "token_accuracy"]
+    assert by_metric["loss"]["first"] == pytest.approx((2.0 + 1.0) / 2)
+    assert by_metric["token_accuracy"]["last"] == pytest.approx(0.35)
+    # a GRPO run's surrogate loss stays out of its summary, as before
+    grpo = [{"step": 1, "loss": 0.1, "reward_mean": 0.5}]
+    assert "loss" not in {m["metric"] for m in summarize_run(grpo, window=1)["metrics"]}
+
+
 def test_summary_with_fewer_steps_than_the_window(tmp_path):
     rows = write_fake_run(tmp_path / "run", steps=3, eval_every=0)
     summary = summarize_run(rows, window=5)

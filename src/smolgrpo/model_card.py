@@ -17,6 +17,7 @@ import yaml
 from smolgrpo.report import (
     EVAL_KEYS,
     HEADLINE_KEYS,
+    SFT_SUMMARY_KEYS,
     format_value,
     is_number,
     summarize_run,
@@ -74,16 +75,15 @@ def build_model_card(
         ),
         "## Results",
         "",
-        *_results(rows, eval_metrics, window),
+        *_results(rows, eval_metrics, window, method),
         "## Limitations",
         "",
         "- A small model trained briefly on one dataset: it is a demonstration of GRPO, not a "
         "reliable calculator. Check every answer.",
         f"- Trained and measured only on {_subject(data, 'GSM8K-style English word')} problems; "
         "expect little transfer to other tasks.",
-        "- The reward checks the final number and the tag format, not whether the reasoning is "
-        "sound: a right answer can come with wrong reasoning.",
-        "- Training metrics are measured on sampled completions of training problems; only the "
+        _check_line(method),
+        f"- Training metrics are measured on {_training_measure(method)}; only the "
         "evaluation numbers (if any) are on held-out problems.",
         "",
         "## How to use",
@@ -258,7 +258,27 @@ def _inline(text: str) -> str:
     return text.replace("\n", "\\n").replace("`", "'")
 
 
-def _results(rows: list[dict], eval_metrics: dict | None, window: int) -> list[str]:
+def _check_line(method: str) -> str:
+    if method == "sft":
+        return (
+            "- Trained to imitate reference solutions, with no check of its own answers: "
+            "a well-formed solution can still reach a wrong number."
+        )
+    return (
+        "- The reward checks the final number and the tag format, not whether the reasoning is "
+        "sound: a right answer can come with wrong reasoning."
+    )
+
+
+def _training_measure(method: str) -> str:
+    if method == "sft":
+        return "the training problems' reference solutions, teacher-forced"
+    return "sampled completions of training problems"
+
+
+def _results(
+    rows: list[dict], eval_metrics: dict | None, window: int, method: str = "grpo"
+) -> list[str]:
     lines = []
     if rows:
         summary = summarize_run(rows, window)
@@ -267,12 +287,12 @@ def _results(rows: list[dict], eval_metrics: dict | None, window: int) -> list[s
         headings = window_headings(summary)
         over = f"all {len(rows)}" if single else f"the first and last {window}"
         lines += [
-            f"Training, means over {over} steps (sampled completions of training problems):",
+            f"Training, means over {over} steps ({_training_measure(method)}):",
             "",
             "| metric | " + " | ".join(headings) + " |",
             "| --- |" + " --- |" * len(headings),
         ]
-        for key in CARD_METRICS:
+        for key in SFT_SUMMARY_KEYS if method == "sft" else CARD_METRICS:
             if key in by_metric:
                 item = by_metric[key]
                 values = [item["first"]] if single else [item["first"], item["last"]]

@@ -49,6 +49,8 @@ SUMMARY_KEYS = HEADLINE_KEYS + (
     "grad_norm",
     "tokens_per_s",
 )
+# What an `smolgrpo sft` run logs in place of rewards (teacher-forced on the reference solutions).
+SFT_SUMMARY_KEYS = ("loss", "token_accuracy")
 # The eval metrics worth a row when comparing or summarising (eval dirs and periodic eval).
 EVAL_KEYS = PERIODIC_EVAL_KEYS + ("mean_total_reward",)
 
@@ -160,7 +162,8 @@ def summarize_run(rows: list[dict], window: int = 5, config: dict | None = None)
     logged = {key for row in rows for key in row}
     notes = {k: why for k, why in constant_metrics(config or {}).items() if k in logged}
     metrics = []
-    for key in SUMMARY_KEYS + tuple(reward_components(rows)):
+    sft_keys = SFT_SUMMARY_KEYS if "token_accuracy" in logged else ()
+    for key in sft_keys + SUMMARY_KEYS + tuple(reward_components(rows)):
         if key in notes:
             continue
         first_mean, last_mean = _mean(first, key), _mean(last, key)
