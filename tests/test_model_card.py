@@ -119,6 +119,25 @@ def test_refresh_from_an_eval_folder_keeps_its_numbers(tmp_path):
     assert "| `accuracy` | 12.5% |" in card and 'model_id = "me/x"' in card
 
 
+def test_refresh_keeps_the_data_source_the_run_resolved(tmp_path, monkeypatch):
+    # data.source null: the run read $SMOLGRPO_DATA_DIR; `report` run later without it must not
+    # rewrite the card to say the problems came from the hub.
+    write_fake_run(tmp_path / "run", steps=10, final=True)
+    folder = tmp_path / "gsm8k"
+    folder.mkdir()
+    monkeypatch.setenv("SMOLGRPO_DATA_DIR", str(folder))
+    refresh_model_card(tmp_path / "run")
+    card = tmp_path / "run/final/README.md"
+    written = data_line(card.read_text())
+    assert f"`{folder}/train.jsonl`" in written
+    monkeypatch.delenv("SMOLGRPO_DATA_DIR")
+    write_fake_eval(tmp_path / "eval", accuracy=0.125)
+    refresh_model_card(tmp_path / "run", tmp_path / "eval")
+    text = card.read_text()
+    assert data_line(text) == written and "openai/gsm8k`)" not in text
+    assert "| `accuracy` | 12.5% |" in text  # the rest is refreshed
+
+
 def test_refresh_without_final_is_a_user_error(tmp_path):
     write_fake_run(tmp_path / "run", steps=3)
     with pytest.raises(SmolGRPOError, match="no trained model"):

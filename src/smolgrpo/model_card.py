@@ -82,8 +82,8 @@ def build_model_card(
         "reliable calculator. Check every answer.",
         f"- Trained and measured only on {_subject(data, 'GSM8K-style English word')} problems; "
         "expect little transfer to other tasks.",
-        _check_line(method),
-        f"- Training metrics are measured on {_training_measure(method)}; only the "
+        CHECK_LINE[method],
+        f"- Training metrics are measured on {TRAINING_MEASURE[method]}; only the "
         "evaluation numbers (if any) are on held-out problems.",
         "",
         "## How to use",
@@ -258,22 +258,17 @@ def _inline(text: str) -> str:
     return text.replace("\n", "\\n").replace("`", "'")
 
 
-def _check_line(method: str) -> str:
-    if method == "sft":
-        return (
-            "- Trained to imitate reference solutions, with no check of its own answers: "
-            "a well-formed solution can still reach a wrong number."
-        )
-    return (
-        "- The reward checks the final number and the tag format, not whether the reasoning is "
-        "sound: a right answer can come with wrong reasoning."
-    )
-
-
-def _training_measure(method: str) -> str:
-    if method == "sft":
-        return "the training problems' reference solutions, teacher-forced"
-    return "sampled completions of training problems"
+# What a card says of its training numbers and of what training checked, by method.
+TRAINING_MEASURE = {
+    "sft": "the training problems' reference solutions, teacher-forced",
+    "grpo": "sampled completions of training problems",
+}
+CHECK_LINE = {
+    "sft": "- Trained to imitate reference solutions, with no check of its own answers: a "
+    "well-formed solution can still reach a wrong number.",
+    "grpo": "- The reward checks the final number and the tag format, not whether the reasoning "
+    "is sound: a right answer can come with wrong reasoning.",
+}
 
 
 def _results(
@@ -287,7 +282,7 @@ def _results(
         headings = window_headings(summary)
         over = f"all {len(rows)}" if single else f"the first and last {window}"
         lines += [
-            f"Training, means over {over} steps ({_training_measure(method)}):",
+            f"Training, means over {over} steps ({TRAINING_MEASURE[method]}):",
             "",
             "| metric | " + " | ".join(headings) + " |",
             "| --- |" + " --- |" * len(headings),
@@ -384,7 +379,21 @@ def refresh_model_card(
         load_eval_dir(eval_dir)  # validates before anything is overwritten
         shutil.copyfile(Path(eval_dir) / "metrics.json", results)
     eval_metrics = json.loads(results.read_text(encoding="utf-8")) if results.is_file() else None
-    return write_model_card(final, run.config, run.rows, eval_metrics, repo_id)
+    # The data line the run wrote names the source it resolved (data.source null: whatever
+    # $SMOLGRPO_DATA_DIR was then); a refresh elsewhere would resolve it anew, so it is kept.
+    written = _data_line(final / CARD_FILE)
+    path = write_model_card(final, run.config, run.rows, eval_metrics, repo_id)
+    fresh = _data_line(path)
+    if written and fresh and written != fresh:
+        path.write_text(path.read_text(encoding="utf-8").replace(fresh, written, 1), "utf-8")
+    return path
+
+
+def _data_line(card: Path) -> str | None:
+    if not card.is_file():
+        return None
+    lines = card.read_text(encoding="utf-8").splitlines()
+    return next((line for line in lines if line.startswith("- Data: ")), None)
 
 
 def write_training_card(final_dir: Path, config: dict, metrics_path: Path) -> None:
