@@ -20,6 +20,7 @@ from smolgrpo.report import (
     SFT_SUMMARY_KEYS,
     format_value,
     is_number,
+    is_sft_run,
     summarize_run,
     window_headings,
 )
@@ -132,11 +133,6 @@ def _subject(data: dict, gsm8k_text: str = "grade-school math (GSM8K)") -> str:
     from smolgrpo.tasks import task_title
 
     return gsm8k_text if data.get("task", "gsm8k") == "gsm8k" else task_title(data)
-
-
-def is_sft_run(rows: list[dict]) -> bool:
-    """An `smolgrpo sft` run logs token-level loss and accuracy and no reward."""
-    return bool(rows) and "token_accuracy" in rows[-1] and "reward_mean" not in rows[-1]
 
 
 def _common_lines(config: dict) -> list[str]:

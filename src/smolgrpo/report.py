@@ -121,6 +121,11 @@ def load_eval_dir(eval_dir: Path | str) -> dict:
 
 
 # ----------------------------------------------------------------------------- numbers
+def is_sft_run(rows: list[dict]) -> bool:
+    """An `smolgrpo sft` run logs token-level loss and accuracy and no reward."""
+    return bool(rows) and "token_accuracy" in rows[-1] and "reward_mean" not in rows[-1]
+
+
 def _mean(rows: list[dict], key: str) -> float | None:
     values = [row[key] for row in rows if is_number(row.get(key))]
     return sum(values) / len(values) if values else None
@@ -162,7 +167,7 @@ def summarize_run(rows: list[dict], window: int = 5, config: dict | None = None)
     logged = {key for row in rows for key in row}
     notes = {k: why for k, why in constant_metrics(config or {}).items() if k in logged}
     metrics = []
-    sft_keys = SFT_SUMMARY_KEYS if "token_accuracy" in logged else ()
+    sft_keys = SFT_SUMMARY_KEYS if is_sft_run(rows) else ()
     for key in sft_keys + SUMMARY_KEYS + tuple(reward_components(rows)):
         if key in notes:
             continue

@@ -20,7 +20,11 @@ def format_value(metric: str, value) -> str:
         return "—" if value is None else str(value)
     name = metric.split("/")[-1]
     rate = name.endswith("_rate") and name != "learning_rate"
-    if rate or name.startswith(("accuracy", "token_accuracy", "pass@", "frac_")) or name == "clip_fraction":
+    if (
+        rate
+        or name.startswith(("accuracy", "token_accuracy", "pass@", "frac_"))
+        or name == "clip_fraction"
+    ):
         return f"{value:.1%}"
     if isinstance(value, int) or abs(value) >= 100:
         return f"{value:,.0f}"
