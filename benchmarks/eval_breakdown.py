@@ -11,15 +11,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 
 from smolgrpo.data import read_jsonl, solution_steps
+from smolgrpo.errors import SmolGRPOError
 from smolgrpo.paired import format_p, mcnemar_exact
 
 
+def fail(message: str) -> None:
+    print(f"eval_breakdown: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def samples(eval_dir: Path) -> list[dict]:
-    lines = (eval_dir / "samples.jsonl").read_text(encoding="utf-8").splitlines()
+    path = eval_dir / "samples.jsonl"
+    if not path.is_file():
+        fail(f"{path}: no such file (not a `smolgrpo eval` output folder)")
+    lines = path.read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines if line.strip()]
 
 
@@ -48,7 +58,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, required=True, help="folder with train/test.jsonl")
     parser.add_argument("--max-steps", type=int, default=3)
     args = parser.parse_args(argv)
-    test_steps = [solution_steps(p) for p in read_jsonl(args.data / "test.jsonl")]
+    for split in ("train", "test"):
+        if not (args.data / f"{split}.jsonl").is_file():
+            fail(f"{args.data / f'{split}.jsonl'}: no such file (--data)")
+    try:
+        test_steps = [solution_steps(p) for p in read_jsonl(args.data / "test.jsonl")]
+        train = read_jsonl(args.data / "train.jsonl")
+    except SmolGRPOError as error:  # a malformed or empty file: its own one-line message
+        fail(str(error))
     print(
         "test problems by reference steps",
         dict(sorted(Counter(map(step_band, test_steps)).items())),
@@ -69,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
     lengths = [
         (solution_steps(p), len(tokenizer(p.question + format_reference_response(p)).input_ids))
-        for p in read_jsonl(args.data / "train.jsonl")
+        for p in train
     ]
     short = [n for steps, n in lengths if (steps or 0) <= args.max_steps]
     print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import load_benchmark
 
 
@@ -27,3 +28,26 @@ def test_right_answers_by_step_band_and_strict_format_split():
     # strict in first only: problem 3; in second only: problem 1
     assert script.strict_only(first, second) == (1, 1)
     assert script.strict_only(first, first) == (0, 0)
+
+
+def test_missing_eval_folder_or_data_is_a_one_line_error(tmp_path, capsys):
+    script = load_benchmark("eval_breakdown")
+    data = tmp_path / "data"
+    data.mkdir()
+    with pytest.raises(SystemExit) as stop:
+        script.main([str(tmp_path / "a"), str(tmp_path / "b"), "--data", str(data)])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == f"eval_breakdown: {data}/train.jsonl: no such file (--data)\n"
+    (data / "train.jsonl").write_text("")
+    (data / "test.jsonl").write_text("")
+    with pytest.raises(SystemExit) as stop:
+        script.main([str(tmp_path / "a"), str(tmp_path / "b"), "--data", str(data)])
+    assert stop.value.code == 2
+    assert f"{data}/test.jsonl: no problems found (empty file)" in capsys.readouterr().err
+    line = '{"question": "1+1?", "answer": "1+1=2\\n#### 2"}\n'
+    for split in ("train", "test"):
+        (data / f"{split}.jsonl").write_text(line)
+    with pytest.raises(SystemExit) as stop:
+        script.main([str(tmp_path / "a"), str(tmp_path / "b"), "--data", str(data)])
+    assert stop.value.code == 2
+    assert f"{tmp_path}/a/samples.jsonl: no such file" in capsys.readouterr().err
