@@ -54,13 +54,18 @@ def test_result_tokens_follow_the_text():
         ids = calculator.result_tokens(tokenizer.encode(text, add_special_tokens=False))
         return tokenizer.decode(ids)
 
-    assert result("3+4=") == " 7"
+    assert result("3 + 4 =") == " 7"  # spaced as the equation is
+    assert result("3+4=") == "7"
     assert result("3 + 4 = ") == "7"  # the model already wrote the space
+    assert result("x 10/4=") == "2.5"
+    assert result("she paid $150*24=") == "$3600"  # money stays money
+    assert result("she paid $150 * 24 =") == " $3600"
+    assert result("she paid $5 and 3+4=") == "7"  # the $ is not in this expression
     assert result("she has 3 =") == ""
 
 
 REAL_SAMPLER = rollout.sample_next_tokens
-SCRIPT = "a 3+4=##, 10/4=####. ok"  # what the "model" writes; "#" is overwritten by results
+SCRIPT = "a 3+4=#, 10 / 4 =####. ok"  # what the "model" writes; "#" is overwritten by results
 
 
 def scripted_decode(monkeypatch, calculator):
@@ -92,7 +97,7 @@ def scripted_decode(monkeypatch, calculator):
 
 def test_decode_writes_results_and_marks_them(monkeypatch):
     result, _ = scripted_decode(monkeypatch, Calculator)
-    assert result.responses[0] == "<r>a 3+4= 7, 10/4= 2.5. o"
+    assert result.responses[0] == "<r>a 3+4=7, 10 / 4 = 2.5. o"
     assert result.responses[1] == result.responses[0]
     assert result.responses[2] == "<r>" + "plain text, no sums here"[: len(SCRIPT) - 1]
     forced = result.forced_mask
@@ -117,7 +122,7 @@ def test_calculator_tokens_get_no_loss(monkeypatch):
     assert torch.equal(
         batch.completion_mask.bool(), result.completion_mask.bool() & ~result.forced_mask
     )
-    assert int(batch.completion_mask[0].sum()) == len(SCRIPT) - 1 - 6
+    assert int(batch.completion_mask[0].sum()) == len(SCRIPT) - 1 - SCRIPT.count("#")
 
 
 def test_eval_and_train_with_the_calculator(tmp_path, monkeypatch, capsys):

@@ -24,6 +24,7 @@ from smolgrpo.report import (
     summarize_run,
     window_headings,
 )
+from smolgrpo.tasks.base import data_source_text
 
 CARD_FILE = "README.md"
 EVAL_RESULTS_FILE = "eval_results.json"
@@ -94,34 +95,6 @@ def build_model_card(
     return "\n".join(lines) + "\n"
 
 
-def _data_source(data: dict) -> str:
-    """Where the training problems came from: the source the run resolved, not a default."""
-    from smolgrpo.data import HUB_DATASET_ID, resolve_source
-    from smolgrpo.tasks import FIELD_MAPPED_TASKS
-
-    task = data.get("task", "gsm8k")
-    if task == "reasoning_gym":
-        return (
-            f"reasoning-gym `{data.get('gym_dataset')}`, {data.get('gym_size')} generated "
-            f"problems (seed {data.get('gym_seed')})"
-        )
-    if task in FIELD_MAPPED_TASKS:
-        where = "hub dataset" if task == "hub" else f"local {task.upper()}"
-        return (
-            f"{where} `{data.get('source')}` (question `{data.get('question_field')}`"
-            f", answer `{data.get('answer_field')}`, {data.get('answer_type')} answers)"
-        )
-    source = resolve_source(data.get("source"))  # None: $SMOLGRPO_DATA_DIR, else the hub
-    split = data.get("train_split", "train")
-    path = Path(source).expanduser()
-    if source.endswith(".jsonl") or path.is_file():
-        return f"local JSONL file `{source}`"
-    if path.is_dir() or source.startswith((".", "/", "~")):
-        return f"local JSONL `{(Path(source) / f'{split}.jsonl').as_posix()}` (`{split}` split)"
-    name = "GSM8K" if source == HUB_DATASET_ID else "hub dataset"
-    return f"{name} `{split}` split from the hub (`{source}`)"
-
-
 def _task_tag(data: dict) -> str:
     if data.get("task") == "reasoning_gym":
         return f"reasoning-gym-{data.get('gym_dataset')}"
@@ -138,7 +111,7 @@ def _subject(data: dict, gsm8k_text: str = "grade-school math (GSM8K)") -> str:
 def _common_lines(config: dict) -> list[str]:
     data, prompt = config.get("data", {}), config.get("prompt", {})
     return [
-        f"- Data: {_data_source(data)}"
+        f"- Data: {data_source_text(data)}"
         + (
             f", only problems solved in at most {data['max_solution_steps']} reference steps"
             if data.get("max_solution_steps")

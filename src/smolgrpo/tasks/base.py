@@ -1,4 +1,4 @@
-"""The task record shared by every task module: `Task` and its human title.
+"""The task record shared by every task module: `Task`, its human title and its data source.
 
 A module of its own so that `tasks/__init__.py` (which picks a task) and the task modules
 (`files.py`, `gym.py`, which build one) both import it without importing each other."""
@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from smolgrpo.data import Problem, shuffle_and_limit
+from smolgrpo.data import HUB_DATASET_ID, Problem, resolve_source, shuffle_and_limit
 from smolgrpo.rewards import RewardResult, score_completions
 
 AnswerCheck = Callable[[str | None, str], float]
@@ -47,3 +48,30 @@ def task_title(data: dict) -> str:
         kind = "hub dataset" if task == "hub" else task.upper()
         return f"{kind} `{data.get('source')}` ({data.get('answer_type', 'number')} answers)"
     return "GSM8K"
+
+
+def data_source_text(data: dict) -> str:
+    """Where a run's problems came from, from its saved config's `data` mapping (model cards).
+
+    `source: null` is resolved as loading resolves it: $SMOLGRPO_DATA_DIR, else the hub."""
+    task = data.get("task", "gsm8k")
+    if task == "reasoning_gym":
+        return (
+            f"reasoning-gym `{data.get('gym_dataset')}`, {data.get('gym_size')} generated "
+            f"problems (seed {data.get('gym_seed')})"
+        )
+    if task in FIELD_MAPPED_TASKS:
+        where = "hub dataset" if task == "hub" else f"local {task.upper()}"
+        return (
+            f"{where} `{data.get('source')}` (question `{data.get('question_field')}`"
+            f", answer `{data.get('answer_field')}`, {data.get('answer_type')} answers)"
+        )
+    source = resolve_source(data.get("source"))  # None: $SMOLGRPO_DATA_DIR, else the hub
+    split = data.get("train_split", "train")
+    path = Path(source).expanduser()
+    if source.endswith(".jsonl") or path.is_file():
+        return f"local JSONL file `{source}`"
+    if path.is_dir() or source.startswith((".", "/", "~")):
+        return f"local JSONL `{(Path(source) / f'{split}.jsonl').as_posix()}` (`{split}` split)"
+    name = "GSM8K" if source == HUB_DATASET_ID else "hub dataset"
+    return f"{name} `{split}` split from the hub (`{source}`)"
