@@ -1,7 +1,9 @@
-"""Two evals of the same problems, split further than `smolgrpo compare` does: right answers by
-the test problem's reference step count, the paired (exact McNemar) test on strict format, and
-the mean example length (question + formatted reference, tokens) of the train problems with at
-most N steps against all of them. Numbers for README's "SFT on the shorter problems".
+"""Evals of the same problems, split further than `smolgrpo compare` does: right answers by the
+test problem's reference step count, solutions holding a false equation, the paired (exact
+McNemar) test on strict format of the first two, with three or more evals how many problems are
+right in how many of them, and the mean example length (question + formatted reference,
+tokens) of the train problems with at most N steps against all of them. Numbers for README's
+"SFT on the shorter problems" and the calculator.
 
     python benchmarks/eval_breakdown.py runs/eval-cpu-grpo-c122-1319 runs/eval-cpu-grpo-s3-1319 \
         --data ../shared/data/gsm8k --max-steps 3
@@ -44,6 +46,19 @@ def right_by_band(rows: list[dict], test_steps: list[int | None]) -> dict[str, i
     return dict(sorted(right.items()))
 
 
+def false_equations(rows: list[dict]) -> tuple[int, int]:
+    """(solutions with a false equation, right answers among them): `arithmetic_consistency`,
+    the share of a solution's `a op b = c` that hold, below 1."""
+    flagged = [row for row in rows if row["rewards"].get("arithmetic_consistency", 1.0) < 1.0]
+    return len(flagged), sum(bool(row["correct"]) for row in flagged)
+
+
+def right_in_how_many(runs: list[list[dict]]) -> dict[int, int]:
+    """{k: problems right in exactly k of the evals}, for k >= 1."""
+    right = Counter(row["problem_index"] for rows in runs for row in rows if row["correct"])
+    return dict(sorted(Counter(right.values()).items()))
+
+
 def strict_only(first: list[dict], second: list[dict]) -> tuple[int, int]:
     """Problems in strict format in one eval only: (first only, second only)."""
     a, b = (
@@ -54,10 +69,12 @@ def strict_only(first: list[dict], second: list[dict]) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("evals", nargs=2, type=Path)
+    parser.add_argument("evals", nargs="+", type=Path, help="two or more eval folders")
     parser.add_argument("--data", type=Path, required=True, help="folder with train/test.jsonl")
     parser.add_argument("--max-steps", type=int, default=3)
     args = parser.parse_args(argv)
+    if len(args.evals) < 2:
+        fail("give two or more eval folders")
     for split in ("train", "test"):
         if not (args.data / f"{split}.jsonl").is_file():
             fail(f"{args.data / f'{split}.jsonl'}: no such file (--data)")
@@ -73,7 +90,13 @@ def main(argv: list[str] | None = None) -> None:
     runs = [samples(folder) for folder in args.evals]
     for folder, rows in zip(args.evals, runs):
         print(f"{folder.name}: right by reference steps", right_by_band(rows, test_steps))
-    only = strict_only(*runs)
+        flagged, right = false_equations(rows)
+        print(
+            f"{folder.name}: {flagged} of {len(rows)} solutions hold a false equation, {right} right"
+        )
+    if len(runs) > 2:
+        print(f"problems right in k of the {len(runs)} evals", right_in_how_many(runs))
+    only = strict_only(*runs[:2])
     print(
         f"strict format: only first {only[0]}, only second {only[1]}, "
         f"exact McNemar p {format_p(mcnemar_exact(*only))}"

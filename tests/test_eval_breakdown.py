@@ -6,8 +6,9 @@ import pytest
 from conftest import load_benchmark
 
 
-def row(index: int, correct: bool, strict: bool) -> dict:
-    return {"problem_index": index, "correct": correct, "rewards": {"strict_format": float(strict)}}
+def row(index: int, correct: bool, strict: bool, arithmetic: float = 1.0) -> dict:
+    rewards = {"strict_format": float(strict), "arithmetic_consistency": arithmetic}
+    return {"problem_index": index, "correct": correct, "rewards": rewards}
 
 
 def test_right_answers_by_step_band_and_strict_format_split():
@@ -28,6 +29,15 @@ def test_right_answers_by_step_band_and_strict_format_split():
     # strict in first only: problem 3; in second only: problem 1
     assert script.strict_only(first, second) == (1, 1)
     assert script.strict_only(first, first) == (0, 0)
+    assert script.right_in_how_many([first, second]) == {1: 4}  # no problem right in both
+    assert script.right_in_how_many([first, first, second]) == {1: 1, 2: 3}
+
+
+def test_false_equations_count_solutions_and_their_right_answers():
+    script = load_benchmark("eval_breakdown")
+    rows = [row(0, True, True, 0.5), row(1, False, True, 0.0), row(2, True, True, 1.0)]
+    rows.append({"problem_index": 3, "correct": False, "rewards": {}})  # no such reward: none
+    assert script.false_equations(rows) == (2, 1)
 
 
 def test_missing_eval_folder_or_data_is_a_one_line_error(tmp_path, capsys):
@@ -51,3 +61,7 @@ def test_missing_eval_folder_or_data_is_a_one_line_error(tmp_path, capsys):
         script.main([str(tmp_path / "a"), str(tmp_path / "b"), "--data", str(data)])
     assert stop.value.code == 2
     assert f"{tmp_path}/a/samples.jsonl: no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        script.main([str(tmp_path / "a"), "--data", str(data)])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == "eval_breakdown: give two or more eval folders\n"
