@@ -2,8 +2,8 @@
 
 When a completion's text ends in an arithmetic expression followed by "=" ("48 / 2 ="), the
 sampler writes the exact result (" 24", spaced as the equation is) as the next tokens instead
-of letting the model guess it. The expression is read and computed by the safe parser of arithmetic.py (numbers, + - * /,
-parentheses; never `eval`). A 135M model's reasoning is often right where its arithmetic is
+of letting the model guess it. The expression is read and computed by the safe parser of
+arithmetic.py (numbers, + - * /, parentheses; never `eval`). A 135M model's reasoning is often right where its arithmetic is
 not, so this measures how much of its error is arithmetic.
 
 Off by default (`sampling.calculator`, `smolgrpo eval --calculator`) and reported separately:
@@ -54,8 +54,7 @@ class Calculator:
             return []
         result = format_result(value)
         before_equals = text.rstrip()[:-1]
-        expression = EXPRESSION_TAIL.search(before_equals)
-        if expression and "$" in expression.group(0):
+        if "$" in EXPRESSION_TAIL.search(before_equals).group(0):  # the pattern always matches
             result = "$" + result
         if text == text.rstrip() and before_equals != before_equals.rstrip():
             result = " " + result
