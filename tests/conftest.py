@@ -6,13 +6,22 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
-import pytest
-import torch
+# The checkout's own src/ first, for this process and the CLI subprocesses the tests start, so
+# a second checkout (a git worktree) tests its own code, not the editable install's.
+_SRC = str(Path(__file__).resolve().parents[1] / "src")
+sys.path.insert(0, _SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [_SRC] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 # Re-exported: test modules import the builders from conftest.
-from smolgrpo.tiny import (  # noqa: F401
+from smolgrpo.tiny import (  # noqa: F401, E402
     TINY_ARCHITECTURES,
     build_char_tokenizer,
     build_tiny_architecture,
