@@ -138,7 +138,8 @@ def save_checkpoint(
     if final.exists():
         shutil.rmtree(final)
     os.replace(staging, final)
-    _prune(checkpoints, keep)
+    _fsync_folder(checkpoints)  # the rename itself on disk, not only the files
+    _prune(checkpoints, keep, final)
     return final
 
 
@@ -186,6 +187,7 @@ def _write_checkpoint_files(
     for path in staging.iterdir():  # data on disk before the rename makes it visible
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())
+    _fsync_folder(staging)  # and the folder's entries for them
 
 
 def _step_of(path: Path) -> int:
@@ -207,9 +209,57 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=_step_of)
 
 
-def _prune(checkpoints: Path, keep: int) -> None:
-    for old in list_checkpoints(checkpoints.parent)[:-keep]:
+def _fsync_folder(folder: Path) -> None:
+    """Make a folder's entries (a file created or renamed in it) durable; a no-op where folders
+    cannot be opened (Windows)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _prune(checkpoints: Path, keep: int, newest: Path) -> None:
+    """Keep `newest` (just written and verified on disk) and the keep - 1 checkpoints before it.
+
+    Checkpoints of later steps are left alone: they can only be left over from before a
+    --resume that skipped them as broken, and counting them would delete the one good
+    checkpoint just written (keep_checkpoints: 1). They are replaced when the run gets there."""
+    step = _step_of(newest)
+    older = [path for path in list_checkpoints(checkpoints.parent) if _step_of(path) < step]
+    for old in older[: max(len(older) - (keep - 1), 0)]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+# Every checkpoint holds these (load_checkpoint reads each); a manifest may list more.
+REQUIRED_FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json")
+_HEX = set("0123456789abcdef")
+
+
+def _manifest_problem(manifest, path: Path) -> str | None:
+    """What is wrong with a manifest's shape, or None: a JSON object with the folder's step and
+    a `files` object mapping plain file names (no folder, no `..`) to SHA-256 digests, every
+    REQUIRED_FILES name among them."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        return "unreadable manifest (no 'files' object)"
+    folder_step = _step_of(path)
+    step = manifest.get("step")
+    if folder_step >= 0 and (type(step) is not int or step != folder_step):
+        return f"manifest is for step {step!r}, not {folder_step}"
+    for name, digest in manifest["files"].items():
+        if name in ("", ".", "..", MANIFEST) or Path(name).name != name or "\\" in name:
+            return f"manifest lists {name!r}, not a plain file name in the checkpoint"
+        if not isinstance(digest, str) or len(digest) != 64 or not set(digest) <= _HEX:
+            return f"manifest has no SHA-256 for {name}"
+    unlisted = [name for name in REQUIRED_FILES if name not in manifest["files"]]
+    if unlisted:
+        return f"manifest does not list {', '.join(unlisted)}"
+    return None
 
 
 def verify_checkpoint(path: Path) -> str | None:
@@ -219,12 +269,14 @@ def verify_checkpoint(path: Path) -> str | None:
         return "no manifest (incomplete write)"
     try:
         manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, OSError):
         return "unreadable manifest"
-    for name, expected in files.items():
+    problem = _manifest_problem(manifest, path)
+    if problem is not None:
+        return problem
+    for name, expected in manifest["files"].items():
         file_path = path / name
-        if not file_path.is_file():
+        if file_path.is_symlink() or not file_path.is_file():
             return f"missing {name}"
         if _sha256(file_path) != expected:
             return f"checksum mismatch in {name}"

@@ -16,6 +16,7 @@ from smolgrpo import __version__
 from smolgrpo.cli_eval import add_eval_parser, run_eval
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.guards import resource_error_message
+from smolgrpo.safe_output import guard_standard_streams
 
 
 def add_train_parser(subparsers) -> None:
@@ -233,6 +234,13 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A closed or broken stdout/stderr (`| head`, `| tee` killed by Ctrl-C, a hung-up ssh
+    # terminal) drops what is printed from then on; the command itself goes on.
+    with guard_standard_streams():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

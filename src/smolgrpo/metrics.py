@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from smolgrpo import distributed as dist_utils
+from smolgrpo.safe_output import STREAM_ERRORS, write_line
 
 # What a periodic eval logs (as eval/<key>), from evaluate.evaluate's metrics.
 PERIODIC_EVAL_KEYS = (
@@ -239,28 +240,39 @@ class TrainProgress:
                 label, total=total_steps, completed=start_step, phase="", values=""
             )
 
+    # A closed or broken stream (a hung-up terminal, a pipe whose reader is gone) ends the
+    # progress output, never the training: the bar or the lines stop, the loop goes on.
+    def _draw(self, draw, *args, **kwargs):
+        try:
+            return draw(*args, **kwargs)
+        except STREAM_ERRORS:
+            self.progress, self.enabled = None, False
+            return None
+
     def __enter__(self):
         self.started = self.last_update = time.monotonic()
         if self.progress is not None:
-            self.progress.__enter__()
+            self._draw(self.progress.__enter__)
         return self
 
     def __exit__(self, *exc):
         if self.progress is not None:
-            return self.progress.__exit__(*exc)
+            return self._draw(self.progress.__exit__, *exc)
         return None
 
     def phase(self, name: str) -> None:
         """What the current step is doing (generating, scoring, training, ...): shown in the bar."""
         if self.progress is not None:
-            self.progress.update(self.task, phase=name)
+            self._draw(self.progress.update, self.task, phase=name)
 
     def update(self, metrics: dict) -> None:
         now = time.monotonic()
         step_seconds, self.last_update = now - self.last_update, now
         values = progress_values(metrics)
         if self.progress is not None:
-            self.progress.update(self.task, completed=metrics["step"], phase="", values=values)
+            self._draw(
+                self.progress.update, self.task, completed=metrics["step"], phase="", values=values
+            )
         elif self.enabled:
             step = metrics["step"]
             parts = [f"{self.label} step {step}/{self.total_steps}", values]
@@ -269,7 +281,8 @@ class TrainProgress:
             if done > 0:
                 remaining = (now - self.started) / done * max(self.total_steps - step, 0)
                 parts.append(f"eta {format_duration(remaining)}")
-            print("  ".join(part for part in parts if part), file=self.stream, flush=True)
+            if not write_line("  ".join(part for part in parts if part), self.stream):
+                self.enabled = False
 
 
 def _is_terminal(stream) -> bool:
