@@ -45,7 +45,7 @@ def main() -> None:
     import smolgrpo.graph_decode as graph_decode
     from smolgrpo.data import load_problems
     from smolgrpo.prompts import PROMPT_TEMPLATE_FILE, PromptTemplate, render_prompt
-    from smolgrpo.rollout import decode, encode_prompts, eos_token_ids
+    from smolgrpo.rollout import DecodeSettings, decode, encode_prompts, eos_token_ids
 
     device = torch.device(args.device if torch.cuda.is_available() else "cpu")
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).to(device).eval()
@@ -74,17 +74,13 @@ def main() -> None:
             if on_gpu:
                 torch.cuda.synchronize()
             started = time.perf_counter()
-            tokens = decode(
-                model,
-                ids,
-                mask,
-                eos,
+            settings = DecodeSettings(
                 pad_token_id=tokenizer.pad_token_id,
                 max_new_tokens=args.tokens,
-                temperature=0.0,
                 ignore_eos=True,
                 static=static,
             )
+            tokens = decode(model, ids, mask, eos, settings).ids
             if on_gpu:
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - started

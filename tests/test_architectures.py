@@ -16,7 +16,7 @@ from smolgrpo.errors import SmolGRPOError
 from smolgrpo.logprobs import completion_log_probs
 from smolgrpo.metrics import read_metrics
 from smolgrpo.modeling import prepare_tokenizer
-from smolgrpo.rollout import decode, encode_prompts, eos_token_ids
+from smolgrpo.rollout import DecodeSettings, decode, encode_prompts, eos_token_ids
 from smolgrpo.trainer import Trainer
 
 PROMPTS = ["What is 2 + 3?", "Tom has 12 apples and eats 5. How many are left?", "Hi"]
@@ -38,7 +38,8 @@ def test_greedy_decode_matches_hf_generate(architecture, tokenizer):
     model = build_tiny_architecture(architecture, len(tokenizer)).eval()
     ids, mask = encode_prompts(tokenizer, PROMPTS)
     eos = eos_token_ids(model, tokenizer)
-    ours = decode(model, ids, mask, eos, pad_token_id=0, num_generations=2, max_new_tokens=16)
+    settings = DecodeSettings(pad_token_id=0, num_generations=2, max_new_tokens=16)
+    ours = decode(model, ids, mask, eos, settings).ids
     theirs = model.generate(
         input_ids=ids.repeat_interleave(2, 0),
         attention_mask=mask.repeat_interleave(2, 0),

@@ -11,7 +11,7 @@ from transformers.cache_utils import DynamicCache
 import smolgrpo.graph_decode as graph_decode
 import smolgrpo.rollout as rollout
 from smolgrpo.graph_decode import StaticLayer, static_cache
-from smolgrpo.rollout import decode, encode_prompts, generate
+from smolgrpo.rollout import DecodeSettings, decode, encode_prompts, generate
 
 PROMPTS = ["What is 2 + 3?", "Tom has 12 apples and eats 5. How many are left?", "Hi"]
 
@@ -22,11 +22,7 @@ def _decode(model, tokenizer, static: bool, temperature: float, **kwargs):
     # one keeps them and feeds them pads).
     eos = [2] + [tokenizer.convert_tokens_to_ids(c) for c in "aeiou "]
     torch.manual_seed(0)
-    return decode(
-        model,
-        ids,
-        mask,
-        eos,
+    settings = DecodeSettings(
         pad_token_id=tokenizer.pad_token_id,
         num_generations=kwargs.pop("num_generations", 4),
         max_new_tokens=kwargs.pop("max_new_tokens", 24),
@@ -34,6 +30,7 @@ def _decode(model, tokenizer, static: bool, temperature: float, **kwargs):
         static=static,
         **kwargs,
     )
+    return decode(model, ids, mask, eos, settings).ids
 
 
 def test_static_decode_is_greedy_decode(tiny_model, char_tokenizer, monkeypatch):
@@ -145,7 +142,7 @@ def test_rollout_decode_passes_cuda_graphs_false_as_the_eager_loop(
     seen = []
     real = rollout.decode
     monkeypatch.setattr(
-        rollout, "decode", lambda *a, **k: seen.append(k["static"]) or real(*a, **k)
+        rollout, "decode", lambda *a, **k: seen.append(a[4].static) or real(*a, **k)
     )
     generate(tiny_model, char_tokenizer, ["Hi"], num_generations=2, max_new_tokens=2)
     generate(

@@ -9,7 +9,7 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 
 import smolgrpo.rollout as rollout
 from smolgrpo.kv_cache import PreallocatedLayer, preallocate
-from smolgrpo.rollout import decode, encode_prompts
+from smolgrpo.rollout import DecodeSettings, decode, encode_prompts
 
 PROMPTS = ["What is 2 + 3?", "Tom has 12 apples and eats 5. How many are left?", "Hi"]
 
@@ -27,16 +27,13 @@ def _decode(model, tokenizer, monkeypatch, in_place: bool, temperature: float):
     # cache (batch_select_indices) several times.
     eos = [2] + [tokenizer.convert_tokens_to_ids(c) for c in "aeiou "]
     torch.manual_seed(0)
-    completions = decode(
-        model,
-        ids,
-        mask,
-        eos,
+    settings = DecodeSettings(
         pad_token_id=tokenizer.pad_token_id,
         num_generations=4,
         max_new_tokens=24,
         temperature=temperature,
     )
+    completions = decode(model, ids, mask, eos, settings).ids
     assert converted == ([True] if in_place else [])  # decode wrote this cache in place
     return completions
 

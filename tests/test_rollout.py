@@ -9,6 +9,7 @@ import torch
 from smolgrpo.logprobs import completion_log_probs, prompt_groups
 from smolgrpo.modeling import prepare_tokenizer
 from smolgrpo.rollout import (
+    DecodeSettings,
     decode,
     encode_prompts,
     eos_token_ids,
@@ -41,15 +42,8 @@ def test_greedy_decode_matches_hf_generate(tiny_model, char_tokenizer, num_gener
     ids, mask = encode_prompts(char_tokenizer, PROMPTS)
     eos = eos_token_ids(tiny_model, char_tokenizer)
     tiny_model.eval()
-    ours = decode(
-        tiny_model,
-        ids,
-        mask,
-        eos,
-        pad_token_id=0,
-        num_generations=num_generations,
-        max_new_tokens=24,
-    )
+    settings = DecodeSettings(pad_token_id=0, num_generations=num_generations, max_new_tokens=24)
+    ours = decode(tiny_model, ids, mask, eos, settings).ids
     theirs = _generate_hf(  # generate() refuses greedy num_return_sequences: repeat the rows
         tiny_model,
         char_tokenizer,
@@ -79,7 +73,8 @@ def test_decode_stops_rows_at_eos_and_pads_after(tiny_model, char_tokenizer):
         return output
 
     tiny_model.forward = forward
-    out = decode(tiny_model.eval(), ids, mask, [2], pad_token_id=0, max_new_tokens=10)
+    settings = DecodeSettings(pad_token_id=0, max_new_tokens=10)
+    out = decode(tiny_model.eval(), ids, mask, [2], settings).ids
     assert out.shape == (3, 10)
     assert out[0, 2] == 2 and (out[0, 3:] == 0).all()
     assert (out[1:, :] != 0).all()

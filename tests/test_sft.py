@@ -198,7 +198,7 @@ def test_a_model_whose_cache_cannot_be_shared_falls_back_once_with_the_same_valu
     monkeypatch.setattr(modeling, "returned_cache", lambda output: None)  # no cache handed back
     nll, _ = sft_token_nll(model, batch)
     assert float(nll.detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
-    assert model._smolgrpo_full_forward is True
+    assert modeling.cache_sharing_failed(model)
     sft_token_nll(model, batch)  # not tried again
     assert capsys.readouterr().err.count("shared SFT prefix unavailable") == 1
 

@@ -20,7 +20,12 @@ from torch import Tensor
 
 from smolgrpo.errors import warn
 from smolgrpo.grpo import per_token_log_probs, selective_log_softmax, token_entropy
-from smolgrpo.modeling import CACHE_SHARING_ERRORS, forward_after_prefix
+from smolgrpo.modeling import (
+    CACHE_SHARING_ERRORS,
+    cache_sharing_failed,
+    forward_after_prefix,
+    mark_cache_sharing_failed,
+)
 
 
 def prompt_groups(prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -61,7 +66,7 @@ def completion_log_probs(
             temperature=temperature,
             return_entropy=return_entropy,
         )
-    if not getattr(model, "_smolgrpo_full_forward", False):
+    if not cache_sharing_failed(model):
         try:
             return _shared_prompt_log_probs(
                 model, prompt_ids, prompt_mask, completion_ids, temperature, return_entropy
@@ -73,7 +78,7 @@ def completion_log_probs(
                 f"{type(model).__name__}: shared-prompt log-probs unavailable "
                 f"({type(error).__name__}); using the full forward"
             )
-            model._smolgrpo_full_forward = True
+            mark_cache_sharing_failed(model)
     return completion_log_probs(
         model,
         prompt_ids,

@@ -20,6 +20,7 @@ import os
 import shutil
 import sys
 import tempfile
+import weakref
 from pathlib import Path
 
 import torch
@@ -282,6 +283,17 @@ def returned_cache(output):
 # to share a prefix's cache (logprobs' shared prompt, SFT's shared opening); they then fall back
 # to the full forward.
 CACHE_SHARING_ERRORS = (AttributeError, NotImplementedError, TypeError, ValueError)
+# The models that raised one of them: kept here rather than as a flag on the model object.
+_NO_CACHE_SHARING: weakref.WeakSet = weakref.WeakSet()
+
+
+def cache_sharing_failed(model) -> bool:
+    """Whether sharing a prefix's cache already failed for this model (see above)."""
+    return model in _NO_CACHE_SHARING
+
+
+def mark_cache_sharing_failed(model) -> None:
+    _NO_CACHE_SHARING.add(model)
 
 
 def forward_after_prefix(model, prefix_output, rows: torch.Tensor, **inputs):

@@ -16,7 +16,7 @@ import torch
 
 from smolgrpo import distributed as dist_utils
 from smolgrpo import graph_decode
-from smolgrpo.calculator import TAIL_TOKENS
+from smolgrpo.calculator import TAIL_TOKENS, Calculator
 from smolgrpo.grpo import completion_mask_from_ids
 from smolgrpo.interrupts import StopRequested
 from smolgrpo.kv_cache import preallocate
@@ -88,28 +88,28 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        completion_ids = decode(
+        decoded = decode(
             model,
             prompt_ids,
             prompt_mask,
             eos_ids,
-            pad_token_id=tokenizer.pad_token_id,
-            num_generations=num_generations,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            ignore_eos=ignore_eos,
-            synced=synced,
-            should_stop=should_stop,
-            calculator=calculator,
-            static=None if cuda_graphs else False,
-        )  # (N, C), or with the calculator ((N, C), its (N, C) forced mask)
+            DecodeSettings(
+                pad_token_id=tokenizer.pad_token_id,
+                num_generations=num_generations,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k,
+                ignore_eos=ignore_eos,
+                synced=synced,
+                should_stop=should_stop,
+                calculator=calculator,
+                static=None if cuda_graphs else False,
+            ),
+        )
     finally:
         model.train(was_training)
-    forced_mask = None
-    if calculator is not None:
-        completion_ids, forced_mask = completion_ids
+    completion_ids, forced_mask = decoded.ids, decoded.forced
     completion_mask, truncated = completion_mask_from_ids(
         completion_ids, [] if ignore_eos else eos_ids
     )
@@ -152,55 +152,80 @@ def sample_next_tokens(
     return torch.multinomial(logits.softmax(dim=-1), num_samples=1).squeeze(-1)  # (N,)
 
 
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How `decode` samples. `synced` (FSDP, where every forward is a collective): a rank whose
+    rows have all finished keeps running (dummy) forwards until every rank's have; it samples
+    exactly as without it. `should_stop` is called before every decode step (True raises
+    `StopRequested`; under `synced` it must answer alike on every rank). `calculator`
+    (calculator.py): after a sampled token that ends "expression =", the row's next tokens are
+    the result's, not samples. `static`: decode on a static KV cache, each step a CUDA graph
+    (graph_decode.py); None picks it on a CUDA device when graphs are enabled, the attention is
+    sdpa and neither `synced` nor `calculator` is set; True forces it (on CPU: no graph)."""
+
+    pad_token_id: int
+    num_generations: int = 1
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    ignore_eos: bool = False
+    synced: bool = False
+    should_stop: Callable[[], bool] | None = None
+    calculator: Calculator | None = None
+    static: bool | None = None
+
+    def sample(self, logits: torch.Tensor) -> torch.Tensor:
+        return sample_next_tokens(logits, self.temperature, self.top_p, self.top_k)
+
+
+@dataclass
+class Decoded:
+    """What `decode` returns, whichever path ran. C is the longest completion, not the budget;
+    finished rows are padded with the pad id after their EOS."""
+
+    ids: torch.Tensor  # (N, C)
+    forced: torch.Tensor | None = None  # (N, C) bool: tokens the calculator wrote (None: off)
+
+
+@dataclass
+class _Prefill:
+    """The prompts' forward, shared by both decode paths: the KV cache holds G copies of each
+    prompt, `logits` predict each row's first token."""
+
+    cache: object
+    logits: torch.Tensor  # (N, V)
+    prompt_mask: torch.Tensor  # (N, P)
+    next_position: torch.Tensor  # (N,)
+    eos: torch.Tensor  # (E,) the EOS ids
+
+
 @torch.no_grad()
 def decode(
     model,
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
     eos_ids: list[int],
-    *,
-    pad_token_id: int,
-    num_generations: int = 1,
-    max_new_tokens: int = 256,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    top_k: int = 0,
-    ignore_eos: bool = False,
-    synced: bool = False,
-    should_stop: Callable[[], bool] | None = None,
-    calculator=None,
-    static: bool | None = None,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Batched sampling with the KV cache, G completions per prompt; returns (N, C) ids.
+    settings: DecodeSettings,
+) -> Decoded:
+    """Batched sampling with the KV cache, G completions per prompt.
 
     Faster than `model.generate(num_return_sequences=G)` for GRPO because each prompt is
     prefilled once and its KV cache copied to its G rows (`generate` prefills every copy), rows
     that have finished are dropped from the batch, and a step does nothing per token beyond the
-    forward and the sampling. Finished rows are padded with `pad_token_id` after their EOS.
+    forward and the sampling. Two paths: the static-cache loop (`graph_decode.static_decode`)
+    and the eager loop below; see DecodeSettings.static for which runs."""
+    start = _prefill(model, prompt_ids, prompt_mask, eos_ids, settings.num_generations)
+    ids = _static_path(model, start, settings)
+    if ids is not None:
+        return Decoded(ids)
+    return _eager_decode(model, start, settings)
 
-    `synced` (FSDP, where every forward is a collective): a rank whose rows have all finished
-    keeps running (dummy) forwards until every rank's have, so all ranks run the same number.
-    It samples exactly as without `synced`, so FSDP and plain training draw the same tokens.
 
-    `should_stop` is called before every decode step; when it returns True, `StopRequested` is
-    raised and the partial completions are dropped (interrupts.py). Under `synced` it must
-    answer alike on every rank.
-
-    `calculator` (calculator.py): after a sampled token that ends "expression =", the next
-    tokens of that row are the result's, not samples; returns ((N, C) ids, (N, C) bool mask of
-    those forced tokens). Rows without a pending result sample as without the calculator.
-
-    `static`: decode on a static KV cache, each step a CUDA graph (graph_decode.py). None
-    (default): on a CUDA device when graphs are enabled, the attention is sdpa, and neither
-    `synced` nor `calculator` is set. True forces the static path (on CPU: without the graph).
-    """
+def _prefill(model, prompt_ids, prompt_mask, eos_ids, num_generations: int) -> _Prefill:
     # Left padding shared by every prompt is dead weight in every forward: cut it.
     first_real = int(prompt_mask.any(dim=0).long().argmax())
     prompt_ids, prompt_mask = prompt_ids[:, first_real:], prompt_mask[:, first_real:]  # (B, P)
-    batch, prompt_length = prompt_ids.shape
-    rows = batch * num_generations
-    device = prompt_ids.device
-    eos = torch.tensor(eos_ids, device=device, dtype=torch.long)
     positions = (prompt_mask.long().cumsum(dim=-1) - 1).clamp(min=0)  # (B, P)
     output = model(
         input_ids=prompt_ids,
@@ -214,68 +239,87 @@ def decode(
     if num_generations > 1:
         cache.batch_repeat_interleave(num_generations)
         logits = logits.repeat_interleave(num_generations, dim=0)  # (N, V)
-    row_prompt_mask = prompt_mask.repeat_interleave(num_generations, dim=0)  # (N, P)
-    next_position = positions[:, -1].repeat_interleave(num_generations) + 1  # (N,)
+    return _Prefill(
+        cache=cache,
+        logits=logits,
+        prompt_mask=prompt_mask.repeat_interleave(num_generations, dim=0),
+        next_position=positions[:, -1].repeat_interleave(num_generations) + 1,
+        eos=torch.tensor(eos_ids, device=prompt_ids.device, dtype=torch.long),
+    )
+
+
+def _static_path(model, start: _Prefill, settings: DecodeSettings) -> torch.Tensor | None:
+    """(N, C) ids from the static-cache loop, or None where it does not apply."""
+    on_cuda = start.logits.device.type == "cuda"
+    static = settings.static
     if static is None:
-        static = device.type == "cuda" and graph_decode.graphs_enabled()
-    if static and not synced and calculator is None and graph_decode.supports_static(model):
-        write_position = graph_decode.static_cache(cache, max_new_tokens)
-        if write_position is not None:
-            return graph_decode.static_decode(
-                model,
-                write_position,
-                logits,
-                row_prompt_mask,
-                next_position,
-                eos,
-                cache_kwargs=cache_arguments(model, cache),
-                pad_token_id=pad_token_id,
-                max_new_tokens=max_new_tokens,
-                sample=lambda scores: sample_next_tokens(scores, temperature, top_p, top_k),
-                ignore_eos=ignore_eos,
-                should_stop=should_stop,
-                capture=device.type == "cuda" and graph_decode.graphs_enabled(),
-            )
-    preallocate(cache, max_new_tokens)  # new positions written in place (kv_cache.py)
+        static = on_cuda and graph_decode.graphs_enabled()
+    if not static or settings.synced or settings.calculator is not None:
+        return None
+    if not graph_decode.supports_static(model):
+        return None
+    write_position = graph_decode.static_cache(start.cache, settings.max_new_tokens)
+    if write_position is None:
+        return None
+    return graph_decode.static_decode(
+        model,
+        write_position,
+        start.logits,
+        start.prompt_mask,
+        start.next_position,
+        start.eos,
+        cache_kwargs=cache_arguments(model, start.cache),
+        pad_token_id=settings.pad_token_id,
+        max_new_tokens=settings.max_new_tokens,
+        sample=settings.sample,
+        ignore_eos=settings.ignore_eos,
+        should_stop=settings.should_stop,
+        capture=on_cuda and graph_decode.graphs_enabled(),
+    )
+
+
+def _eager_decode(model, start: _Prefill, settings: DecodeSettings) -> Decoded:
+    """The eager loop: one forward per token on a growing (in-place) KV cache, finished rows
+    dropped from the batch."""
+    cache, logits, eos = start.cache, start.logits, start.eos
+    rows, prompt_length = start.prompt_mask.shape
+    budget, device = settings.max_new_tokens, logits.device
+    preallocate(cache, budget)  # new positions written in place (kv_cache.py)
     # The attention mask grows by one column a step; allocate it once.
     attention = torch.ones(
-        rows, prompt_length + max_new_tokens, dtype=prompt_mask.dtype, device=device
+        rows, prompt_length + budget, dtype=start.prompt_mask.dtype, device=device
     )
-    attention[:, :prompt_length] = row_prompt_mask
-    completion = torch.full((rows, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    attention[:, :prompt_length] = start.prompt_mask
+    completion = torch.full((rows, budget), settings.pad_token_id, dtype=torch.long, device=device)
+    calculator = None
+    if settings.calculator is not None:
+        calculator = _CalculatorRows(settings.calculator, rows, budget, device)
     active = torch.arange(rows, device=device)  # rows still generating, in cache order
     generated = 0
     cache_kwargs = cache_arguments(model, cache)  # the same cache object, updated in place
     done = False  # this rank has nothing left to generate
-    forced = pending = triggers = None
-    if calculator is not None:
-        forced = torch.zeros(rows, max_new_tokens, dtype=torch.bool, device=device)
-        pending: dict[int, list[int]] = {}  # row -> result tokens still to write
-        triggers = torch.tensor(calculator.trigger_ids, dtype=torch.long, device=device)
-    for step in range(max_new_tokens):
-        if should_stop is not None and should_stop():
+    for step in range(budget):
+        if settings.should_stop is not None and settings.should_stop():
             raise StopRequested("stopped while decoding")
         if not done:
-            if ignore_eos and len(eos_ids):
+            if settings.ignore_eos and len(eos):
                 logits[:, eos] = float("-inf")
-            tokens = sample_next_tokens(logits, temperature, top_p, top_k)  # (n,)
+            tokens = settings.sample(logits)  # (n,)
             if calculator is not None:
-                tokens = _calculator_step(
-                    calculator, tokens, active, step, completion, forced, pending, triggers
-                )
+                tokens = calculator.step(tokens, active, step, completion)
             completion[active, step] = tokens
             generated = step + 1
             running = torch.ones_like(tokens, dtype=torch.bool)
-            if not ignore_eos:
+            if not settings.ignore_eos:
                 running = ~torch.isin(tokens, eos)  # (n,)
-            done = step == max_new_tokens - 1 or not bool(running.any())
+            done = step == budget - 1 or not bool(running.any())
             if not done and not bool(running.all()):
                 # Drop finished rows from the batch (and their KV cache): later steps cost
                 # only what the unfinished rows need.
                 keep = running.nonzero().squeeze(-1)  # (n',)
                 cache.batch_select_indices(keep)
                 active, tokens = active[keep], tokens[keep]
-        if (not dist_utils.any_true(not done)) if synced else done:
+        if (not dist_utils.any_true(not done)) if settings.synced else done:
             break
         if done:  # synced, another rank is still generating: join its collective forward
             model(input_ids=completion[:1, :1], use_cache=False)
@@ -283,32 +327,42 @@ def decode(
         output = model(
             input_ids=tokens.unsqueeze(-1),
             attention_mask=attention[active, : prompt_length + step + 1],
-            position_ids=(next_position[active] + step).unsqueeze(-1),
+            position_ids=(start.next_position[active] + step).unsqueeze(-1),
             **cache_kwargs,
         )
         logits = output.logits[:, -1, :]  # (n, V)
-    if calculator is not None:
-        return completion[:, :generated], forced[:, :generated]
-    return completion[:, :generated]  # (N, C): C is the longest completion, not the budget
+    forced = None if calculator is None else calculator.forced[:, :generated]
+    return Decoded(completion[:, :generated], forced)
 
 
-def _calculator_step(calculator, tokens, active, step, completion, forced, pending, triggers):
-    """This step's tokens with pending calculator results written in; queues new results."""
-    if pending:
-        tokens = tokens.clone()
-        for index, row in enumerate(active.tolist()):
-            queue = pending.get(row)
-            if queue:
-                tokens[index] = queue.pop(0)
-                forced[row, step] = True
-                if not queue:
-                    del pending[row]
-    sampled_trigger = torch.isin(tokens, triggers) & ~forced[active, step]  # (n,)
-    for index in sampled_trigger.nonzero().flatten().tolist():
-        row = int(active[index])
-        start = max(0, step - TAIL_TOKENS)
-        tail = completion[row, start:step].tolist() + [int(tokens[index])]
-        result = calculator.result_tokens(tail)
-        if result:
-            pending[row] = result
-    return tokens
+class _CalculatorRows:
+    """Per-row calculator state of the eager loop: results still to write, and which tokens
+    were written rather than sampled."""
+
+    def __init__(self, calculator: Calculator, rows: int, budget: int, device) -> None:
+        self.calculator = calculator
+        self.forced = torch.zeros(rows, budget, dtype=torch.bool, device=device)  # (N, C)
+        self.pending: dict[int, list[int]] = {}  # row -> result tokens still to write
+        self.triggers = torch.tensor(calculator.trigger_ids, dtype=torch.long, device=device)
+
+    def step(self, tokens, active, step, completion) -> torch.Tensor:
+        """This step's tokens with pending results written in; queues new results."""
+        forced, pending = self.forced, self.pending
+        if pending:
+            tokens = tokens.clone()
+            for index, row in enumerate(active.tolist()):
+                queue = pending.get(row)
+                if queue:
+                    tokens[index] = queue.pop(0)
+                    forced[row, step] = True
+                    if not queue:
+                        del pending[row]
+        sampled_trigger = torch.isin(tokens, self.triggers) & ~forced[active, step]  # (n,)
+        for index in sampled_trigger.nonzero().flatten().tolist():
+            row = int(active[index])
+            start = max(0, step - TAIL_TOKENS)
+            tail = completion[row, start:step].tolist() + [int(tokens[index])]
+            result = self.calculator.result_tokens(tail)
+            if result:
+                pending[row] = result
+        return tokens

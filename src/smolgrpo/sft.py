@@ -38,7 +38,12 @@ from smolgrpo.config import Config
 from smolgrpo.data import Problem
 from smolgrpo.errors import SmolGRPOError, warn
 from smolgrpo.group_collection import prompts_for_rank
-from smolgrpo.modeling import CACHE_SHARING_ERRORS, forward_after_prefix
+from smolgrpo.modeling import (
+    CACHE_SHARING_ERRORS,
+    cache_sharing_failed,
+    forward_after_prefix,
+    mark_cache_sharing_failed,
+)
 from smolgrpo.prompts import PromptTemplate, format_reference_response, render_prompt
 from smolgrpo.tasks import (
     FIELD_MAPPED_TASKS,
@@ -153,7 +158,7 @@ def sft_token_nll(
     targets_mask = batch.loss_mask[:, 1:].bool()  # (B, T-1)
     targets = batch.input_ids[:, 1:][targets_mask]  # (N,)
     if targets_only and _plain_head(model):
-        share_prefix = share_prefix and not getattr(model, "_smolgrpo_full_forward", False)
+        share_prefix = share_prefix and not cache_sharing_failed(model)
         prefix = shared_prefix_length(batch) if share_prefix else 0
         hidden = _hidden_after_shared_prefix(model, batch, prefix) if prefix else None
         if hidden is not None:  # (B, T - prefix, H)
@@ -212,7 +217,7 @@ def _hidden_after_shared_prefix(model, batch: SFTBatch, prefix: int) -> torch.Te
     except CACHE_SHARING_ERRORS as error:
         # A model whose cache cannot be expanded or fed back: the full forward, said once.
         warn(f"{type(model).__name__}: shared SFT prefix unavailable ({type(error).__name__})")
-        model._smolgrpo_full_forward = True
+        mark_cache_sharing_failed(model)
         return None
 
 
