@@ -13,6 +13,8 @@ from conftest import build_char_tokenizer, build_tiny_model
 from safetensors.torch import load_file
 from test_trainer import changed, make_config, make_trainer, problems, snapshot
 
+from smolgrpo.group_collection import scaled_by_step_std
+from smolgrpo.grpo import group_advantages
 from smolgrpo.metrics import read_metrics
 from smolgrpo.rollout import Rollout
 from smolgrpo.trainer import PromptStream, Trainer, build_group_batch
@@ -262,3 +264,18 @@ def test_num_iterations_takes_several_optimizer_steps(tmp_path):
     assert rows[0]["learning_rate"] == pytest.approx(1e-2)
     assert rows[1]["learning_rate"] == pytest.approx(0.0, abs=1e-12)
     assert all(math.isfinite(row["loss"]) and 0 <= row["clip_fraction"] <= 1 for row in rows)
+
+
+def test_batch_scaled_advantages_take_the_std_of_the_whole_step():
+    # two refill rounds, each keeping one group of 2: per round the stds are 0.71 and 2.83;
+    # over the step's kept rewards [0, 1, 4, 0] it is 1.89
+    first_rewards, second_rewards = torch.tensor([0.0, 1.0]), torch.tensor([4.0, 0.0])
+    first = group_advantages(first_rewards, 2, "none")[0]  # [-0.5, 0.5]
+    second = group_advantages(second_rewards, 2, "none")[0]  # [2, -2]
+    scaled = scaled_by_step_std([first, second], [first_rewards, second_rewards])
+    std = torch.tensor([0.0, 1.0, 4.0, 0.0]).std()
+    assert std.item() == pytest.approx(1.8930, abs=1e-4)
+    assert torch.allclose(torch.cat(scaled), torch.tensor([-0.5, 0.5, 2.0, -2.0]) / (std + 1e-4))
+    # per round it would have been [-0.71, 0.71] and [0.71, -0.71]: the rounds weighed alike
+    assert scaled[1][0] / scaled[0][1] == pytest.approx(4.0)
+    assert scaled_by_step_std([], []) == []
