@@ -13,6 +13,7 @@ from conftest import build_char_tokenizer, build_tiny_model
 from safetensors.torch import load_file
 from test_trainer import changed, make_config, make_trainer, problems, snapshot
 
+from smolgrpo.errors import SmolGRPOError
 from smolgrpo.group_collection import scaled_by_step_std
 from smolgrpo.grpo import group_advantages
 from smolgrpo.metrics import read_metrics
@@ -279,3 +280,13 @@ def test_batch_scaled_advantages_take_the_std_of_the_whole_step():
     # per round it would have been [-0.71, 0.71] and [0.71, -0.71]: the rounds weighed alike
     assert scaled[1][0] / scaled[0][1] == pytest.approx(4.0)
     assert scaled_by_step_std([], []) == []
+
+
+def test_float16_training_is_refused_in_one_line_before_the_run_folder(tmp_path):
+    config = make_config(tmp_path, "model.dtype=float16")
+    with pytest.raises(SmolGRPOError) as error:
+        make_trainer(config)
+    message = str(error.value)
+    assert "model.dtype" in message and "float16" in message and "\n" not in message
+    assert not (tmp_path / "run").exists()
+    make_trainer(make_config(tmp_path, "model.dtype=bfloat16", name="bf16"))  # accepted
