@@ -47,7 +47,7 @@ FARMS = {
     "a chain from an untrue step": (NATALIA, response("48 / 2 = 25\n48 + 25 = 73", "73")),
     "the gold restated": (NATALIA, response("72 = 72, 72 + 0 = 72", "72")),
     "the gold from numbers not in the problem": (NATALIA, response("70 + 2 = 72", "72")),
-    "the gold as a product of unknowns": (NATALIA, response("144 / 2 = 72", "72")),
+    "the gold as a quotient of unknowns": (NATALIA, response("144 / 2 = 72", "72")),
     "long run of identities": (
         NATALIA,
         response(" ".join(f"{i} + 0 = {i}" for i in range(100)), "72"),
