@@ -290,3 +290,21 @@ def test_float16_training_is_refused_in_one_line_before_the_run_folder(tmp_path)
     assert "model.dtype" in message and "float16" in message and "\n" not in message
     assert not (tmp_path / "run").exists()
     make_trainer(make_config(tmp_path, "model.dtype=bfloat16", name="bf16"))  # accepted
+
+
+def test_batch_scaling_with_refills_trains(tmp_path):
+    items = problems(8, gold=lambda i: "c" if i % 2 else "v")
+    config = make_config(
+        tmp_path,
+        "grpo.scale_rewards=batch",
+        "grpo.filter_zero_std_groups=true",
+        "grpo.max_refill_rounds=2",
+        "rewards.weights={gated: 1.0}",
+        "optim.max_steps=2",
+    )
+    trainer = make_trainer(config, train_problems=items)
+    before = snapshot(trainer.model)
+    trainer.train()
+    rows = read_metrics(tmp_path / "run/metrics.jsonl")
+    assert len(rows) == 2 and all(math.isfinite(row["loss"]) for row in rows)
+    assert changed(before, trainer.model)
