@@ -12,7 +12,12 @@ from conftest import build_char_tokenizer, build_tiny_model
 from smolgrpo.config import load_config
 from smolgrpo.data import Problem
 from smolgrpo.errors import SmolGRPOError
-from smolgrpo.guided_groups import add_reference_rows, reference_completion_ids
+from smolgrpo.grpo import group_advantages
+from smolgrpo.guided_groups import (
+    add_reference_rows,
+    clamp_reference_advantages,
+    reference_completion_ids,
+)
 from smolgrpo.prompts import format_reference_response
 from smolgrpo.rollout import Rollout
 from smolgrpo.trainer import Trainer
@@ -167,3 +172,19 @@ def test_model_card_says_the_groups_were_guided():
     )
     plain = build_model_card(load_config(None, []).to_dict(), [])
     assert "guided groups" not in plain
+
+
+def test_the_reference_advantage_is_never_negative():
+    # every sample right (1.0), the reference scored a little lower (0.9): without the clamp it
+    # would be pushed down with an advantage of about -2.47
+    rewards = torch.tensor([1.0] * 7 + [0.9])  # (G,) one group, the reference last
+    is_reference = torch.tensor([False] * 7 + [True])
+    advantages, _ = group_advantages(rewards, 8, "group")
+    assert advantages[7] == pytest.approx(-0.0875 / (0.03536 + 1e-4), abs=1e-3)  # -2.47
+    clamped = clamp_reference_advantages(advantages, is_reference)
+    assert clamped[7] == 0.0
+    assert torch.equal(clamped[:7], advantages[:7])  # the samples keep theirs
+    # a reference above wrong samples keeps its positive advantage
+    wrong = torch.tensor([0.0] * 7 + [2.0])
+    up, _ = group_advantages(wrong, 8, "group")
+    assert torch.equal(clamp_reference_advantages(up, is_reference), up) and up[7] > 0

@@ -74,6 +74,27 @@ def test_layers_grow_past_their_reserve_and_keep_every_value(tiny_model):
     in_place.crop(-2)
     assert in_place.get_seq_length() == 8
     assert torch.equal(in_place.layers[0].keys, plain.layers[0].keys[:, :, :8])
+    assert torch.equal(in_place.layers[0].values, plain.layers[0].values[:, :, :8])
+
+
+def test_crop_keeps_keys_values_and_length_together(tiny_model):
+    torch.manual_seed(2)
+    ids = torch.randint(5, 60, (2, 7))
+    plain, in_place = _prefilled_cache(tiny_model, ids), _prefilled_cache(tiny_model, ids)
+    assert preallocate(in_place, 4)
+    layer, reference = in_place.layers[0], plain.layers[0]
+    layer.crop(5)  # an absolute length (transformers 4's meaning): the first 5 tokens
+    assert layer.length == 5 and in_place.get_seq_length() == 5
+    assert torch.equal(layer.keys, reference.keys[:, :, :5])
+    assert torch.equal(layer.values, reference.values[:, :, :5])
+    layer.crop(0)  # nothing to remove
+    assert layer.length == 5
+    keys, values = torch.randn(2, 2, 1, 8), torch.randn(2, 2, 1, 8)
+    returned_keys, returned_values = layer.update(keys, values)  # written right after the 5
+    assert torch.equal(returned_keys, torch.cat([reference.keys[:, :, :5], keys], dim=2))
+    assert torch.equal(returned_values, torch.cat([reference.values[:, :, :5], values], dim=2))
+    layer.crop(-4)
+    assert layer.length == 2 and torch.equal(layer.values, reference.values[:, :, :2])
 
 
 def test_other_caches_are_left_alone():

@@ -110,6 +110,29 @@ def test_a_bad_step_is_skipped_and_counted(tmp_path, monkeypatch, kind):
     assert all(int(values["step"]) == 3 for values in state.values())  # 4 steps, 1 skipped
 
 
+def test_one_bad_iteration_skips_only_its_own_update(tmp_path, monkeypatch):
+    """grpo.num_iterations=3: a NaN loss in the first pass skips that update only; the second
+    and third passes over the batch still update (the guard once judged the running total)."""
+    overrides = ["optim.max_steps=1", "grpo.num_iterations=3", "run.save_every=10"]
+    trainer = make_trainer(make_config(tmp_path, *overrides))
+    real, calls = policy_update.grpo_loss, []
+
+    def grpo_loss(*args, **kwargs):
+        output = real(*args, **kwargs)
+        calls.append(1)
+        return (
+            dataclasses.replace(output, loss=output.loss * math.nan) if len(calls) == 1 else output
+        )
+
+    monkeypatch.setattr(policy_update, "grpo_loss", grpo_loss)
+    trainer.train()
+    assert len(calls) == 3  # one micro-batch per pass
+    (row,) = read_metrics(tmp_path / "run/metrics.jsonl")
+    assert row["bad_steps"] == 1
+    state = trainer.optimizer.state_dict()["state"]
+    assert state and all(int(values["step"]) == 2 for values in state.values())
+
+
 def test_max_bad_steps_in_a_row_stop_the_run_keeping_the_last_good_checkpoint(
     tmp_path, monkeypatch
 ):

@@ -213,9 +213,11 @@ def test_grounded_arithmetic_cannot_be_farmed(name):
     assert grounded([GROUNDED_FARMS[name]]) == [0.0], name
 
 
-def test_pasted_equations_dilute_an_honest_chain():
+def test_pasted_equations_neither_pay_nor_dilute_and_false_ones_dilute():
     padded = response("48 / 2 = 24\n48 + 24 = 72\n8 + 2 = 10\n5 * 5 = 25", "72")
-    assert grounded([padded]) == [0.5]  # 2 grounded true of 4 distinct equations
+    assert grounded([padded]) == [1.0]  # the pasted ones are ungrounded: they earn nothing
+    slipped = response("48 / 2 = 24\n48 + 24 = 72\n8 + 2 = 11", "72")
+    assert grounded([slipped]) == [pytest.approx(2 / 3)]  # 2 grounded, 1 false
 
 
 def test_grounded_arithmetic_without_the_problem_scores_zero():

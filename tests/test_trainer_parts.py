@@ -13,6 +13,9 @@ from conftest import build_char_tokenizer, build_tiny_model
 from safetensors.torch import load_file
 from test_trainer import changed, make_config, make_trainer, problems, snapshot
 
+from smolgrpo.errors import SmolGRPOError
+from smolgrpo.group_collection import scaled_by_step_std
+from smolgrpo.grpo import group_advantages
 from smolgrpo.metrics import read_metrics
 from smolgrpo.rollout import Rollout
 from smolgrpo.trainer import PromptStream, Trainer, build_group_batch
@@ -262,3 +265,46 @@ def test_num_iterations_takes_several_optimizer_steps(tmp_path):
     assert rows[0]["learning_rate"] == pytest.approx(1e-2)
     assert rows[1]["learning_rate"] == pytest.approx(0.0, abs=1e-12)
     assert all(math.isfinite(row["loss"]) and 0 <= row["clip_fraction"] <= 1 for row in rows)
+
+
+def test_batch_scaled_advantages_take_the_std_of_the_whole_step():
+    # two refill rounds, each keeping one group of 2: per round the stds are 0.71 and 2.83;
+    # over the step's kept rewards [0, 1, 4, 0] it is 1.89
+    first_rewards, second_rewards = torch.tensor([0.0, 1.0]), torch.tensor([4.0, 0.0])
+    first = group_advantages(first_rewards, 2, "none")[0]  # [-0.5, 0.5]
+    second = group_advantages(second_rewards, 2, "none")[0]  # [2, -2]
+    scaled = scaled_by_step_std([first, second], [first_rewards, second_rewards])
+    std = torch.tensor([0.0, 1.0, 4.0, 0.0]).std()
+    assert std.item() == pytest.approx(1.8930, abs=1e-4)
+    assert torch.allclose(torch.cat(scaled), torch.tensor([-0.5, 0.5, 2.0, -2.0]) / (std + 1e-4))
+    # per round it would have been [-0.71, 0.71] and [0.71, -0.71]: the rounds weighed alike
+    assert scaled[1][0] / scaled[0][1] == pytest.approx(4.0)
+    assert scaled_by_step_std([], []) == []
+
+
+def test_float16_training_is_refused_in_one_line_before_the_run_folder(tmp_path):
+    config = make_config(tmp_path, "model.dtype=float16")
+    with pytest.raises(SmolGRPOError) as error:
+        make_trainer(config)
+    message = str(error.value)
+    assert "model.dtype" in message and "float16" in message and "\n" not in message
+    assert not (tmp_path / "run").exists()
+    make_trainer(make_config(tmp_path, "model.dtype=bfloat16", name="bf16"))  # accepted
+
+
+def test_batch_scaling_with_refills_trains(tmp_path):
+    items = problems(8, gold=lambda i: "c" if i % 2 else "v")
+    config = make_config(
+        tmp_path,
+        "grpo.scale_rewards=batch",
+        "grpo.filter_zero_std_groups=true",
+        "grpo.max_refill_rounds=2",
+        "rewards.weights={gated: 1.0}",
+        "optim.max_steps=2",
+    )
+    trainer = make_trainer(config, train_problems=items)
+    before = snapshot(trainer.model)
+    trainer.train()
+    rows = read_metrics(tmp_path / "run/metrics.jsonl")
+    assert len(rows) == 2 and all(math.isfinite(row["loss"]) for row in rows)
+    assert changed(before, trainer.model)

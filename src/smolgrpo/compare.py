@@ -65,7 +65,8 @@ def load_source(path: Path | str, window: int) -> Source:
         return Source(path.name, path, "run", values, run.rows)
     if (path / "metrics.json").is_file():
         metrics = load_eval_dir(path)
-        keys = [k for k in metrics if k in EVAL_KEYS or k.startswith(("pass@", "reward/"))]
+        prefixes = ("pass@", "maj@", "reward/")  # maj@k: self-consistency (majority.py)
+        keys = [k for k in metrics if k in EVAL_KEYS or k.startswith(prefixes)]
         values = {f"eval {key}": metrics[key] for key in keys if is_number(metrics[key])}
         if is_number(metrics.get("num_problems")):
             values["eval num_problems"] = metrics["num_problems"]

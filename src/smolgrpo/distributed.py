@@ -72,7 +72,7 @@ def any_true(flag: bool) -> bool:
 def global_std(values: torch.Tensor) -> torch.Tensor:
     """Unbiased std over the values of all ranks together."""
     count = all_sum(float(values.numel()))
-    mean = all_sum(float(values.sum())) / count
+    mean = all_sum(float(values.sum())) / max(count, 1)
     squares = all_sum(float(((values - mean) ** 2).sum()))
     return torch.tensor((squares / max(count - 1, 1)) ** 0.5, dtype=values.dtype)
 

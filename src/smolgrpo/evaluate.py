@@ -23,6 +23,7 @@ import torch
 
 from smolgrpo.data import Problem
 from smolgrpo.errors import SmolGRPOError
+from smolgrpo.majority import majority_correct
 from smolgrpo.prompts import PromptTemplate, render_prompt
 from smolgrpo.rewards import (
     DEFAULT_REWARD_WEIGHTS,
@@ -239,7 +240,21 @@ def summarize(records: list[dict], num_samples: int) -> dict:
         for k in _pass_k_values(num_samples):
             values = [pass_at_k(len(c), sum(c), k) for c in by_problem.values() if len(c) >= k]
             metrics[f"pass@{k}"] = sum(values) / len(values) if values else 0.0
+            # a count of problems for k = num_samples; for smaller k an average of unbiased
+            # estimates, whose interval is read on its rounded count (an approximation)
+            passed = round(metrics[f"pass@{k}"] * len(values))
+            metrics[f"pass@{k}_ci95"] = list(wilson_interval(passed, len(values)))
+        metrics.update(majority_metrics(records, num_samples))
     return metrics
+
+
+def majority_metrics(records: list[dict], num_samples: int) -> dict:
+    """maj@k over the k samples of each problem (majority.py), with its 95% Wilson interval."""
+    votes = majority_correct(records)  # (problems,) is the majority answer right
+    return {
+        f"maj@{num_samples}": sum(votes) / len(votes) if votes else 0.0,
+        f"maj@{num_samples}_ci95": list(wilson_interval(sum(votes), len(votes))),
+    }
 
 
 def write_eval_outputs(output_dir: Path, metrics: dict, records: list[dict]) -> None:

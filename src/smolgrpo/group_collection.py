@@ -18,7 +18,7 @@ from smolgrpo import distributed as dist_utils
 from smolgrpo.batching import select_rows
 from smolgrpo.data import Problem
 from smolgrpo.grpo import group_advantages, zero_std_keep_mask
-from smolgrpo.guided_groups import add_reference_rows
+from smolgrpo.guided_groups import add_reference_rows, clamp_reference_advantages
 from smolgrpo.prompts import render_prompt
 from smolgrpo.rollout import Rollout, eos_token_ids, generate
 
@@ -33,6 +33,7 @@ def collect_groups(trainer) -> tuple[list[Rollout], list[torch.Tensor], list[Pro
     config, G = trainer.config, trainer.config.sampling.num_generations
     guided = config.grpo.guided_groups  # the G-th row of a group: the reference solution
     kept_rollouts, kept_advantages, kept_problems = [], [], []
+    kept_rewards: list[torch.Tensor] = []  # for `scale_rewards: batch`, over the whole step
     reward_log: dict[str, list[float]] = {}
     reward_times: dict[str, float] = {}  # seconds per reward: a slow plug-in shows up
     stats = {
@@ -104,10 +105,11 @@ def collect_groups(trainer) -> tuple[list[Rollout], list[torch.Tensor], list[Pro
         )
         stats["reward_s"] += time.perf_counter() - started
         rewards = torch.tensor(scored.total, dtype=torch.float32)  # (n * G,)
-        if config.grpo.scale_rewards == "batch":
-            advantages, zero_std = batch_scaled_advantages(rewards, G)
-        else:
-            advantages, zero_std = group_advantages(rewards, G, config.grpo.scale_rewards)
+        # "batch" divides by the std of the step's kept groups once they are all in (below).
+        scale = "none" if config.grpo.scale_rewards == "batch" else config.grpo.scale_rewards
+        advantages, zero_std = group_advantages(rewards, G, scale)
+        if guided:
+            advantages = clamp_reference_advantages(advantages, is_reference.cpu())
         sampled_rows = sampled.tolist()
         for name, values in scored.per_reward.items():
             reward_log.setdefault(name, []).extend(
@@ -123,15 +125,21 @@ def collect_groups(trainer) -> tuple[list[Rollout], list[torch.Tensor], list[Pro
             rows = zero_std_keep_mask(~keep, G).to(rollout.completion_ids.device)  # (n * G,)
             kept_rollouts.append(select_rows(rollout, rows))
             kept_advantages.append(advantages.to(rows.device)[rows])
+            kept_rewards.append(rewards[rows.cpu()])
             kept_problems.extend(p for p, k in zip(problems, keep.tolist()) if k)
         if dist_utils.all_max(float(quota - len(kept_problems))) <= 0:
             break
+    if config.grpo.scale_rewards == "batch":
+        kept_advantages = scaled_by_step_std(kept_advantages, kept_rewards)
     stats["rewards"], stats["reward_times"] = reward_log, reward_times
     return kept_rollouts, kept_advantages, kept_problems, stats
 
 
-def batch_scaled_advantages(rewards: torch.Tensor, num_generations: int):
-    """`scale_rewards: batch` over the whole step on all ranks, not just this rank's groups."""
-    centred, zero_std = group_advantages(rewards, num_generations, "none")
-    std = dist_utils.global_std(rewards)
-    return centred / (std + 1e-4), zero_std
+def scaled_by_step_std(
+    centred: list[torch.Tensor], rewards: list[torch.Tensor], eps: float = 1e-4
+) -> list[torch.Tensor]:
+    """`scale_rewards: batch`: each round's centred advantages divided by the std of the
+    rewards of every group the step keeps, on all ranks, whatever refill round drew them."""
+    values = torch.cat(rewards) if rewards else torch.zeros(0)  # (kept rows,)
+    std = dist_utils.global_std(values)
+    return [advantages / (std.to(advantages.device) + eps) for advantages in centred]

@@ -106,11 +106,14 @@ def zero_std_keep_mask(zero_std_groups: Tensor, num_generations: int) -> Tensor:
     return (~zero_std_groups).repeat_interleave(num_generations)  # (N,)
 
 
-def selective_log_softmax(logits: Tensor, token_ids: Tensor) -> Tensor:
-    """``log_softmax(logits).gather(token_ids)`` without materialising the full log-softmax.
+def selective_log_softmax(logits: Tensor, token_ids: Tensor, temperature: float = 1.0) -> Tensor:
+    """``log_softmax(logits / temperature).gather(token_ids)`` without materialising the full
+    log-softmax.
 
     Args:
         logits: (B, T, V); token_ids: (B, T) integer.
+        temperature: divides the logits after the upcast below, as the sampler does: a bf16
+            division would round each tempered logit to bf16's 8 bits.
 
     Returns:
         (B, T) log-probs. Half-precision logits are upcast to float32 one row at a time (bf16
@@ -122,6 +125,8 @@ def selective_log_softmax(logits: Tensor, token_ids: Tensor) -> Tensor:
     # One batch row at a time: the only full-vocab temporary is (T, V), never (B, T, V).
     for row_logits, row_token_ids in zip(logits, token_ids, strict=True):
         row_logits = row_logits.float() if low_precision else row_logits  # (T, V)
+        if temperature != 1.0:
+            row_logits = row_logits / temperature  # (T, V)
         chosen_logits = row_logits.gather(-1, row_token_ids.unsqueeze(-1)).squeeze(-1)  # (T,)
         log_normalisers = torch.logsumexp(row_logits, dim=-1)  # (T,)
         row_log_probs.append(chosen_logits - log_normalisers)  # (T,)
@@ -173,12 +178,11 @@ def per_token_log_probs(
             use_cache=False,
         ).logits  # (b, C + 1, V)
         logits = logits[:, :-1, :]  # (b, C, V): the last logit predicts past the sequence
-        if temperature != 1.0:
-            logits = logits / temperature  # (b, C, V)
         completion_ids = input_ids[rows, -num_completion_tokens:]  # (b, C)
-        chunk_log_probs.append(selective_log_softmax(logits, completion_ids))  # (b, C)
+        # tempered inside, after the float32 upcast
+        chunk_log_probs.append(selective_log_softmax(logits, completion_ids, temperature))
         if return_entropy:
-            chunk_entropies.append(token_entropy(logits))  # (b, C)
+            chunk_entropies.append(token_entropy(logits, temperature))  # (b, C)
     log_probs = torch.cat(chunk_log_probs, dim=0)  # (B, C)
     if return_entropy:
         return log_probs, torch.cat(chunk_entropies, dim=0)  # (B, C), (B, C)
@@ -186,8 +190,9 @@ def per_token_log_probs(
 
 
 @torch.no_grad()
-def token_entropy(logits: Tensor) -> Tensor:
-    """Entropy ``logsumexp(l) - sum softmax(l) * l`` per position, one row at a time, no grad.
+def token_entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """Entropy ``logsumexp(l) - sum softmax(l) * l`` of ``l = logits / temperature`` per
+    position, one row at a time, no grad; the division is done in float32.
 
     Args:
         logits: (B, T, V). Returns (B, T) float32.
@@ -195,6 +200,8 @@ def token_entropy(logits: Tensor) -> Tensor:
     rows = []
     for row_logits in logits:
         row_logits = row_logits.float()  # (T, V)
+        if temperature != 1.0:
+            row_logits = row_logits / temperature  # (T, V)
         probabilities = torch.softmax(row_logits, dim=-1)  # (T, V)
         rows.append(
             torch.logsumexp(row_logits, dim=-1) - (probabilities * row_logits).sum(-1)

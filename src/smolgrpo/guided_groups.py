@@ -6,9 +6,11 @@ CPU the SFT-warmed 135M model is right on under one of a step's 32 samples. LUFF
 instead. With `grpo.guided_groups` the sampler draws G - 1 completions per prompt, and the G-th
 row of each group is the reference solution in the response format
 (`prompts.format_reference_response`, what `smolgrpo sft` trains on). It is scored by the same
-rewards and gets the group's advantage like any row: when the samples are wrong it is the one
+rewards and gets the group's advantage, clamped at 0: when the samples are wrong it is the one
 pulled up and they are pushed down, so the update is an advantage-weighted SFT step on the
-reference plus the usual GRPO step on the samples. The reference is not the policy's sample:
+reference plus the usual GRPO step on the samples. It is never pushed down: the rewards beside
+correctness (format, grounded arithmetic) can score it below right samples, and, as LUFFY
+assumes, off-policy guidance is taken to be right (clamp_reference_advantages). The reference is not the policy's sample:
 training metrics (rewards, lengths, truncation) are taken over the sampled rows only.
 
 It needs worked solutions (GSM8K, or a file task with `data.solution_field`), and a prompt
@@ -34,6 +36,15 @@ def reference_completion_ids(tokenizer, problem: Problem, prefill: str, eos_id: 
             f"response ({response[:20]!r}...); use the default prefill or turn guided_groups off"
         )
     return tokenizer(response[len(prefill) :], add_special_tokens=False)["input_ids"] + [eos_id]
+
+
+def clamp_reference_advantages(
+    advantages: torch.Tensor, is_reference: torch.Tensor
+) -> torch.Tensor:
+    """(N,) advantages with the reference rows' clamped at 0 (the gold is never pushed down);
+    the sampled rows keep theirs."""
+    is_reference = is_reference.to(advantages.device)
+    return torch.where(is_reference, advantages.clamp(min=0.0), advantages)  # (N,)
 
 
 def add_reference_rows(

@@ -93,8 +93,13 @@ class PreallocatedLayer(DynamicLayer):
         )
 
     def crop(self, tokens_to_remove: int) -> None:
-        if tokens_to_remove < 0 and self.is_initialized:
+        """Drop the last -n tokens (n < 0, transformers 5), or keep the first n (n > 0: an
+        absolute length, transformers 4's meaning): keys, values and the length together, so a
+        later update writes right after what is kept. n = 0 keeps everything."""
+        if tokens_to_remove == 0 or not self.is_initialized:
+            return
+        if tokens_to_remove < 0:
             self.length = max(0, self.length + tokens_to_remove)
-            self._expose()
         else:
-            super().crop(tokens_to_remove)
+            self.length = min(self.length, tokens_to_remove)
+        self._expose()

@@ -6,7 +6,8 @@ G times backward; with a few-shot prompt of ~350 tokens and completions of ~100 
 of the training compute. Here each distinct prompt goes through the model once (with
 gradient), its KV cache is indexed out to the rows that share it, and only the completion
 tokens are run per row, attending to that cache. The result and the gradient are the same as
-the full forward (the cache is an ordinary differentiable tensor); see tests/test_logprobs.py.
+the full forward (the cache is an ordinary differentiable tensor); see tests/test_rollout.py
+(test_shared_prompt_log_probs_and_gradients_match_full_forward).
 
 It needs the model's KV cache in training mode, so gradient checkpointing (which turns the cache
 off) takes the full-forward path, as does a model whose cache cannot be indexed per row or fed
@@ -129,9 +130,8 @@ def _shared_prompt_log_probs(
             position_ids=positions,
         ).logits  # (B, C - 1, V)
         logits = torch.cat([logits, rest], dim=1)  # (B, C, V)
-    if temperature != 1.0:
-        logits = logits / temperature
-    log_probs = selective_log_softmax(logits, completion_ids)  # (B, C)
+    # tempered inside, after the float32 upcast (a bf16 division would round every logit)
+    log_probs = selective_log_softmax(logits, completion_ids, temperature)  # (B, C)
     if return_entropy:
-        return log_probs, token_entropy(logits)  # (B, C), (B, C)
+        return log_probs, token_entropy(logits, temperature)  # (B, C), (B, C)
     return log_probs

@@ -45,6 +45,7 @@ def train_on_batch(trainer, batch: GroupBatch | None) -> dict:
     totals = {"loss": 0.0, "clip_fraction": 0.0, "kl": 0.0, "grad_norm": 0.0}
     entropy_sum = 0.0  # over this rank's valid tokens, first pass only
     for iteration in range(config.grpo.num_iterations):
+        iteration_loss = 0.0  # this optimizer step's own loss: the NaN guard judges it alone
         for part in slices:
             if iteration == 0:  # after the first optimizer update, the step is finished
                 trainer.check_stop()
@@ -76,6 +77,7 @@ def train_on_batch(trainer, batch: GroupBatch | None) -> dict:
             if iteration == 0:
                 entropy_sum += float((entropy * batch.completion_mask[part]).sum())
             share = (part.stop - part.start) / rows / config.grpo.num_iterations
+            iteration_loss += float(output.loss.detach()) * weight
             totals["loss"] += float(output.loss.detach()) * weight / config.grpo.num_iterations
             totals["clip_fraction"] += float(output.clip_fraction) * share
             if output.kl is not None:
@@ -89,7 +91,7 @@ def train_on_batch(trainer, batch: GroupBatch | None) -> dict:
         totals["grad_norm"] += float(grad_norm) / config.grpo.num_iterations
         # NaN/inf in log-probs, loss or gradients: skip the update on every rank alike (the
         # zero_grad below drops the gradients); the scheduler still steps, to stay on time.
-        if dist_utils.any_true(not guards.is_finite_step(totals["loss"], grad_norm)):
+        if dist_utils.any_true(not guards.is_finite_step(iteration_loss, grad_norm)):
             totals["bad_steps"] = totals.get("bad_steps", 0) + 1
         else:
             trainer.optimizer.step()

@@ -22,7 +22,7 @@ def format_value(metric: str, value) -> str:
     rate = name.endswith("_rate") and name != "learning_rate"
     if (
         rate
-        or name.startswith(("accuracy", "token_accuracy", "pass@", "frac_"))
+        or name.startswith(("accuracy", "token_accuracy", "pass@", "maj@", "frac_"))
         or name == "clip_fraction"
     ):
         return f"{value:.1%}"

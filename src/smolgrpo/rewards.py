@@ -42,11 +42,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from smolgrpo.arithmetic import (
-    ARITHMETIC_SCAN_CHARS,
-    check_equations,
-    check_grounded_equations,
-)
+from smolgrpo.arithmetic import ARITHMETIC_SCAN_CHARS, check_equations
+from smolgrpo.grounding import grounded_steps
 from smolgrpo.reward_plugins import is_plugin, score_plugin
 
 REASONING_OPEN = "<reasoning>"
@@ -203,10 +200,20 @@ def _score_arithmetic(completion: str, _gold: str | None) -> float:
 
 
 def _score_grounded_arithmetic(completion: str, question: str | None) -> float:
-    if not question:
+    """0 unless the answer is the result of a grounded step (grounding.py), i.e. the end of a
+    chain of true, non-trivial equations rooted in the problem; then the share of grounded
+    steps among the grounded and false ones, so a wrong equation beside the chain costs while
+    identities, restatements and pasted equations earn nothing either way."""
+    answer = parse_number(extract_answer(completion))
+    if not question or answer is None:
         return 0.0
-    outcomes = check_grounded_equations(_reasoning_section(completion), question)
-    return sum(outcomes) / len(outcomes) if outcomes else 0.0
+    steps = grounded_steps(_reasoning_section(completion), question)
+    derived = [step.value for step in steps if step.derived]
+    if not any(abs(value - answer) <= 1e-6 * max(1.0, abs(answer)) for value in derived):
+        return 0.0
+    grounded = sum(step.verdict == "grounded" for step in steps)
+    false = sum(step.verdict == "false" for step in steps)
+    return grounded / (grounded + false)
 
 
 # --------------------------------------------------------------------------- public rewards
@@ -264,8 +271,8 @@ def arithmetic_consistency_reward(completions: list[str], gold_answers: list[str
 def grounded_arithmetic_reward(
     completions: list[str], gold_answers: list[str], questions: list[str] | None = None
 ) -> list[float]:
-    """Fraction of distinct equations in the reasoning that hold and are grounded in the problem
-    (see check_grounded_equations); 0.0 without equations or without the questions."""
+    """0 unless the answer ends a chain of true equations rooted in the problem (grounding.py);
+    then the share of grounded steps among grounded and false ones. 0.0 without the questions."""
     return _score_each(_score_grounded_arithmetic, completions, questions or [])
 
 

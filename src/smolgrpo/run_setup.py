@@ -40,11 +40,22 @@ def prepare_run_dir(run_dir: Path, config: Config, resume: bool, overwrite: bool
     save_task(config.data, run_dir / TASK_FILE)
 
 
+def check_training_dtype(config: Config) -> None:
+    """Refuse `model.dtype: float16` for training: fp16 autocast needs loss scaling (a
+    GradScaler) or small gradients underflow to 0, and there is none here (bf16 needs none)."""
+    if config.model.dtype == "float16":
+        raise SmolGRPOError(
+            "model.dtype: float16 is not supported for training (no loss scaling); "
+            "use bfloat16, float32 or auto"
+        )
+
+
 def setup_model(config: Config, model=None, tokenizer=None, rank: int = 0, sharded: bool = False):
     """(model in train mode, tokenizer, device, autocast dtype or None).
 
     `sharded` (FSDP): the model stays on the CPU; sharding moves each rank's shard to `device`,
     so the whole model never has to fit there."""
+    check_training_dtype(config)
     if dist_utils.is_distributed():
         device = dist_utils.local_device()
     else:

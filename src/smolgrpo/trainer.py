@@ -63,6 +63,7 @@ class Trainer:
         from smolgrpo.run_setup import (
             TimeShare,
             build_optimizer,
+            check_training_dtype,
             frozen_copy,
             prepare_run_dir,
             setup_model,
@@ -74,6 +75,7 @@ class Trainer:
         self.is_main = self.rank == 0
         self.sharded = fsdp.enabled(config, self.world_size, self.is_main)  # FSDP2
         self.run_dir = Path(config.run.output_dir)
+        check_training_dtype(config)  # before the run folder is made
         if self.is_main:
             prepare_run_dir(self.run_dir, config, resume, overwrite)
         dist_utils.barrier()
