@@ -4,7 +4,8 @@ A checkpoint is a folder `checkpoints/step_N/` holding
   model.safetensors      trainable parameters (all of them, or the LoRA adapters)
   optimizer.safetensors  the optimizer's tensors (Adam moments, step counts)
   rng.safetensors        torch CPU (and CUDA) RNG state
-  state.json             step, data position, scheduler and optimizer hyper-parameters, Python RNG, training time
+  state.json             step, data position, scheduler and optimizer hyper-parameters, Python RNG,
+                         training time and the config the run trained with (resume_check.py)
   manifest.json          step and the SHA-256 of every file above, written last
 It is written into a temporary folder beside it and renamed into place, so a crash mid-write
 leaves the previous checkpoint untouched. Nothing is ever unpickled: tensors come from
@@ -98,12 +99,15 @@ def save_checkpoint(
     model_state: dict[str, torch.Tensor] | None = None,
     optimizer_state: dict | None = None,
     train_time_s: float = 0.0,
+    config: dict | None = None,
 ) -> Path:
     """Write `checkpoints/step_N/` atomically; `rank_rng_states[r]` is rank r's `rng_state()`
     (ranks sample with different seeds, so each needs its own RNG back on resume).
 
     `model_state` / `optimizer_state`, when given, replace `trainable_state(model)` /
-    `optimizer.state_dict()` (FSDP passes the full state gathered from all ranks)."""
+    `optimizer.state_dict()` (FSDP passes the full state gathered from all ranks). `config`: the
+    run's config as a dict, kept in state.json (`recorded_config`) so that --resume can tell
+    what changed."""
     checkpoints = run_dir / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
     final = checkpoints / f"step_{step}"
@@ -122,6 +126,7 @@ def save_checkpoint(
             model_state,
             optimizer_state,
             train_time_s,
+            config,
         )
     except Exception as error:  # safetensors raises its own type, even for a full disk
         # Nothing visible has changed yet: drop the half-written folder (it only takes space)
@@ -154,6 +159,7 @@ def _write_checkpoint_files(
     model_state: dict[str, torch.Tensor] | None,
     optimizer_state: dict | None,
     train_time_s: float = 0.0,
+    config: dict | None = None,
 ) -> None:
     """Every file of a checkpoint, manifest last, fsynced, into the (invisible) staging folder."""
     if model_state is None:
@@ -181,6 +187,8 @@ def _write_checkpoint_files(
         "python_rng": [python_state[0], list(python_state[1]), python_state[2]],
         "train_time_s": train_time_s,  # run.time_limit_s counts it across --resume
     }
+    if config is not None:
+        state["config"] = config
     (staging / "state.json").write_text(json.dumps(state))
     files = {p.name: _sha256(p) for p in sorted(staging.iterdir())}
     (staging / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=1))
@@ -293,6 +301,39 @@ def latest_good_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
+def recorded_config(path: Path) -> dict | None:
+    """The config a checkpoint was written with, or None (written before checkpoints recorded
+    it, or its state.json is unreadable: verification reports that)."""
+    try:
+        state = json.loads((path / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    config = state.get("config") if isinstance(state, dict) else None
+    return config if isinstance(config, dict) else None
+
+
+def _check_parameters(path: Path, model) -> None:
+    """One line when the checkpoint's tensors do not fit the model's trainable parameters (a
+    checkpoint from another model, LoRA rank or target list), before anything is loaded."""
+    with safe_open(path / "model.safetensors", framework="pt") as handle:  # header only
+        shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+    parameters = dict(model.named_parameters())
+    missing = [name for name in shapes if name not in parameters]
+    if missing:  # raised on every rank alike, before any collective
+        raise SmolGRPOError(f"{path}: checkpoint does not match the model (e.g. '{missing[0]}')")
+    for name, shape in shapes.items():
+        if tuple(parameters[name].shape) != shape:
+            raise SmolGRPOError(
+                f"{path}: checkpoint does not match the model ('{name}' has shape "
+                f"{list(shape)} in the checkpoint, {list(parameters[name].shape)} in the model)"
+            )
+    absent = [n for n, p in parameters.items() if p.requires_grad and n not in shapes]
+    if absent:
+        raise SmolGRPOError(
+            f"{path}: checkpoint does not match the model (no '{absent[0]}' in the checkpoint)"
+        )
+
+
 def load_checkpoint(
     path: Path, model, optimizer, scheduler, rank: int = 0, sharded: bool = False
 ) -> dict:
@@ -303,12 +344,8 @@ def load_checkpoint(
     problem = verify_checkpoint(path)
     if problem:
         raise SmolGRPOError(f"{path}: cannot resume, {problem}")
-    with safe_open(path / "model.safetensors", framework="pt") as handle:  # header only
-        names = list(handle.keys())
+    _check_parameters(path, model)
     parameters = dict(model.named_parameters())
-    missing = [name for name in names if name not in parameters]
-    if missing:  # raised on every rank alike, before any collective
-        raise SmolGRPOError(f"{path}: checkpoint does not match the model (e.g. '{missing[0]}')")
     state = json.loads((path / "state.json").read_text())
     if sharded:
         from smolgrpo.fsdp import load_full_state

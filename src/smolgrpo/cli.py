@@ -55,9 +55,17 @@ def add_run_arguments(parser) -> None:
         help="override one config value, e.g. --set optim.max_steps=50 (repeatable)",
     )
     parser.add_argument("--output-dir", default=None, help="shortcut for --set run.output_dir=DIR")
-    parser.add_argument("--resume", action="store_true", help="continue the run in output_dir")
     parser.add_argument(
-        "--overwrite", action="store_true", help="delete an existing run in output_dir first"
+        "--resume",
+        action="store_true",
+        help="continue the run in output_dir from its newest good checkpoint; a changed model, "
+        "LoRA shape or task is refused, other changed settings apply from there on",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the smolgrpo run in output_dir (deleted once the model and data have "
+        "loaded; a folder that is no run, or holds the model or data, is never deleted)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument(

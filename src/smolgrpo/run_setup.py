@@ -16,25 +16,152 @@ from smolgrpo.errors import SmolGRPOError
 from smolgrpo.model_card import write_training_card
 from smolgrpo.modeling import load_model_and_tokenizer, prepare_tokenizer, resolve_device
 from smolgrpo.prompts import PROMPT_TEMPLATE_FILE
+from smolgrpo.reward_plugins import is_plugin
+from smolgrpo.run_lock import LOCK_FILE, RunLock
 from smolgrpo.tasks import TASK_FILE, save_task
 
-RUN_MARKER = "config.yaml"
+RUN_MARKER = ".smolgrpo-run"  # written when a run folder is set up: what --overwrite may delete
+CONFIG_FILE = "config.yaml"
 
 
-def prepare_run_dir(run_dir: Path, config: Config, resume: bool, overwrite: bool) -> None:
-    """Create the run folder; refuse to mix a new run into an old one unless asked."""
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if resume:
-            if not (run_dir / RUN_MARKER).is_file():
-                raise SmolGRPOError(f"{run_dir}: --resume given but this is not a smolgrpo run")
-        elif overwrite:
-            shutil.rmtree(run_dir)
-        else:
-            raise SmolGRPOError(
-                f"{run_dir}: already holds a run; pass --resume to continue it or --overwrite"
-            )
+def is_run_folder(folder: Path) -> bool:
+    """A smolgrpo run: its marker, or (a run begun before the marker) config.yaml beside
+    metrics.jsonl, checkpoints/ or samples/."""
+    if (folder / RUN_MARKER).is_file():
+        return True
+    return (folder / CONFIG_FILE).is_file() and (
+        (folder / "metrics.jsonl").is_file()
+        or (folder / "checkpoints").is_dir()
+        or (folder / "samples").is_dir()
+    )
+
+
+def _entries(folder: Path) -> list[Path]:
+    """The folder's entries but the lock file (a folder holding only that counts as empty)."""
+    return [path for path in folder.iterdir() if path.name != LOCK_FILE]
+
+
+def _inputs_inside(folder: Path, config: Config) -> list[tuple[str, Path]]:
+    """(config key, path) of each local file or folder the run reads that lies in `folder`:
+    the model, the data, reward plug-in files."""
+    candidates = [("model.name", config.model.name)]
+    if config.data.source:
+        candidates.append(("data.source", config.data.source))
+    for name in config.rewards.weights:
+        module_part = name.rsplit(":", 1)[0] if is_plugin(name) else ""
+        if module_part.endswith(".py") or "/" in module_part:
+            candidates.append((f"rewards.weights '{name}'", module_part))
+    root = folder.resolve()
+    found = []
+    for key, value in candidates:
+        path = Path(value).expanduser()
+        if path.exists() and path.resolve().is_relative_to(root):
+            found.append((key, path))
+    return found
+
+
+@dataclass
+class RunFolder:
+    """A run folder checked and locked before the model and data load (`open_run_folder`);
+    `replace` and `write_run_files` finish setting it up once they have loaded."""
+
+    path: Path
+    config: Config
+    resume: bool
+    overwrite: bool
+    lock: RunLock
+    created: bool  # this process made the folder (removed again if set-up fails)
+
+    def replace(self) -> None:
+        """--overwrite: delete the old run, all but the lock file. Called once the model and
+        data have loaded, so that a failing load leaves the old run as it was."""
+        if self.resume or not self.overwrite:
+            return
+        # Checked again: the same rules hold now (a run, not holding what this run reads).
+        check_folder(self.path, self.config, resume=False, overwrite=True)
+        for entry in _entries(self.path):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+    def release(self, failed: bool = False) -> None:
+        """Unlock; after a failed set-up, remove the folder again if this process made it and
+        nothing was written to it."""
+        self.lock.release()
+        if failed and self.created:
+            _remove_if_empty(self.path)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def check_folder(run_dir: Path, config: Config, resume: bool, overwrite: bool) -> None:
+    """Refuse, in one line, a folder this run may not use; reads nothing but the folder.
+
+    New run: a new or empty folder. --resume: a run (or a new or empty folder: a run killed
+    before it wrote anything starts at step 0). --overwrite: a run, or an empty folder, that
+    holds neither the model nor the data this run reads. A folder that is not a run is never
+    deleted, and its refusal does not point at --overwrite."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SmolGRPOError(f"{run_dir}: not a folder (run.output_dir must name a folder)")
+    if not run_dir.is_dir() or not _entries(run_dir):
+        return
+    is_run = is_run_folder(run_dir)
+    if resume:
+        if not is_run:
+            raise SmolGRPOError(f"{run_dir}: --resume given but this is not a smolgrpo run")
+        return
+    if not is_run:
+        raise SmolGRPOError(
+            f"{run_dir}: not empty and not a smolgrpo run; choose a new or empty folder for "
+            "run.output_dir (--output-dir)"
+        )
+    if not overwrite:
+        raise SmolGRPOError(
+            f"{run_dir}: already holds a run; pass --resume to continue it or --overwrite "
+            "to replace it"
+        )
+    inside = _inputs_inside(run_dir, config)
+    if inside:
+        key, path = inside[0]
+        raise SmolGRPOError(
+            f"{run_dir}: holds {path}, which this run reads ({key}); replacing the run would "
+            "delete it: choose another folder for run.output_dir (--output-dir)"
+        )
+
+
+def open_run_folder(run_dir: Path, config: Config, resume: bool, overwrite: bool) -> RunFolder:
+    """Before anything loads: refuse a folder this run may not use (one line) and take the
+    folder's lock (run_lock.py), held until `RunFolder.release`."""
+    run_dir = Path(run_dir)
+    check_folder(run_dir, config, resume, overwrite)
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    config.save(run_dir / RUN_MARKER)
+    try:
+        lock = RunLock.acquire(run_dir)
+    except BaseException:
+        if created:
+            _remove_if_empty(run_dir)
+        raise
+    folder = RunFolder(run_dir, config, resume, overwrite, lock, created)
+    try:  # again, now that no other smolgrpo process can change the folder
+        check_folder(run_dir, config, resume, overwrite)
+    except BaseException:
+        folder.release(failed=True)
+        raise
+    return folder
+
+
+def write_run_files(run_dir: Path, config: Config) -> None:
+    """The marker, config.yaml, samples/, prompt_template.json and task.json of the run."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_MARKER).write_text("a smolgrpo run folder (smolgrpo train/sft)\n")
+    config.save(run_dir / CONFIG_FILE)
     (run_dir / "samples").mkdir(exist_ok=True)
     config.prompt.template().save(run_dir / PROMPT_TEMPLATE_FILE)
     save_task(config.data, run_dir / TASK_FILE)
@@ -48,6 +175,17 @@ def check_training_dtype(config: Config) -> None:
             "model.dtype: float16 is not supported for training (no loss scaling); "
             "use bfloat16, float32 or auto"
         )
+
+
+def prepare_run_dir(run_dir: Path, config: Config, resume: bool, overwrite: bool) -> None:
+    """All of the set-up at once (check, replace, write the run files), lock released at the
+    end; the trainer does the same in steps around loading the model and data."""
+    folder = open_run_folder(run_dir, config, resume, overwrite)
+    try:
+        folder.replace()
+        write_run_files(run_dir, config)
+    finally:
+        folder.release()
 
 
 def setup_model(config: Config, model=None, tokenizer=None, rank: int = 0, sharded: bool = False):

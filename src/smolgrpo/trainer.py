@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 import time
+import weakref
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from smolgrpo.checkpoint import (
     latest_good_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    recorded_config,
     rng_state,
     save_checkpoint,
 )
@@ -60,14 +62,7 @@ class Trainer:
         train_problems: list[Problem] | None = None,
         eval_problems: list[Problem] | None = None,
     ):
-        from smolgrpo.run_setup import (
-            TimeShare,
-            build_optimizer,
-            check_training_dtype,
-            frozen_copy,
-            prepare_run_dir,
-            setup_model,
-        )
+        from smolgrpo.run_setup import check_training_dtype, open_run_folder
 
         self.config = config
         self.show_progress = show_progress
@@ -76,8 +71,31 @@ class Trainer:
         self.sharded = fsdp.enabled(config, self.world_size, self.is_main)  # FSDP2
         self.run_dir = Path(config.run.output_dir)
         check_training_dtype(config)  # before the run folder is made
+        # The run folder is checked and locked (rank 0) before anything loads; an old run that
+        # --overwrite replaces is deleted only once the model and data have loaded, and the run
+        # files are written then (after the checkpoint has loaded, on --resume).
+        self.run_folder = None
         if self.is_main:
-            prepare_run_dir(self.run_dir, config, resume, overwrite)
+            self.run_folder = open_run_folder(self.run_dir, config, resume, overwrite)
+            # Given back by `train`, or when this trainer is garbage (a trainer never trained).
+            weakref.finalize(self, self.run_folder.lock.release)
+        try:
+            if self.is_main and resume:
+                self._check_resume_config()
+            self._set_up(config, resume, model, tokenizer, train_problems, eval_problems)
+        except BaseException:
+            self.release_run_folder(failed=True)
+            raise
+
+    def _set_up(self, config, resume, model, tokenizer, train_problems, eval_problems) -> None:
+        from smolgrpo.run_setup import (
+            TimeShare,
+            build_optimizer,
+            frozen_copy,
+            setup_model,
+            write_run_files,
+        )
+
         dist_utils.barrier()
         random.seed(config.run.seed)
         torch.manual_seed(config.run.seed)  # for what set-up draws (LoRA's init)
@@ -100,6 +118,9 @@ class Trainer:
             else load_train_problems(self.task, config.data)
         )
         self.eval_problems = eval_problems
+        if self.is_main and not resume:  # the model and the data have loaded
+            self.run_folder.replace()
+            write_run_files(self.run_dir, config)
         self.few_shot = select_few_shot(
             self.train_problems, config.prompt.num_few_shot, config.run.seed
         )
@@ -124,9 +145,30 @@ class Trainer:
         self.bad_steps_in_a_row = 0  # NaN/inf steps skipped in a row (guards.py)
         if resume:
             self._resume()
+            if self.is_main:  # only now that the checkpoint has loaded
+                write_run_files(self.run_dir, config)
+
+    def release_run_folder(self, failed: bool = False) -> None:
+        """Give back the run folder's lock (at the end of `train`, or when set-up fails)."""
+        folder, self.run_folder = getattr(self, "run_folder", None), None
+        if folder is not None:
+            folder.release(failed=failed)
 
     # ------------------------------------------------------------------ resume / stop
+    def _check_resume_config(self) -> None:
+        """Before the model loads: refuse a recipe that changes what the checkpoints hold (the
+        model, its LoRA shape, the task), compared with the newest recorded config."""
+        from smolgrpo.resume_check import check_resume_config
+
+        for path in reversed(list_checkpoints(self.run_dir)):
+            recorded = recorded_config(path)
+            if recorded is not None:  # the fixed keys are the same in all of a run's checkpoints
+                check_resume_config(path, recorded, self.config.to_dict())
+                return
+
     def _resume(self) -> None:
+        from smolgrpo.resume_check import apply_optimizer_settings, changes, describe_changes
+
         checkpoint = latest_good_checkpoint(self.run_dir)
         if checkpoint is None:
             if self.is_main:
@@ -143,6 +185,8 @@ class Trainer:
             rank=self.rank,
             sharded=self.sharded,
         )
+        # The recipe's optimizer settings and schedule, not the checkpoint's (resume_check.py).
+        apply_optimizer_settings(self.optimizer, self.scheduler, self.config)
         self.step = self.saved_step = state["step"]
         self.train_time_s = float(state.get("train_time_s", 0.0))
         self.stream = PromptStream(self.train_problems, self.config.run.seed, **state["data"])
@@ -151,6 +195,12 @@ class Trainer:
 
             truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
             print(f"resumed from {checkpoint} (step {self.step})")
+            found = changes(state.get("config") or {}, self.config.to_dict())
+            if found:
+                warn(
+                    f"resuming step {self.step} with a changed recipe, applied from here on: "
+                    f"{describe_changes(found)}"
+                )
 
     # A stop (signal or request_stop) is honoured at the next check point: between decode
     # steps, between micro-batches before the step's first optimizer update, in periodic eval.
@@ -260,6 +310,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> Path | None:
+        """The training loop; the run folder's lock is given back when it ends, however."""
+        try:
+            return self._train()
+        finally:
+            self.release_run_folder()
+
+    def _train(self) -> Path | None:
         from smolgrpo.metrics import MetricsLogger, TrainProgress
         from smolgrpo.run_setup import refresh_learning_rate, save_final_model
 
@@ -358,6 +415,7 @@ class Trainer:
                 self.stream.state(),
                 keep=self.config.run.keep_checkpoints,
                 train_time_s=self.training_time_s(),
+                config=self.config.to_dict(),
                 rank_rng_states=rank_rng_states,
                 model_state=model_state,
                 optimizer_state=optimizer_state,
