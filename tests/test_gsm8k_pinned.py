@@ -2,10 +2,12 @@
 
 Two GRPO steps on the embedded SmolLM2-135M-Instruct and the first 16 GSM8K train problems
 (1-shot prompt, G = 4, 64 tokens, seed 0). The expected values were produced by the code as it
-was before the task abstraction, reward plug-ins and SFT existed (commit 3c56840), and the
+was before the task abstraction, reward plug-ins and SFT existed, and the
 current code gives them exactly on this project's CPU machine. Rewards are sums of a few
 weights, so they are compared exactly; loss-side values to a relative 1e-4, which allows for
-another CPU's float32 summation order.
+another CPU's float32 summation order, and the entropy (a sum over every token's whole
+vocabulary) to 3e-4: on an AMD EPYC without AMX the unchanged code gives 1.5804368 for the first
+step's 1.5806050 (1.1e-4 relative).
 """
 
 from __future__ import annotations
@@ -63,5 +65,6 @@ def test_two_gsm8k_steps_give_the_pinned_metrics(gsm8k_dir, tmp_path):
     for row, expected in zip(rows, EXPECTED):
         assert row["reward_mean"] == expected["reward_mean"]
         assert row["completion_length_mean"] == expected["completion_length_mean"]
-        for key in ("reward_std", "grad_norm", "entropy"):
+        for key in ("reward_std", "grad_norm"):
             assert row[key] == pytest.approx(expected[key], rel=1e-4), key
+        assert row["entropy"] == pytest.approx(expected["entropy"], rel=3e-4)
