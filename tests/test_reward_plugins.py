@@ -51,6 +51,15 @@ REWARDS_PY = textwrap.dedent(
             raise ValueError("bad\\nthing")
         return [0.0] * len(completions)
 
+    def exits(completions, answers, **fields):
+        exit(3)
+
+    class Bail(BaseException):
+        pass
+
+    def bails(completions, answers, **fields):
+        raise Bail("out of here")
+
     NOT_CALLABLE = 3
     """
 )
@@ -64,6 +73,7 @@ def setup(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("plugins")
     (root / "my_rewards.py").write_text(REWARDS_PY)
     (root / "broken.py").write_text("import no_such_package_here\n")
+    (root / "exits_on_import.py").write_text("import sys\nsys.exit(0)\n")
     (root / "data.jsonl").write_text(
         '{"question": "What is 1+1?", "answer": "1+1=2\\n#### 2"}\n'
         '{"question": "What is 2+2?", "answer": "2+2=4\\n#### 4"}\n'
@@ -127,6 +137,10 @@ BAD = [
     ("a string", "my_rewards.py:a_string", ["step 1:", "'0.5' (str)", "must be a float"]),
     ("a bool", "my_rewards.py:a_bool", ["step 1:", "True (bool)"]),
     ("exception inside", "my_rewards.py:crashes", ["step 1:", "raised KeyError"]),
+    # exit() used to end the run with status 0 and nothing saved; now one line, exit 2
+    ("exits", "my_rewards.py:exits", ["step 1:", "raised SystemExit: 3"]),
+    ("a BaseException", "my_rewards.py:bails", ["step 1:", "raised Bail: out of here"]),
+    ("exits on import", "exits_on_import.py:fn", ["does not import", "SystemExit: 0"]),
 ]  # fmt: skip
 
 

@@ -142,3 +142,41 @@ def test_bad_report_to_is_one_line(value, parts, monkeypatch, capsys):
     assert len(lines) == 1 and lines[0].startswith("error: ") and captured.out == ""
     for part in parts:
         assert part in lines[0], (part, lines[0])
+
+
+class FakeTracker:
+    """Stands in for a tracker's library; the one named 'tensorboard' fails at step 2."""
+
+    logged: dict[str, list[int]] = {}
+
+    def __init__(self, run_dir, config, name):
+        self.name = name
+        FakeTracker.logged[name] = []
+
+    def log(self, step, metrics, samples):
+        if self.name == "tensorboard" and step == 2:
+            raise ConnectionError("the server went away")
+        FakeTracker.logged[self.name].append(step)
+
+    def close(self):
+        if self.name == "tensorboard":
+            raise ConnectionError("still away")
+
+
+def test_a_tracker_that_raises_is_switched_off_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
+    """metrics.jsonl gets every row first; the failing tracker gets one warning line naming it
+    and nothing more; the other tracker and the run go on."""
+    for name in ("tensorboard", "wandb"):
+        monkeypatch.setitem(
+            tracking._CLASSES, name, lambda d, c, name=name: FakeTracker(d, c, name)
+        )
+    monkeypatch.setattr(tracking, "_installed", lambda module: True)
+    run_dir, rows = train(tmp_path, "[tensorboard, wandb]", steps=3)
+    assert [row["step"] for row in rows] == [1, 2, 3]
+    assert FakeTracker.logged == {"tensorboard": [1], "wandb": [1, 2, 3]}
+    err = capsys.readouterr().err.splitlines()
+    warnings = [line for line in err if line.startswith("warning: tracker")]
+    assert len(warnings) == 1, warnings
+    assert "tracker 'tensorboard' failed at step 2" in warnings[0]
+    assert "ConnectionError: the server went away" in warnings[0]
+    assert (run_dir / "final").is_dir()

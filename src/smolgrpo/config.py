@@ -93,10 +93,13 @@ class DataConfig:
     gym_size: int = 1000
     gym_seed: int = 0
     gym_config: dict = field(default_factory=dict)  # the dataset's own options, e.g. min_numbers
+    gym_check_timeout_s: float = 1.0  # per answer, for the sandboxed checks (sandbox.py)
 
     def validate(self) -> None:
         steps = self.max_solution_steps
         _check(steps is None or steps >= 1, "data.max_solution_steps", steps, ">= 1")
+        timeout = self.gym_check_timeout_s
+        _check(0 < timeout <= 600, "data.gym_check_timeout_s", timeout, "> 0 and <= 600")
         check_task_config(self)
 
 

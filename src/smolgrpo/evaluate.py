@@ -27,7 +27,9 @@ from smolgrpo.majority import majority_correct
 from smolgrpo.prompts import PromptTemplate, render_prompt
 from smolgrpo.rewards import (
     DEFAULT_REWARD_WEIGHTS,
+    AnswerChecks,
     answers_match,
+    check_answers,
     extract_answer,
     extract_last_number,
     score_completions,
@@ -133,6 +135,7 @@ def evaluate(
     if not 0 < top_p <= 1:
         raise SmolGRPOError(f"--top-p must be in (0, 1], got {top_p}")
     records: list[dict] = []
+    failed_checks = {"reward_timeouts": 0, "reward_errors": 0}  # of the answers' checks
     start = time.perf_counter()
     progress = _make_progress(show_progress)
     with progress:
@@ -158,10 +161,15 @@ def evaluate(
             scored = score_completions(
                 rollout.responses, golds, reward_weights, questions, answer_check=answer_check
             )
+            answers = [extract_answer(response) for response in rollout.responses]
+            last_numbers = [extract_last_number(response) for response in rollout.responses]
+            answer_checks = _check(answers, golds, answer_check)  # the reward's, remembered
+            last_checks = _check(last_numbers, golds, answer_check)
+            failed_checks["reward_timeouts"] += answer_checks.timeouts
+            failed_checks["reward_errors"] += answer_checks.errors
             for index, response in enumerate(rollout.responses):
                 problem = batch[index // num_samples]
-                answer = extract_answer(response)
-                last_number = extract_last_number(response)
+                answer, last_number = answers[index], last_numbers[index]
                 records.append(
                     {
                         "problem_index": offset + index // num_samples,
@@ -172,8 +180,8 @@ def evaluate(
                         "gold": problem.gold,
                         "extracted_answer": answer,
                         "extracted_last_number": last_number,
-                        "correct": _is_correct(answer, problem.gold, answer_check),
-                        "correct_last_number": _is_correct(last_number, problem.gold, answer_check),
+                        "correct": answer_checks.scores[index] >= 1.0,
+                        "correct_last_number": last_checks.scores[index] >= 1.0,
                         "completion_tokens": int(rollout.completion_lengths[index]),
                         "truncated": bool(rollout.truncated[index]),
                         "rewards": {name: v[index] for name, v in scored.per_reward.items()},
@@ -185,6 +193,7 @@ def evaluate(
             accuracy = sum(r["correct"] for r in records) / len(records)
             progress.update(task, advance=len(batch), accuracy=f"{accuracy:.1%}")
     metrics = summarize(records, num_samples)
+    metrics.update(failed_checks)
     metrics["time_s"] = round(time.perf_counter() - start, 2)
     metrics.update(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     if calculator is not None:
@@ -199,13 +208,16 @@ def calculator_calls(forced_row) -> int:
     return sum(1 for i, forced in enumerate(values) if forced and (i == 0 or not values[i - 1]))
 
 
-def _is_correct(answer: str | None, gold: str, answer_check) -> bool:
+def _check(answers: list[str | None], golds: list[str], answer_check) -> AnswerChecks:
+    """A score per answer (1.0 is correct): GSM8K's numeric match, or the task's check, which
+    scores like a reward (a failing check is 0 and counted, never the end of an eval)."""
     if answer_check is None:
-        return answers_match(answer, gold)
-    try:  # a task's check scores like a reward: it must not end an evaluation
-        return answer_check(answer, gold) >= 1.0
-    except Exception:  # noqa: BLE001
-        return False
+        return AnswerChecks([1.0 if answers_match(a, g) else 0.0 for a, g in zip(answers, golds)])
+    return check_answers(answer_check, answers, golds)
+
+
+def _is_correct(answer: str | None, gold: str, answer_check) -> bool:
+    return _check([answer], [gold], answer_check).scores[0] >= 1.0
 
 
 def summarize(records: list[dict], num_samples: int) -> dict:

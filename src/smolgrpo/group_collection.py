@@ -48,6 +48,8 @@ def collect_groups(trainer) -> tuple[list[Rollout], list[torch.Tensor], list[Pro
         "responses": [],
         "totals": [],
         "calculator_tokens": 0,
+        "reward_timeouts": 0,  # answer checks stopped at their time limit (sandbox.py)
+        "reward_errors": 0,  # answer checks that raised, exited or crashed
         "rows_per_group": G - 1 if guided else G,  # the sampled rows the stats describe
     }
     rounds = 1 + (config.grpo.max_refill_rounds if config.grpo.filter_zero_std_groups else 0)
@@ -104,6 +106,8 @@ def collect_groups(trainer) -> tuple[list[Rollout], list[torch.Tensor], list[Pro
             rollout.responses, golds, config.rewards.weights, questions, trainer.step + 1
         )
         stats["reward_s"] += time.perf_counter() - started
+        stats["reward_timeouts"] += scored.timeouts
+        stats["reward_errors"] += scored.errors
         rewards = torch.tensor(scored.total, dtype=torch.float32)  # (n * G,)
         # "batch" divides by the std of the step's kept groups once they are all in (below).
         scale = "none" if config.grpo.scale_rewards == "batch" else config.grpo.scale_rewards

@@ -69,6 +69,9 @@ def step_metrics(
             for name, seconds in stats.get("reward_times", {}).items()
         },
         train_s=timings["train_s"],
+        # answer checks scored 0 because they timed out or failed (sandbox.py), all ranks
+        reward_timeouts=int(dist_utils.all_sum(stats.get("reward_timeouts", 0))),
+        reward_errors=int(dist_utils.all_sum(stats.get("reward_errors", 0))),
     )
     if trainer.config.sampling.calculator:  # tokens the calculator wrote (not in the loss)
         metrics["calculator_tokens"] = int(dist_utils.all_sum(stats.get("calculator_tokens", 0)))
@@ -124,8 +127,6 @@ class MetricsLogger:
     def log(self, metrics: dict, samples: list | None) -> None:
         if not self.enabled:
             return
-        if self.trackers is not None:
-            self.trackers.log(metrics, samples)
         with open(self.run_dir / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(metrics) + "\n")
             handle.flush()
@@ -134,6 +135,8 @@ class MetricsLogger:
             path = self.run_dir / "samples" / f"step_{metrics['step']}.jsonl"
             path.parent.mkdir(exist_ok=True)
             path.write_text("".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))
+        if self.trackers is not None:  # after the files: a tracker that fails is switched off
+            self.trackers.log(metrics, samples)
 
 
 def read_metrics(path: Path) -> list[dict]:

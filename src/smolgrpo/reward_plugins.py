@@ -18,7 +18,9 @@ built-ins, a plug-in is trusted to score but not to be right: the import and the
 checked when the config loads, and every call must return exactly one finite number per
 completion (a bool, a string, None, NaN or a wrong length is refused). Any failure is a
 SmolGRPOError, one line naming the reward (and the step), raised while the step is scored, so
-it stops the run before a checkpoint of that step can replace the last good one.
+it stops the run before a checkpoint of that step can replace the last good one. That holds for
+any exception the plug-in raises, `SystemExit` (`exit()`, `sys.exit`) included: only
+KeyboardInterrupt goes through.
 """
 
 from __future__ import annotations
@@ -79,9 +81,9 @@ def load_reward(name: str) -> Callable:
         )
     try:
         module = _import_module(name, module_part)
-    except SmolGRPOError:
+    except (SmolGRPOError, KeyboardInterrupt):
         raise
-    except Exception as error:  # noqa: BLE001 - whatever the user's module raises on import
+    except BaseException as error:  # noqa: BLE001 - whatever the module raises (SystemExit too)
         raise SmolGRPOError(
             f"rewards.weights: reward '{name}' does not import ({_one_line(error)})"
         ) from None
@@ -136,6 +138,8 @@ def score_plugin(
     function = load_reward(name)
     try:
         values = function(list(completions), list(answers), questions=questions)
-    except Exception as error:  # noqa: BLE001 - a user's bug, reported as one line
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # noqa: BLE001 - a user's bug (SystemExit too): one line
         raise SmolGRPOError(f"{where}reward '{name}' raised {_one_line(error)}") from None
     return check_scores(name, values, len(completions), where)

@@ -219,6 +219,10 @@ def _score_grounded_arithmetic(completion: str, question: str | None) -> float:
 # --------------------------------------------------------------------------- public rewards
 
 
+def _clamp(value: float) -> float:
+    return min(1.0, max(0.0, value)) if math.isfinite(value) else 0.0
+
+
 def _score_each(
     score_one: Callable[[str, str | None], float], completions: list[str], gold_answers: list[str]
 ) -> list[float]:
@@ -232,10 +236,49 @@ def _score_each(
         gold = golds[index] if index < len(golds) else None
         try:
             value = float(score_one(completion, gold)) if isinstance(completion, str) else 0.0
-        except Exception:  # noqa: BLE001 - a hostile completion must never crash training
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # noqa: BLE001 - a hostile completion must never end training
             value = 0.0
-        scores.append(min(1.0, max(0.0, value)) if math.isfinite(value) else 0.0)
+        scores.append(_clamp(value))
     return scores
+
+
+@dataclass
+class AnswerChecks:
+    """A task's answer check over a batch: a score per answer, and how many checks failed."""
+
+    scores: list[float]
+    timeouts: int = 0  # checks stopped at their time limit (sandbox.py), scored 0
+    errors: int = 0  # checks that raised, exited, crashed or were stopped, scored 0
+
+
+def check_answers(
+    answer_check: Callable[[str | None, str], float],
+    answers: list[str | None],
+    gold_answers: list[str],
+) -> AnswerChecks:
+    """`answer_check` over a batch: a check with `check_batch` (a sandboxed third-party check,
+    sandbox.py) gets the whole batch at once; any other is called per answer, in-process. A
+    check that fails scores 0 and is counted; only KeyboardInterrupt goes through."""
+    batch = getattr(answer_check, "check_batch", None)
+    if batch is not None:
+        outcomes = batch(list(answers), list(gold_answers))
+        return AnswerChecks(
+            [_clamp(float(outcome.score)) for outcome in outcomes],
+            timeouts=sum(outcome.status == "timeout" for outcome in outcomes),
+            errors=sum(outcome.status == "error" for outcome in outcomes),
+        )
+    result = AnswerChecks([])
+    for answer, gold in zip(answers, gold_answers):
+        try:
+            value = float(answer_check(answer, gold))
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # noqa: BLE001 - SystemExit included: scored 0, counted
+            value, result.errors = 0.0, result.errors + 1
+        result.scores.append(_clamp(value))
+    return result
 
 
 def correctness_reward(completions: list[str], gold_answers: list[str]) -> list[float]:
@@ -306,6 +349,8 @@ class RewardResult:
     total: list[float]
     per_reward: dict[str, list[float]]
     seconds: dict[str, float] = field(default_factory=dict)  # each reward's wall time
+    timeouts: int = 0  # answer checks stopped at their time limit (see check_answers)
+    errors: int = 0  # answer checks that raised, exited or crashed
 
 
 def score_completions(
@@ -320,7 +365,9 @@ def score_completions(
 
     ``questions`` (one per completion) feed the rewards in QUESTION_REWARDS; without them those
     rewards score 0. ``answer_check`` (a task's, see tasks/): the correctness reward scores
-    ``answer_check(extract_answer(completion), gold)`` instead of the numeric GSM8K match.
+    ``answer_check(extract_answer(completion), gold)`` instead of the numeric GSM8K match,
+    through `check_answers` (a sandboxed check gets the batch at once); the checks that timed
+    out or failed are counted in the result's ``timeouts`` and ``errors``.
 
     Rewards with weight 0 are still computed so they can be logged. An unknown reward name or
     mismatched list lengths are caller/config errors and raise ValueError. A name with a colon
@@ -339,17 +386,16 @@ def score_completions(
         raise ValueError(f"got {len(completions)} completions but {len(gold_answers)} gold answers")
     if questions is not None and len(questions) != len(completions):
         raise ValueError(f"got {len(completions)} completions but {len(questions)} questions")
-    per_reward, seconds = {}, {}
+    per_reward, seconds, checked = {}, {}, AnswerChecks([])
     for name in weights:
         started = time.perf_counter()
         if is_plugin(name):
             per_reward[name] = score_plugin(name, completions, gold_answers, questions, step)
         elif name == "correctness" and answer_check is not None:
-            per_reward[name] = _score_each(
-                lambda completion, gold: answer_check(extract_answer(completion), gold),
-                completions,
-                gold_answers,
+            checked = check_answers(
+                answer_check, [extract_answer(c) for c in completions], gold_answers
             )
+            per_reward[name] = checked.scores
         elif name in QUESTION_REWARDS:
             per_reward[name] = REWARD_FUNCTIONS[name](
                 completions, gold_answers, questions=questions
@@ -361,4 +407,10 @@ def score_completions(
         sum(float(weights[name]) * per_reward[name][index] for name in weights)
         for index in range(len(completions))
     ]
-    return RewardResult(total=total, per_reward=per_reward, seconds=seconds)
+    return RewardResult(
+        total=total,
+        per_reward=per_reward,
+        seconds=seconds,
+        timeouts=checked.timeouts,
+        errors=checked.errors,
+    )

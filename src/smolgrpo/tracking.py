@@ -146,17 +146,42 @@ _CLASSES = {"tensorboard": TensorBoardTracker, "trackio": TrackioTracker, "wandb
 
 
 class Trackers:
-    """The trackers a run asked for; `log` mirrors one metrics.jsonl row (and its samples)."""
+    """The trackers a run asked for; `log` mirrors one metrics.jsonl row (and its samples).
+
+    A tracker is a mirror, not the record: one that raises while logging or closing (a W&B
+    outage, a full Trackio database) is switched off with one `warning:` line naming it, and
+    the run goes on with the others (metrics.jsonl is written before the trackers see a row)."""
 
     def __init__(self, report_to: list, run_dir: Path, config: dict):
         check_report_to(report_to)
-        self.trackers = [_CLASSES[name](Path(run_dir), config) for name in report_to]
+        self.trackers = [(name, _CLASSES[name](Path(run_dir), config)) for name in report_to]
 
     def log(self, metrics: dict, samples: list[dict] | None) -> None:
-        for tracker in self.trackers:
-            tracker.log(int(metrics["step"]), metrics, samples)
+        for name, tracker in list(self.trackers):
+            try:
+                tracker.log(int(metrics["step"]), metrics, samples)
+            except Exception as error:  # noqa: BLE001 - whatever the tracker's library raises
+                self._switch_off(name, tracker, f"step {metrics['step']}", error)
+
+    def _switch_off(self, name: str, tracker, when: str, error: BaseException) -> None:
+        from smolgrpo.errors import warn
+
+        self.trackers = [(n, t) for n, t in self.trackers if t is not tracker]
+        text = " ".join(str(error).split())
+        reason = f"{type(error).__name__}: {text}" if text else type(error).__name__
+        warn(f"tracker '{name}' failed at {when} ({reason}); it is switched off for the rest "
+             "of the run (metrics.jsonl has every step)")  # fmt: skip
+        try:
+            tracker.close()
+        except Exception:  # noqa: BLE001 - already reported
+            pass
 
     def close(self) -> None:
         trackers, self.trackers = self.trackers, []
-        for tracker in trackers:
-            tracker.close()
+        for name, tracker in trackers:
+            try:
+                tracker.close()
+            except Exception as error:  # noqa: BLE001 - the run is done; say so and go on
+                self.trackers = [(name, tracker)]
+                self._switch_off(name, tracker, "the end of the run", error)
+        self.trackers = []

@@ -44,6 +44,12 @@ def add_task_arguments(group) -> None:
         default=None,
         help="reasoning_gym dataset options as YAML, e.g. '{min_numbers: 3, max_numbers: 3}'",
     )
+    group.add_argument(
+        "--gym-check-timeout-s",
+        type=float,
+        default=None,
+        help="reasoning_gym: seconds each answer's sandboxed check may take (1; past it: 0)",
+    )
 
 
 def saved_task_fields(model: str | None) -> dict:
@@ -78,6 +84,11 @@ def task_from_args(args) -> Task:
         "gym_config": _gym_config(args.gym_config),
     }
     fields.update({key: value for key, value in explicit.items() if value is not None})
+    timeout = getattr(args, "gym_check_timeout_s", None)
+    if timeout is not None:
+        if not 0 < timeout <= 600:
+            raise SmolGRPOError(f"--gym-check-timeout-s must be > 0 and <= 600, got {timeout}")
+        fields["gym_check_timeout_s"] = timeout
     return build_task(DataConfig(**fields))
 
 

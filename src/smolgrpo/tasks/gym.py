@@ -12,6 +12,13 @@ The gold a reward sees is the whole dataset entry as JSON (question, answer, met
 correctness check is the dataset's own `score_answer(extracted <answer> text, entry)`, which
 needs more than the answer (countdown checks the numbers used and the target). A completion
 without a single `<answer>` block scores 0, not the dataset's small format credit.
+
+`score_answer` is third-party code, and several datasets `eval` the answer (or parse it with
+sympy's `parse_expr`, which does): it never runs in the training or eval process. It runs in the
+sandbox's worker processes (sandbox.py), each answer within `data.gym_check_timeout_s` (1 s) and
+a memory limit; a check that times out, crashes or exits scores 0 and is counted
+(`reward_timeouts`, `reward_errors`). The arithmetic games, countdown and puzzle24, are checked
+in-process by the project's own parser instead (gym_arithmetic.py), with the dataset's scores.
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ import zlib
 
 from smolgrpo.data import Problem
 from smolgrpo.errors import SmolGRPOError
+from smolgrpo.sandbox import DEFAULT_TIMEOUT_S, SandboxedCheck
 from smolgrpo.tasks.base import Task, task_title
+from smolgrpo.tasks.gym_arithmetic import ARITHMETIC_GAMES, arithmetic_check
 
 GYM_EXTRA_HINT = "pip install 'smolgrpo[gym]'"
 
@@ -100,17 +109,15 @@ def _problem(entry: dict, name: str, seed: int, index: int) -> Problem:
     return Problem(entry["question"], str(entry["answer"]), gold, f"{name}[seed={seed}]:{index}")
 
 
-def make_answer_check(name: str, options: dict | None = None):
-    """`(extracted answer, gold JSON) -> score` through the dataset's own `score_answer`."""
+def make_answer_check(name: str, options: dict | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
+    """`(extracted answer, gold JSON) -> score`: the dataset's own `score_answer` in the
+    sandbox (a `SandboxedCheck`, which also checks a batch at once), or for countdown and
+    puzzle24 the in-process equivalent of gym_arithmetic.py."""
     options = options or {}
-    dataset = _reasoning_gym().create_dataset(name, size=1, seed=0, **options)  # score_answer
-
-    def check(predicted: str | None, gold: str) -> float:
-        if predicted is None:
-            return 0.0
-        return float(dataset.score_answer(predicted, json.loads(gold)))
-
-    return check
+    if name in ARITHMETIC_GAMES:
+        dataset = _reasoning_gym().create_dataset(name, size=1, seed=0, **options)  # its config
+        return arithmetic_check(name, dataset)
+    return SandboxedCheck({"kind": "gym", "name": name, "options": options}, timeout_s)
 
 
 def build_gym_task(data):
@@ -126,4 +133,7 @@ def build_gym_task(data):
             entries = [entry for entry in entries if entry["question"] not in train]
         return [_problem(entry, name, own_seed, i) for i, entry in enumerate(entries)]
 
-    return Task("reasoning_gym", task_title(vars(data)), load, make_answer_check(name, options))
+    check = make_answer_check(name, options, data.gym_check_timeout_s)
+    if isinstance(check, SandboxedCheck):
+        check.prepare()  # the worker's imports overlap the model's loading
+    return Task("reasoning_gym", task_title(vars(data)), load, check)
