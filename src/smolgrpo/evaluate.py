@@ -23,6 +23,7 @@ import torch
 
 from smolgrpo.data import Problem
 from smolgrpo.errors import SmolGRPOError
+from smolgrpo.interrupts import StopRequested
 from smolgrpo.prompts import PromptTemplate, render_prompt
 from smolgrpo.rewards import (
     DEFAULT_REWARD_WEIGHTS,
@@ -105,6 +106,9 @@ def evaluate(
     synced: bool = False,
     should_stop=None,
     calculator=None,
+    done: list[dict] | None = None,
+    on_batch=None,
+    keep_partial: bool = False,
 ) -> tuple[dict, list[dict]]:
     """(metrics, one sample record per completion) for `num_samples` completions per problem.
 
@@ -113,7 +117,12 @@ def evaluate(
     `should_stop()`, checked before each decode step of every batch: True raises
     `interrupts.StopRequested` (the periodic eval of a stopping run is dropped).
     `calculator` (a calculator.Calculator, or None): write the result after each
-    "expression =" (calculator.py); each record then counts its `calculator_calls`."""
+    "expression =" (calculator.py); each record then counts its `calculator_calls`.
+    `done`: the records of an interrupted eval (`eval --resume`), which covered the first
+    `len(done) // num_samples` problems; evaluation goes on from the next one.
+    `on_batch(records)`: called with each finished batch's records (eval appends them to disk).
+    `keep_partial`: a stop ends the loop instead of raising; the metrics of the problems done
+    then carry `partial: True` and `num_problems_planned`."""
     template = template or PromptTemplate()
     reward_weights = reward_weights or DEFAULT_REWARD_WEIGHTS
     # SmolGRPOError, not ValueError: these come straight from CLI flags and must print one
@@ -131,12 +140,13 @@ def evaluate(
         raise SmolGRPOError(f"--temperature must be >= 0, got {temperature}")
     if not 0 < top_p <= 1:
         raise SmolGRPOError(f"--top-p must be in (0, 1], got {top_p}")
-    records: list[dict] = []
+    records: list[dict] = list(done or [])
+    first = len(records) // num_samples
     start = time.perf_counter()
     progress = _make_progress(show_progress)
-    with progress:
-        task = progress.add_task("eval", total=len(problems), accuracy="-")
-        for offset in range(0, len(problems), batch_size):
+    with progress, _StopGuard(keep_partial) as stop_guard:
+        task = progress.add_task("eval", total=len(problems), completed=first, accuracy="-")
+        for offset in range(first, len(problems), batch_size):
             batch = problems[offset : offset + batch_size]
             prompts = [render_prompt(tokenizer, p.question, template, few_shot) for p in batch]
             rollout = generate(
@@ -181,6 +191,8 @@ def evaluate(
                 )
                 if rollout.forced_mask is not None:
                     records[-1]["calculator_calls"] = calculator_calls(rollout.forced_mask[index])
+            if on_batch is not None:
+                on_batch(records[-len(rollout.responses) :])
             accuracy = sum(r["correct"] for r in records) / len(records)
             progress.update(task, advance=len(batch), accuracy=f"{accuracy:.1%}")
     metrics = summarize(records, num_samples)
@@ -189,7 +201,23 @@ def evaluate(
     if calculator is not None:
         calls = sum(r["calculator_calls"] for r in records)
         metrics.update(calculator=True, mean_calculator_calls=calls / max(len(records), 1))
+    if stop_guard.stopped:
+        metrics.update(partial=True, num_problems_planned=len(problems))
     return metrics, records
+
+
+class _StopGuard:
+    """Ends the batch loop quietly on `StopRequested` when `keep` (eval keeps what it did)."""
+
+    def __init__(self, keep: bool):
+        self.keep, self.stopped = keep, False
+
+    def __enter__(self) -> _StopGuard:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        self.stopped = self.keep and kind is not None and issubclass(kind, StopRequested)
+        return self.stopped
 
 
 def calculator_calls(forced_row) -> int:

@@ -6,12 +6,15 @@ given on the command line wins over the saved value."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import typing
 from pathlib import Path
 
 import yaml
 
 from smolgrpo.config import DataConfig
+from smolgrpo.config_parse import type_ok
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.tasks import ANSWER_TYPES, TASK_FIELDS, TASK_FILE, TASK_NAMES, Task, build_task
 
@@ -53,14 +56,25 @@ def saved_task_fields(model: str | None) -> dict:
     path = Path(model) / TASK_FILE
     try:
         fields = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:
+    except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError
         raise SmolGRPOError(f"{path}: unreadable task file ({error})") from None
     if not isinstance(fields, dict):
         raise SmolGRPOError(f"{path}: unreadable task file (not a JSON object)")
-    return {key: value for key, value in fields.items() if key in TASK_FIELDS}
+    fields = {key: value for key, value in fields.items() if key in TASK_FIELDS}
+    hints = typing.get_type_hints(DataConfig)
+    shown = {field.name: field.type for field in dataclasses.fields(DataConfig)}
+    for key, value in fields.items():  # the types a recipe's `data:` section must have
+        if not type_ok(value, hints[key]):
+            raise SmolGRPOError(f"{path}: '{key}' should be {shown[key]}, got {value!r}")
+    return fields
 
 
 def task_from_args(args) -> Task:
+    return build_task(DataConfig(**task_fields_from_args(args)))
+
+
+def task_fields_from_args(args) -> dict:
+    """The task fields (`TASK_FIELDS`) that the flags and the model's saved task give."""
     fields = {**task_defaults(), **saved_task_fields(args.model)}
     if args.task is not None and args.task != fields["task"]:
         fields = task_defaults()  # another task than the saved one: none of its settings apply
@@ -78,7 +92,7 @@ def task_from_args(args) -> Task:
         "gym_config": _gym_config(args.gym_config),
     }
     fields.update({key: value for key, value in explicit.items() if value is not None})
-    return build_task(DataConfig(**fields))
+    return fields
 
 
 def _gym_config(text: str | None) -> dict | None:
