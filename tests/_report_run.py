@@ -120,8 +120,18 @@ def write_fake_run(run_dir: Path, steps: int = 20, eval_every: int = 5, final: b
     return rows
 
 
-def write_fake_eval(eval_dir: Path, accuracy: float = 0.25, model: str = "embedded") -> dict:
+def write_fake_eval(
+    eval_dir: Path, accuracy: float = 0.25, model: str = "embedded", measured: Path | None = None
+) -> dict:
+    """`measured`: a model folder (a run's final/) this eval's eval_config.json says it
+    measured, as `smolgrpo eval --model FOLDER` records it."""
     eval_dir.mkdir(parents=True, exist_ok=True)
+    if measured is not None:
+        from smolgrpo.eval_output import EVAL_MARKER, model_identity
+
+        model = str(measured)
+        marker = {"smolgrpo_eval": 1, **model_identity(model), "settings": {"model": model}}
+        (eval_dir / EVAL_MARKER).write_text(json.dumps(marker))
     metrics = {
         "num_problems": 4,
         "num_samples": 1,

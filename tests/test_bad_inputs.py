@@ -79,6 +79,27 @@ def write_files(root: Path) -> dict[str, Path]:
     torch.save(model.state_dict(), pickled / "pytorch_model.bin")
     paths.update(no_weights=no_weights, corrupt=corrupt, pickled=pickled)
 
+    data("not_utf8.yaml", b"optim:\n  max_steps: 5\nrun:\n  output_dir: caf\xe9\n")
+    for name, file, content in (  # a model folder whose saved prompt or task has wrong types
+        ("bad_template", "prompt_template.json", {"num_few_shot": "1"}),
+        ("bad_task", "task.json", {"task": "reasoning_gym", "gym_size": "1"}),
+    ):
+        folder = root / name
+        model.config.save_pretrained(folder)  # no weights: the error must come before loading
+        (folder / file).write_text(json.dumps(content))
+        paths[name] = folder
+    data_dir = root / "data_dir"
+    data_dir.mkdir()
+    (data_dir / "test.jsonl").write_text(GOOD_ROW * 2)
+    earlier_eval = root / "earlier_eval"  # what `smolgrpo eval --output-dir` left
+    earlier_eval.mkdir()
+    (earlier_eval / "eval_config.json").write_text('{"smolgrpo_eval": 1, "settings": {}}')
+    (earlier_eval / "metrics.json").write_text('{"accuracy": 0.5}')
+    notes = root / "notes"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("mine")
+    paths.update(data_dir=data_dir, earlier_eval=earlier_eval, notes=notes)
+
     other_run = root / "other_run"  # a different run already lives here
     other_run.mkdir()
     (other_run / "config.yaml").write_text("run:\n  seed: 7\n")
@@ -97,6 +118,24 @@ def eval_model(name):
 
 def train_recipe(name):
     return lambda p: ["train", "--config", str(p[name]), "--print-config"]
+
+
+def train_set(*overrides):
+    """`train` with --set values and a model that does not exist: a config error must come
+    first (before any model load), and no run folder may be made."""
+
+    def argv(p):
+        sets = [a for o in (*overrides, "model.name=/nonexistent/model") for a in ("--set", o)]
+        return ["train", *sets, "--output-dir", str(p["good.jsonl"].parent / "never_made")]
+
+    return argv
+
+
+def eval_into(folder, *flags):
+    """eval of a model with no weights into `--output-dir`: a refusal must come before loading."""
+    return lambda p: [
+        *eval_data("good.jsonl")(p), "--output-dir", str(p[folder]), *flags
+    ]  # fmt: skip
 
 
 # (case, argv builder, what the one line must contain: "{name}" is replaced by that path)
@@ -139,6 +178,25 @@ CASES = [
     ("directory without weights", eval_model("no_weights"), ["{no_weights}:", "no weights found"]),
     ("corrupt safetensors", eval_model("corrupt"), ["{corrupt}:", "cannot load model"]),
     ("pickle checkpoint", eval_model("pickled"), ["{pickled}:", "pickle", "--allow-pickle"]),
+    ("top_k < 0", train_set("sampling.top_k=-1"), ["'sampling.top_k': -1 (must be >= 0)"]),
+    ("top_p in training", train_set("sampling.top_p=0.9"), ["'sampling.top_p': 0.9", "1.0 in training", "log-probs"]),
+    ("top_k in training", train_set("sampling.top_k=20"), ["'sampling.top_k': 20", "0 in training"]),
+    ("adam_beta1 = 1", train_set("optim.adam_beta1=1.0"), ["'optim.adam_beta1': 1.0 (must be in [0, 1))"]),
+    ("adam_beta2 < 0", train_set("optim.adam_beta2=-0.5"), ["'optim.adam_beta2': -0.5"]),
+    ("lora_dropout > 1", train_set("model.lora=true", "model.lora_dropout=1.5"), ["'model.lora_dropout': 1.5 (must be in [0, 1))"]),
+    ("eval_limit 0", train_set("run.eval_every=5", "run.eval_limit=0"), ["'run.eval_limit': 0 (must be >= 1)"]),
+    ("recipe not UTF-8", train_recipe("not_utf8.yaml"), ["{not_utf8.yaml}:4: not UTF-8 text"]),
+    ("recipe is a folder", lambda p: ["train", "--config", str(p["notes"])], ["{notes}: a folder, not a recipe file"]),
+    ("saved prompt of wrong type", eval_model("bad_template"), ["{bad_template}/prompt_template.json:", "'num_few_shot' should be a count >= 0, got '1'"]),
+    ("saved task of wrong type", eval_model("bad_task"), ["{bad_task}/task.json:", "'gym_size' should be int, got '1'"]),
+    ("path with console markup", lambda p: ["report", str(p["notes"]) + "/r[/x]"], ["{notes}/r[/x]: no such run directory"]),
+    ("eval output holds an eval", eval_into("earlier_eval"), ["--output-dir {earlier_eval}: already holds an eval", "--resume", "--overwrite"]),
+    ("eval output is the model", eval_into("no_weights", "--overwrite"), ["--output-dir {no_weights}: is the model folder this eval reads"]),
+    ("eval output holds the data", lambda p: [*eval_model("no_weights")(p)[:3], "--data", str(p["data_dir"]), "--output-dir", str(p["data_dir"]), "--overwrite"], ["--output-dir {data_dir}: holds the data this eval reads"]),
+    ("eval output is a run", eval_into("other_run", "--overwrite"), ["--output-dir {other_run}: a training run folder (config.yaml)"]),
+    ("eval output is not an eval", eval_into("notes", "--overwrite"), ["--output-dir {notes}: not empty and not a smolgrpo eval folder", "choose a new or empty folder"]),
+    ("eval --resume of a non-eval", eval_into("notes", "--resume"), ["--output-dir {notes}: not empty and not a smolgrpo eval folder"]),
+    ("eval --resume with --overwrite", eval_into("earlier_eval", "--resume", "--overwrite"), ["--resume", "--overwrite", "pass one"]),
     (
         "output dir holds another run",
         lambda p: ["train", "--set", "optim.max_steps=1", "--output-dir", str(p["other_run"])],
@@ -171,6 +229,54 @@ def test_bad_input_is_one_line_naming_the_culprit(case, argv, parts, inputs, cap
     for part in expected_parts(parts, inputs):
         assert part in lines[0], f"{case}: {part!r} not in {lines[0]!r}"
     print(f"{case}: {lines[0]}")  # shown with -s: the message each bad input gives
+
+
+def test_refusals_do_not_suggest_overwrite_and_touch_nothing(inputs, capsys):
+    # A folder that is not an eval is refused without pointing at --overwrite, which would not
+    # delete it either; nothing in it, and no run folder for a bad config, is touched.
+    for argv in (eval_into("notes", "--overwrite"), eval_into("other_run", "--overwrite")):
+        assert cli.main(argv(inputs)) == 2
+        assert "--overwrite" not in capsys.readouterr().err
+    assert [f.name for f in inputs["notes"].iterdir()] == ["notes.txt"]
+    assert sorted(f.name for f in inputs["other_run"].iterdir()) == ["config.yaml", "metrics.jsonl"]
+    assert not (inputs["good.jsonl"].parent / "never_made").exists()
+    assert (inputs["no_weights"] / "config.json").is_file()
+    assert not (inputs["no_weights"] / "prompt_template.json").exists()
+
+
+def test_unreadable_recipe_is_one_line(tmp_path, monkeypatch, capsys):
+    recipe = tmp_path / "locked.yaml"
+    recipe.write_text("optim:\n  max_steps: 5\n")
+    read_bytes = Path.read_bytes
+
+    def no_permission(path):  # chmod 000 does not stop root, so the read itself fails
+        if path == recipe:
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", no_permission)
+    assert cli.main(["train", "--config", str(recipe), "--print-config"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"error: {recipe}: cannot read the recipe (Permission denied)"]
+
+
+def test_eval_overwrite_deletes_the_old_eval_only_after_the_model_loaded(inputs, tmp_path):
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "eval_config.json").write_text('{"smolgrpo_eval": 1, "settings": {}}')
+    (earlier / "metrics.json").write_text('{"accuracy": 0.5}')
+    argv = [*eval_data("good.jsonl")(inputs), "--output-dir", str(earlier), "--overwrite"]
+    assert cli.main(argv) == 2  # the model has no weights: the old eval must survive
+    assert (earlier / "metrics.json").read_text() == '{"accuracy": 0.5}'
+
+
+def test_a_run_path_with_console_markup_is_printed_as_it_is(tmp_path, capsys):
+    from _report_run import write_fake_run
+
+    run = tmp_path / "r[/x]" / "[bold]run"
+    write_fake_run(run, steps=3, final=True)
+    assert cli.main(["report", str(run), "--no-text"]) == 0
+    assert f"{run}/report/report.html" in capsys.readouterr().err.replace("\n", "")
 
 
 def test_debug_shows_the_traceback_instead(inputs):

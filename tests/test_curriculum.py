@@ -150,7 +150,7 @@ def test_model_card_says_the_training_problems_were_cut(data_dir):
     card = build_model_card(load_config(None, overrides).to_dict(), [])
     line = next(line for line in card.splitlines() if line.startswith("- Data: "))
     assert line == (
-        f"- Data: local JSONL `{data_dir}/train.jsonl` (`train` split), only problems solved in "
+        f"- Data: local JSONL `{data_dir.name}/train.jsonl` (`train` split), only problems solved in "
         "at most 2 reference steps, first 3 problems"
     )
     uncut = build_model_card(load_config(None, [f"data.source={data_dir}"]).to_dict(), [])

@@ -177,6 +177,39 @@ def test_evaluate_tiny_model_greedy(tiny_model, char_tokenizer):
         assert r["sample_index"] == 0
 
 
+def test_evaluate_stops_keeping_the_batches_done_or_raising(tiny_model, char_tokenizer):
+    from smolgrpo.interrupts import StopRequested
+
+    batches = []
+    options = dict(batch_size=1, max_new_tokens=4, show_progress=False)
+    stop = lambda: len(batches) == 2  # noqa: E731 - asked after the second batch
+    metrics, records = evaluate(
+        tiny_model,
+        char_tokenizer,
+        PROBLEMS,
+        should_stop=stop,
+        on_batch=batches.append,
+        keep_partial=True,
+        **options,
+    )
+    assert metrics["partial"] is True and metrics["num_problems"] == 2
+    assert metrics["num_problems_planned"] == 3 and records == batches[0] + batches[1]
+    # `done` continues from there: the same records as one uninterrupted call
+    _, rest = evaluate(tiny_model, char_tokenizer, PROBLEMS, done=records, **options)
+    _, whole = evaluate(tiny_model, char_tokenizer, PROBLEMS, **options)
+    assert rest == whole
+    batches.clear()
+    with pytest.raises(StopRequested):  # training's periodic eval: the stop drops the eval
+        evaluate(
+            tiny_model,
+            char_tokenizer,
+            PROBLEMS,
+            should_stop=stop,
+            on_batch=batches.append,
+            **options,
+        )
+
+
 def test_evaluate_tiny_model_sampled_pass_at_k(tiny_model, char_tokenizer):
     torch.manual_seed(0)
     metrics, records = evaluate(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -44,11 +45,11 @@ def test_card_names_the_data_the_run_used(tmp_path, monkeypatch):
     monkeypatch.setenv("SMOLGRPO_DATA_DIR", str(folder))  # no data.source: the run used this
     config = load_config(None, ["model.name=embedded"]).to_dict()
     assert config["data"]["source"] is None
-    line = data_line(build_model_card(config, []))
-    assert f"`{folder}/train.jsonl`" in line and "openai/gsm8k" not in line
+    line = data_line(build_model_card(config, []))  # by the folder's name: no local path
+    assert "`gsm8k/train.jsonl`" in line and "openai/gsm8k" not in line
     config["data"]["source"] = str(folder / "mine.jsonl")
     line = data_line(build_model_card(config, []))
-    assert line == f"- Data: local JSONL file `{folder}/mine.jsonl`"
+    assert line == "- Data: local JSONL file `mine.jsonl`"
     monkeypatch.delenv("SMOLGRPO_DATA_DIR")
     config["data"]["source"] = None
     assert "from the hub (`openai/gsm8k`)" in data_line(build_model_card(config, []))
@@ -110,7 +111,7 @@ def test_save_final_model_writes_the_card(tmp_path, tiny_model, char_tokenizer):
 
 def test_refresh_from_an_eval_folder_keeps_its_numbers(tmp_path):
     write_fake_run(tmp_path / "run", steps=10, final=True)
-    write_fake_eval(tmp_path / "eval", accuracy=0.125)
+    write_fake_eval(tmp_path / "eval", accuracy=0.125, measured=tmp_path / "run/final")
     refresh_model_card(tmp_path / "run", tmp_path / "eval")
     card = (tmp_path / "run/final/README.md").read_text()
     assert "Evaluation (test split, 4 problems)" in card and "| `accuracy` | 12.5% |" in card
@@ -129,9 +130,9 @@ def test_refresh_keeps_the_data_source_the_run_resolved(tmp_path, monkeypatch):
     refresh_model_card(tmp_path / "run")
     card = tmp_path / "run/final/README.md"
     written = data_line(card.read_text())
-    assert f"`{folder}/train.jsonl`" in written
+    assert "`gsm8k/train.jsonl`" in written
     monkeypatch.delenv("SMOLGRPO_DATA_DIR")
-    write_fake_eval(tmp_path / "eval", accuracy=0.125)
+    write_fake_eval(tmp_path / "eval", accuracy=0.125, measured=tmp_path / "run/final")
     refresh_model_card(tmp_path / "run", tmp_path / "eval")
     text = card.read_text()
     assert data_line(text) == written and "openai/gsm8k`)" not in text
@@ -142,3 +143,58 @@ def test_refresh_without_final_is_a_user_error(tmp_path):
     write_fake_run(tmp_path / "run", steps=3)
     with pytest.raises(SmolGRPOError, match="no trained model"):
         refresh_model_card(tmp_path / "run")
+
+
+# ----------------------------------------------------------------------------- report --eval
+def report_eval(run_dir, eval_dir) -> int:
+    from smolgrpo import cli
+
+    return cli.main(["report", str(run_dir), "--no-text", "--eval", str(eval_dir)])
+
+
+def test_report_eval_of_this_model_goes_into_the_card_without_local_paths(tmp_path):
+    run = tmp_path / "run"
+    write_fake_run(run, steps=6, final=True)
+    write_fake_eval(tmp_path / "eval", accuracy=0.125, measured=run / "final")
+    assert report_eval(run, tmp_path / "eval") == 0
+    assert "| `accuracy` | 12.5% |" in (run / "final/README.md").read_text()
+    results = (run / "final/eval_results.json").read_text()
+    assert str(tmp_path) not in results and json.loads(results)["model"] == "final"
+
+
+def test_an_eval_from_before_eval_config_json_counts_when_it_names_final(tmp_path):
+    run = tmp_path / "run"
+    write_fake_run(run, steps=6, final=True)
+    write_fake_eval(tmp_path / "eval", accuracy=0.125, model=str(run / "final"))
+    assert report_eval(run, tmp_path / "eval") == 0
+    assert "| `accuracy` | 12.5% |" in (run / "final/README.md").read_text()
+
+
+@pytest.mark.parametrize("case", ["another model", "base model", "weights changed", "partial"])
+def test_report_eval_of_another_model_leaves_card_and_report_alone(tmp_path, capsys, case):
+    run, other = tmp_path / "run", tmp_path / "other"
+    write_fake_run(run, steps=6, final=True)
+    write_fake_run(other, steps=6, final=True)
+    (other / "final/model.safetensors").write_bytes(b"\1" * 2048)  # other weights
+    refresh_model_card(run)
+    card = (run / "final/README.md").read_text()
+    measured = {"another model": other / "final", "base model": None}.get(case, run / "final")
+    write_fake_eval(tmp_path / "eval", accuracy=0.125, measured=measured)  # None: 'embedded'
+    if case == "weights changed":  # retrained in place after the eval
+        (run / "final/model.safetensors").write_bytes(b"\2" * 2048)
+    if case == "partial":
+        metrics = json.loads((tmp_path / "eval/metrics.json").read_text())
+        metrics.update(partial=True, num_problems_planned=8)
+        (tmp_path / "eval/metrics.json").write_text(json.dumps(metrics))
+    assert report_eval(run, tmp_path / "eval") == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / 'eval'}: ")
+    expected = {
+        "another model": f"it measured {other / 'final'}",
+        "base model": "it measured embedded",
+        "weights changed": "the weights in it changed since",
+        "partial": "a partial eval (4 of 8 problems)",
+    }[case]
+    assert expected in lines[0]
+    assert (run / "final/README.md").read_text() == card
+    assert not (run / "final/eval_results.json").exists() and not (run / "report").exists()

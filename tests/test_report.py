@@ -205,7 +205,7 @@ def test_no_text_leaves_problems_and_completions_out(tmp_path):
 # ----------------------------------------------------------------------------- the command
 def test_report_command_with_eval_updates_report_and_card(tmp_path, capsys):
     write_fake_run(tmp_path / "run", steps=20, final=True)
-    write_fake_eval(tmp_path / "eval", accuracy=0.375)
+    write_fake_eval(tmp_path / "eval", accuracy=0.375, measured=tmp_path / "run/final")
     argv = ["report", str(tmp_path / "run"), "--smooth", "3", "--eval", str(tmp_path / "eval")]
     assert run_main(argv) == 0
     err = capsys.readouterr().err

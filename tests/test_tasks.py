@@ -185,10 +185,10 @@ def test_model_card_names_the_task_not_gsm8k(tmp_path):
     config["data"]["answer_type"] = "exact"
     card = build_model_card(config, [])
     assert "GSM8K" not in card and "gsm8k" not in card
-    assert f"# GRPO fine-tune for JSONL `{source}` (exact answers)" in card
+    assert "# GRPO fine-tune for JSONL `qa.jsonl` (exact answers)" in card  # no local path
     data_line = next(line for line in card.splitlines() if line.startswith("- Data: "))
     assert data_line == (
-        f"- Data: local JSONL `{source}` (question `question`, answer `answer`, exact answers)"
+        "- Data: local JSONL `qa.jsonl` (question `question`, answer `answer`, exact answers)"
     )
     gym = dict(config, data={**config["data"], "task": "reasoning_gym", "gym_size": 50})
     card = build_model_card(gym, [])

@@ -123,7 +123,8 @@ def add_report_parser(subparsers) -> None:
         dest="eval_dir",
         default=None,
         metavar="EVAL_DIR",
-        help="a `smolgrpo eval` output folder: its numbers go into the report and the model card",
+        help="a `smolgrpo eval` output folder: its numbers go into the report, and into the "
+        "model card when it is a complete eval of this run's final/ model",
     )
 
 
@@ -132,7 +133,13 @@ def run_report(args) -> int:
 
     from smolgrpo.report import print_summary, write_report
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, markup=False)  # paths are never markup
+    final = Path(args.run_dir) / "final"
+    if args.eval_dir and final.is_dir():  # before anything is written
+        from smolgrpo.eval_output import check_eval_measured
+        from smolgrpo.report import load_eval_dir
+
+        check_eval_measured(args.eval_dir, final, load_eval_dir(args.eval_dir))
     summary = write_report(
         args.run_dir,
         args.output_dir,
@@ -142,7 +149,7 @@ def run_report(args) -> int:
         include_text=not args.no_text,
     )
     print_summary(console, summary, title=str(args.run_dir))
-    if args.eval_dir and (Path(args.run_dir) / "final").is_dir():
+    if args.eval_dir and final.is_dir():
         from smolgrpo.model_card import refresh_model_card
 
         card = refresh_model_card(args.run_dir, args.eval_dir)
@@ -176,7 +183,7 @@ def run_compare(args) -> int:
 
     if args.smooth < 1:
         raise SmolGRPOError(f"--smooth must be at least 1, got {args.smooth}")
-    console = Console(stderr=True)
+    console = Console(stderr=True, markup=False)  # paths are never markup
     sources, labels, rows, written = write_compare(
         args.sources, args.output_dir, args.window, args.smooth
     )
@@ -190,13 +197,18 @@ def add_push_parser(subparsers) -> None:
         "push",
         help="upload a run's final/ model and its card to the Hugging Face hub",
         description="Upload RUN_DIR/final (weights, tokenizer, prompt template, model card) to a "
-        "hub model repo with huggingface_hub. Needs a token (`hf auth login` or HF_TOKEN).",
+        "hub model repo with huggingface_hub, in one commit of the files --dry-run lists: no "
+        "dot-file or symlink, and no absolute local path in the card or task.json. Needs a "
+        "token (`hf auth login` or HF_TOKEN).",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
     parser.add_argument("--repo-id", required=True, metavar="USER/NAME", help="hub model repo")
     parser.add_argument("--private", action="store_true", help="create the repo as private")
     parser.add_argument(
-        "--dry-run", action="store_true", help="list the files and sizes; upload nothing"
+        "--dry-run",
+        action="store_true",
+        help="list the files and sizes the upload would send (and what it leaves out); upload "
+        "nothing",
     )
 
 

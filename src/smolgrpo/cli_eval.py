@@ -95,21 +95,32 @@ def add_eval_parser(subparsers) -> None:
     )
     out = parser.add_argument_group("output")
     out.add_argument(
-        "--output-dir", default=None, help="where to write results (default: runs/eval-<time>)"
+        "--output-dir",
+        default=None,
+        help="where to write results: a new or empty folder, or an earlier eval with --resume "
+        "or --overwrite (default: runs/eval-<time>)",
+    )
+    out.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted eval in --output-dir from the samples on disk (same "
+        "settings); the metrics end as an uninterrupted eval's",
+    )
+    out.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the earlier eval in --output-dir (deleted once the model and data loaded)",
     )
     out.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def _prompt_template_for(args):
-    from smolgrpo.prompts import PromptTemplate
+    from smolgrpo.prompts import PromptTemplate, load_prompt_template
 
     saved = Path(args.model) / PROMPT_TEMPLATE_FILE
     template = PromptTemplate()
     if saved.is_file():  # a trained model is evaluated with the prompt it was trained on
-        try:
-            template = PromptTemplate(**json.loads(saved.read_text()))
-        except (ValueError, TypeError) as error:
-            raise SmolGRPOError(f"{saved}: unreadable prompt template ({error})") from None
+        template = load_prompt_template(saved)
     if args.prefill is not None:
         template = PromptTemplate(template.system_prompt, args.prefill, template.num_few_shot)
     if args.num_few_shot is not None:
@@ -117,23 +128,82 @@ def _prompt_template_for(args):
     return template
 
 
+def _local_data(fields: dict) -> list[Path]:
+    """The data files or folders on disk that the task reads (protected from --output-dir)."""
+    from smolgrpo.data import resolve_source
+
+    if fields["task"] == "reasoning_gym" or fields["task"] == "hub":
+        return []
+    source = Path(resolve_source(fields.get("source"))).expanduser()
+    return [source] if source.exists() else []
+
+
+def _settings(args, fields: dict, template, identity: dict) -> dict:
+    """What an eval measures: a resumed eval must match these (eval_config.json)."""
+    from dataclasses import asdict
+
+    task = dict(fields)
+    for source in _local_data(fields):  # the data it read, wherever eval was started from
+        task["source"] = str(source.resolve())
+    settings = {
+        "model": identity["model_path"] or args.model,
+        "dtype": args.dtype,
+        "task": task,
+        "split": args.split,
+        "limit": args.limit,
+        "shuffle": args.shuffle,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "max_new_tokens": args.max_new_tokens,
+        "num_samples": args.num_samples,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "calculator": args.calculator,
+        "prompt": asdict(template),
+    }
+    return json.loads(json.dumps(settings))  # as eval_config.json reads back (lists, not tuples)
+
+
 def run_eval(args) -> int:
     from rich.console import Console
 
+    from smolgrpo import eval_output
     from smolgrpo.calculator import Calculator
-    from smolgrpo.evaluate import describe_device, evaluate, write_eval_outputs
+    from smolgrpo.config import DataConfig
+    from smolgrpo.evaluate import describe_device, evaluate
+    from smolgrpo.interrupts import StopSignal
     from smolgrpo.modeling import load_model_and_tokenizer
     from smolgrpo.prompts import select_few_shot
-    from smolgrpo.tasks.cli_args import task_from_args
+    from smolgrpo.tasks import build_task
+    from smolgrpo.tasks.cli_args import task_fields_from_args
 
     for name in ("batch_size", "max_new_tokens", "num_samples"):
         if getattr(args, name) < 1:
             raise SmolGRPOError(f"--{name.replace('_', '-')} must be at least 1")
     if args.num_samples > 1 and args.temperature <= 0:
         raise SmolGRPOError("pass@k with --num-samples > 1 needs --temperature > 0")
-    console = Console(stderr=True)
+    if args.resume and args.overwrite:
+        raise SmolGRPOError(
+            "--resume continues the eval in --output-dir, --overwrite replaces it: pass one"
+        )
+    if args.resume and not args.output_dir:
+        raise SmolGRPOError("--resume needs --output-dir (the eval folder to continue)")
+    console = Console(stderr=True, markup=False)  # paths and model text are never markup
     template = _prompt_template_for(args)
-    task = task_from_args(args)
+    fields = task_fields_from_args(args)
+    task = build_task(DataConfig(**fields))
+    output_dir = Path(args.output_dir or f"runs/eval-{time.strftime('%Y%m%d-%H%M%S')}")
+    action = eval_output.check_output_dir(
+        output_dir,
+        model=args.model,
+        data=_local_data(fields),
+        resume=args.resume,
+        overwrite=args.overwrite,
+    )
+    identity = eval_output.model_identity(args.model)
+    settings = _settings(args, fields, template, identity)
+    if action == "resume":
+        eval_output.check_resume_settings(output_dir, settings, identity)
     problems = task.load(args.split, args.limit, args.seed, args.shuffle)
     few_shot = []
     if template.num_few_shot > 0:
@@ -144,34 +214,69 @@ def run_eval(args) -> int:
     )
     console.print(
         f"loaded {args.model} in {time.perf_counter() - started:.1f}s on {describe_device(model)}; "
-        f"{len(problems)} problems from split '{args.split}'"
+        f"{len(problems)} problems from split '{args.split}'",
+        soft_wrap=True,
     )
     import torch
 
     torch.manual_seed(args.seed)
-    metrics, records = evaluate(
-        model,
-        tokenizer,
-        problems,
-        template=template,
-        few_shot=few_shot,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-        num_samples=args.num_samples,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        answer_check=task.answer_check,
-        show_progress=not args.no_progress,
-        calculator=Calculator(tokenizer) if args.calculator else None,
-    )
+    done, spent = [], 0.0
+    if action == "resume":
+        done, spent = eval_output.resume_from(output_dir)  # also the RNG state to go on from
+        console.print(
+            f"resuming {output_dir}: {len(done) // args.num_samples} of {len(problems)} "
+            "problems done",
+            soft_wrap=True,
+        )
+    else:  # the model and data loaded: only now is an earlier eval replaced
+        eval_output.start_output_dir(output_dir, settings, identity, replace=action == "replace")
+        template.save(output_dir / PROMPT_TEMPLATE_FILE)
+    session_start = time.perf_counter()
+    written = [len(done)]
+
+    def save_batch(records: list[dict]) -> None:
+        eval_output.append_samples(output_dir, records)
+        written[0] += len(records)
+        eval_output.write_state(output_dir, written[0], spent + time.perf_counter() - session_start)
+
+    def where() -> str:
+        return f"{output_dir}/samples.jsonl holds the finished batches (continue with --resume)"
+
+    with StopSignal(describe=where, announce=False) as stop:
+        metrics, records = evaluate(
+            model,
+            tokenizer,
+            problems,
+            template=template,
+            few_shot=few_shot,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            num_samples=args.num_samples,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            answer_check=task.answer_check,
+            show_progress=not args.no_progress,
+            calculator=Calculator(tokenizer) if args.calculator else None,
+            should_stop=stop,
+            done=done,
+            on_batch=save_batch,
+            keep_partial=True,
+        )
+    metrics["time_s"] = round(metrics["time_s"] + spent, 2)
     metrics.update(model=args.model, split=args.split, device=describe_device(model))
     if task.name != "gsm8k":
         metrics["task"] = task.title
-    output_dir = Path(args.output_dir or f"runs/eval-{time.strftime('%Y%m%d-%H%M%S')}")
-    write_eval_outputs(output_dir, metrics, records)
-    template.save(output_dir / PROMPT_TEMPLATE_FILE)
+    eval_output.write_metrics(output_dir, metrics)
     print_metrics(console, metrics)
-    console.print(f"wrote {output_dir}/metrics.json and samples.jsonl")
+    if metrics.get("partial"):
+        console.print(
+            f"{stop.signal_name or 'stopped'}: {metrics['num_problems']} of "
+            f"{metrics['num_problems_planned']} problems done; wrote the partial "
+            f"{output_dir}/metrics.json (continue: the same command with --resume)",
+            soft_wrap=True,
+        )
+    else:
+        console.print(f"wrote {output_dir}/metrics.json and samples.jsonl", soft_wrap=True)
     return 0
 
 

@@ -25,7 +25,9 @@ from pathlib import Path
 
 import yaml
 
-from smolgrpo.config_parse import apply_overrides, build_section
+from smolgrpo.config_parse import apply_overrides, build_section, read_recipe
+from smolgrpo.config_parse import check_value as _check
+from smolgrpo.config_parse import one_of as _one_of
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.grpo import VALID_LOSS_TYPES, VALID_SCALE_REWARDS
 from smolgrpo.prompts import DEFAULT_PREFILL, SYSTEM_PROMPT, PromptTemplate
@@ -68,6 +70,8 @@ class ModelConfig:
         dtypes = ("auto", "float32", "bfloat16", "float16")
         _check(self.dtype in dtypes, "model.dtype", self.dtype, _one_of(dtypes))
         _check(self.lora_rank >= 1, "model.lora_rank", self.lora_rank, ">= 1")
+        _check(self.lora_alpha > 0, "model.lora_alpha", self.lora_alpha, "> 0")
+        _check(0 <= self.lora_dropout < 1, "model.lora_dropout", self.lora_dropout, "in [0, 1)")
         _check(
             self.lora_target_modules == "auto" or isinstance(self.lora_target_modules, list),
             "model.lora_target_modules",
@@ -143,6 +147,9 @@ class RewardConfig:
         )
 
 
+_FULL = "as the loss's log-probs are of the full distribution"
+
+
 @dataclass
 class SamplingConfig:
     num_generations: int = 8  # G, completions per prompt
@@ -170,6 +177,11 @@ class SamplingConfig:
         )
         _check(self.temperature > 0, "sampling.temperature", self.temperature, "> 0")
         _check(0 < self.top_p <= 1, "sampling.top_p", self.top_p, "in (0, 1]")
+        _check(self.top_k >= 0, "sampling.top_k", self.top_k, ">= 0")
+        # The loss's log-probs are of the full softmax: a truncated sampler would draw from
+        # another distribution than the one trained on (eval --top-p may truncate).
+        _check(self.top_p == 1, "sampling.top_p", self.top_p, f"1.0 in training, {_FULL}")
+        _check(self.top_k == 0, "sampling.top_k", self.top_k, f"0 in training, {_FULL}")
 
 
 @dataclass
@@ -234,6 +246,8 @@ class OptimConfig:
     def validate(self) -> None:
         _check(self.learning_rate > 0, "optim.learning_rate", self.learning_rate, "> 0")
         _check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, ">= 0")
+        for name in ("adam_beta1", "adam_beta2"):
+            _check(0 <= getattr(self, name) < 1, f"optim.{name}", getattr(self, name), "in [0, 1)")
         _check(self.warmup_steps >= 0, "optim.warmup_steps", self.warmup_steps, ">= 0")
         schedules = ("cosine", "constant")
         _check(
@@ -286,6 +300,7 @@ class RunConfig:
         _check(self.log_samples_every >= 1, "run.log_samples_every", self.log_samples_every, ">= 1")
         _check(self.log_num_prompts >= 0, "run.log_num_prompts", self.log_num_prompts, ">= 0")
         _check(self.eval_batch_size >= 1, "run.eval_batch_size", self.eval_batch_size, ">= 1")
+        _check(self.eval_limit >= 1, "run.eval_limit", self.eval_limit, ">= 1")
         # `x >= 0` is False for NaN too, so NaN is refused.
         _check(self.time_limit_s >= 0, "run.time_limit_s", self.time_limit_s, ">= 0 (0: no limit)")
         _check(self.stop_grace_s > 0, "run.stop_grace_s", self.stop_grace_s, "> 0")
@@ -348,16 +363,6 @@ class Config:
         path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
 
 
-def _check(ok: bool, key: str, value, allowed: str) -> None:
-    """One line naming the key, the value and what is allowed (`>= 2`, `one of a, b`)."""
-    if not ok:
-        raise SmolGRPOError(f"config: invalid value for '{key}': {value!r} (must be {allowed})")
-
-
-def _one_of(choices) -> str:
-    return "one of " + ", ".join(choices)
-
-
 def config_from_dict(raw: dict, origin: str = "config", overridden: tuple = ()) -> Config:
     """`overridden`: the `section.key`s that `--set` gave (their errors name the --set)."""
     if raw is None:
@@ -381,16 +386,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     raw: dict = {}
     origin = "config"
     if path is not None:
-        path = Path(path)
         origin = str(path)
-        if not path.is_file():
-            raise SmolGRPOError(f"{path}: recipe file not found")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark else ""
-            raise SmolGRPOError(f"{path}{where}: invalid YAML") from None
+        raw = read_recipe(Path(path))
     overrides = overrides or []
     raw = apply_overrides(raw, overrides)  # checks each is section.key=value
     overridden = tuple(override.split("=", 1)[0] for override in overrides)

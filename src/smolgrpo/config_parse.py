@@ -1,12 +1,13 @@
-"""Parsing a recipe's raw YAML mapping: `--set section.key=value` overrides, and one section's
-keys checked against its dataclass (unknown keys and wrong types as one-line errors naming the
-file or the --set). The sections themselves, and their value checks, are in config.py."""
+"""Parsing a recipe's raw YAML mapping: reading the file, `--set section.key=value` overrides,
+one section's keys checked against its dataclass (unknown keys and wrong types as one-line errors
+naming the file or the --set), and the one-line value check the sections in config.py use."""
 
 from __future__ import annotations
 
 import dataclasses
 import types
 import typing
+from pathlib import Path
 
 import yaml
 
@@ -68,3 +69,37 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             raise SmolGRPOError(f"--set '{override}': section '{section}' is not a mapping")
         raw[section][key] = value
     return raw
+
+
+def read_recipe(path: Path) -> dict:
+    """A recipe file's raw mapping; a missing, unreadable, non-UTF-8 or malformed file is one
+    line naming it (and the line, for bad YAML)."""
+    if path.is_dir():
+        raise SmolGRPOError(f"{path}: a folder, not a recipe file")
+    if not path.is_file():
+        raise SmolGRPOError(f"{path}: recipe file not found")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise SmolGRPOError(f"{path}: cannot read the recipe ({error.strerror or error})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise SmolGRPOError(f"{path}:{line}: not UTF-8 text (a YAML recipe is text)") from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise SmolGRPOError(f"{path}{where}: invalid YAML") from None
+
+
+def check_value(ok: bool, key: str, value, allowed: str) -> None:
+    """One line naming the key, the value and what is allowed (`>= 2`, `one of a, b`)."""
+    if not ok:
+        raise SmolGRPOError(f"config: invalid value for '{key}': {value!r} (must be {allowed})")
+
+
+def one_of(choices) -> str:
+    return "one of " + ", ".join(choices)

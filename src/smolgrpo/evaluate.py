@@ -23,6 +23,7 @@ import torch
 
 from smolgrpo.data import Problem
 from smolgrpo.errors import SmolGRPOError
+from smolgrpo.interrupts import StopRequested
 from smolgrpo.majority import majority_correct
 from smolgrpo.prompts import PromptTemplate, render_prompt
 from smolgrpo.rewards import (
@@ -108,6 +109,9 @@ def evaluate(
     synced: bool = False,
     should_stop=None,
     calculator=None,
+    done: list[dict] | None = None,
+    on_batch=None,
+    keep_partial: bool = False,
 ) -> tuple[dict, list[dict]]:
     """(metrics, one sample record per completion) for `num_samples` completions per problem.
 
@@ -116,7 +120,12 @@ def evaluate(
     `should_stop()`, checked before each decode step of every batch: True raises
     `interrupts.StopRequested` (the periodic eval of a stopping run is dropped).
     `calculator` (a calculator.Calculator, or None): write the result after each
-    "expression =" (calculator.py); each record then counts its `calculator_calls`."""
+    "expression =" (calculator.py); each record then counts its `calculator_calls`.
+    `done`: the records of an interrupted eval (`eval --resume`), which covered the first
+    `len(done) // num_samples` problems; evaluation goes on from the next one.
+    `on_batch(records)`: called with each finished batch's records (eval appends them to disk).
+    `keep_partial`: a stop ends the loop instead of raising; the metrics of the problems done
+    then carry `partial: True` and `num_problems_planned`."""
     template = template or PromptTemplate()
     reward_weights = reward_weights or DEFAULT_REWARD_WEIGHTS
     # SmolGRPOError, not ValueError: these come straight from CLI flags and must print one
@@ -134,13 +143,13 @@ def evaluate(
         raise SmolGRPOError(f"--temperature must be >= 0, got {temperature}")
     if not 0 < top_p <= 1:
         raise SmolGRPOError(f"--top-p must be in (0, 1], got {top_p}")
-    records: list[dict] = []
-    failed_checks = {"reward_timeouts": 0, "reward_errors": 0}  # of the answers' checks
+    records: list[dict] = list(done or [])
+    first = len(records) // num_samples
     start = time.perf_counter()
     progress = _make_progress(show_progress)
-    with progress:
-        task = progress.add_task("eval", total=len(problems), accuracy="-")
-        for offset in range(0, len(problems), batch_size):
+    with progress, _StopGuard(keep_partial) as stop_guard:
+        task = progress.add_task("eval", total=len(problems), completed=first, accuracy="-")
+        for offset in range(first, len(problems), batch_size):
             batch = problems[offset : offset + batch_size]
             prompts = [render_prompt(tokenizer, p.question, template, few_shot) for p in batch]
             rollout = generate(
@@ -165,8 +174,6 @@ def evaluate(
             last_numbers = [extract_last_number(response) for response in rollout.responses]
             answer_checks = _check(answers, golds, answer_check)  # the reward's, remembered
             last_checks = _check(last_numbers, golds, answer_check)
-            failed_checks["reward_timeouts"] += answer_checks.timeouts
-            failed_checks["reward_errors"] += answer_checks.errors
             for index, response in enumerate(rollout.responses):
                 problem = batch[index // num_samples]
                 answer, last_number = answers[index], last_numbers[index]
@@ -182,6 +189,8 @@ def evaluate(
                         "extracted_last_number": last_number,
                         "correct": answer_checks.scores[index] >= 1.0,
                         "correct_last_number": last_checks.scores[index] >= 1.0,
+                        # how the answer's check ended: ok, timeout or error (sandbox.py)
+                        "answer_check": answer_checks.statuses[index],
                         "completion_tokens": int(rollout.completion_lengths[index]),
                         "truncated": bool(rollout.truncated[index]),
                         "rewards": {name: v[index] for name, v in scored.per_reward.items()},
@@ -190,16 +199,33 @@ def evaluate(
                 )
                 if rollout.forced_mask is not None:
                     records[-1]["calculator_calls"] = calculator_calls(rollout.forced_mask[index])
+            if on_batch is not None:
+                on_batch(records[-len(rollout.responses) :])
             accuracy = sum(r["correct"] for r in records) / len(records)
             progress.update(task, advance=len(batch), accuracy=f"{accuracy:.1%}")
     metrics = summarize(records, num_samples)
-    metrics.update(failed_checks)
     metrics["time_s"] = round(time.perf_counter() - start, 2)
     metrics.update(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     if calculator is not None:
         calls = sum(r["calculator_calls"] for r in records)
         metrics.update(calculator=True, mean_calculator_calls=calls / max(len(records), 1))
+    if stop_guard.stopped:
+        metrics.update(partial=True, num_problems_planned=len(problems))
     return metrics, records
+
+
+class _StopGuard:
+    """Ends the batch loop quietly on `StopRequested` when `keep` (eval keeps what it did)."""
+
+    def __init__(self, keep: bool):
+        self.keep, self.stopped = keep, False
+
+    def __enter__(self) -> _StopGuard:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        self.stopped = self.keep and kind is not None and issubclass(kind, StopRequested)
+        return self.stopped
 
 
 def calculator_calls(forced_row) -> int:
@@ -212,7 +238,8 @@ def _check(answers: list[str | None], golds: list[str], answer_check) -> AnswerC
     """A score per answer (1.0 is correct): GSM8K's numeric match, or the task's check, which
     scores like a reward (a failing check is 0 and counted, never the end of an eval)."""
     if answer_check is None:
-        return AnswerChecks([1.0 if answers_match(a, g) else 0.0 for a, g in zip(answers, golds)])
+        scores = [1.0 if answers_match(a, g) else 0.0 for a, g in zip(answers, golds)]
+        return AnswerChecks(scores, ["ok"] * len(scores))
     return check_answers(answer_check, answers, golds)
 
 
@@ -237,6 +264,9 @@ def summarize(records: list[dict], num_samples: int) -> dict:
         "mean_completion_tokens": sum(r["completion_tokens"] for r in records) / count,
         "truncation_rate": rate(lambda r: r["truncated"]),
         "mean_total_reward": sum(r["total_reward"] for r in records) / count,
+        # answer checks stopped at their time limit, or that failed (sandbox.py): scored 0
+        "reward_timeouts": sum(r.get("answer_check") == "timeout" for r in records),
+        "reward_errors": sum(r.get("answer_check") == "error" for r in records),
     }
     for key in INTERVAL_KEYS:  # successes are whole counts of the records behind each rate
         successes = round(metrics[key] * len(records))

@@ -1,19 +1,20 @@
 """The model card (`final/README.md`) of a trained model: what it is, how it was made, how it did.
 
 `train` writes it when it saves `final/`; `smolgrpo report RUN_DIR --eval EVAL_DIR` rewrites it
-with a full evaluation's numbers (kept beside it as `final/eval_results.json`), and `push`
-rewrites it with the hub repo id in the loading snippet. The YAML front matter is the hub's
-model card metadata.
+with a full evaluation's numbers (kept beside it as `final/eval_results.json`), only when that
+eval measured this `final/` model (`check_eval_measured`), and `push` rewrites it with the hub
+repo id in the loading snippet once the upload succeeded. The YAML front matter is the hub's
+model card metadata. A card names no absolute local path (public_paths.py).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import yaml
 
+from smolgrpo.public_paths import config_paths, public_eval_metrics, scrub_text
 from smolgrpo.report import (
     EVAL_KEYS,
     HEADLINE_KEYS,
@@ -50,8 +51,11 @@ def build_model_card(
     eval_metrics: dict | None = None,
     repo_id: str | None = None,
     window: int = 5,
+    run_dir: Path | str | None = None,
 ) -> str:
-    """Markdown with metadata front matter; `rows` are metrics.jsonl rows (may be empty)."""
+    """Markdown with metadata front matter; `rows` are metrics.jsonl rows (may be empty).
+
+    Local paths (model, data, reward plug-ins) appear relative to `run_dir` or by name."""
     model = config.get("model", {})
     base_text, base_id = _base_model(str(model.get("name", "?")))
     method = "sft" if is_sft_run(rows) else "grpo"
@@ -92,7 +96,7 @@ def build_model_card(
         "",
         *_usage(repo_id),
     ]
-    return "\n".join(lines) + "\n"
+    return scrub_text("\n".join(lines) + "\n", config_paths(config), run_dir)
 
 
 def _task_tag(data: dict) -> str:
@@ -328,41 +332,63 @@ def write_model_card(
     repo_id: str | None = None,
 ) -> Path:
     path = Path(final_dir) / CARD_FILE
-    path.write_text(build_model_card(config, rows, eval_metrics, repo_id), encoding="utf-8")
+    run_dir = Path(final_dir).parent  # train writes the card into RUN/.tmp-final, then renames
+    card = build_model_card(config, rows, eval_metrics, repo_id, run_dir=run_dir)
+    path.write_text(card, encoding="utf-8")
     return path
 
 
 def refresh_model_card(
     run_dir: Path | str, eval_dir: Path | str | None = None, repo_id: str | None = None
 ) -> Path:
-    """Rewrite `RUN_DIR/final/README.md`; with `eval_dir`, keep its metrics in the card for good."""
-    from smolgrpo.errors import SmolGRPOError
+    """Rewrite `RUN_DIR/final/README.md`; with `eval_dir` (an eval of this final/ model), keep
+    its metrics in the card for good."""
+    from smolgrpo.eval_output import check_eval_measured
     from smolgrpo.report import load_eval_dir, load_run
 
-    run = load_run(run_dir)
-    final = run.run_dir / "final"
-    if not final.is_dir():
-        raise SmolGRPOError(f"{final}: no trained model (the run has not finished)")
-    results = final / EVAL_RESULTS_FILE
-    if eval_dir is not None:
-        load_eval_dir(eval_dir)  # validates before anything is overwritten
-        shutil.copyfile(Path(eval_dir) / "metrics.json", results)
-    eval_metrics = json.loads(results.read_text(encoding="utf-8")) if results.is_file() else None
-    # The data line the run wrote names the source it resolved (data.source null: whatever
-    # $SMOLGRPO_DATA_DIR was then); a refresh elsewhere would resolve it anew, so it is kept.
-    written = _data_line(final / CARD_FILE)
-    path = write_model_card(final, run.config, run.rows, eval_metrics, repo_id)
-    fresh = _data_line(path)
-    if written and fresh and written != fresh:
-        path.write_text(path.read_text(encoding="utf-8").replace(fresh, written, 1), "utf-8")
+    final = _final_dir(load_run(run_dir).run_dir)
+    if eval_dir is not None:  # checked before anything is overwritten
+        metrics = load_eval_dir(eval_dir)
+        check_eval_measured(eval_dir, final, metrics)
+        text = json.dumps(public_eval_metrics(metrics, final.parent), indent=2) + "\n"
+        (final / EVAL_RESULTS_FILE).write_text(text, encoding="utf-8")
+    path = final / CARD_FILE
+    path.write_text(model_card_text(run_dir, repo_id), encoding="utf-8")
     return path
 
 
+def model_card_text(run_dir: Path | str, repo_id: str | None = None) -> str:
+    """The card `refresh_model_card` would write (push uploads it before writing it)."""
+    from smolgrpo.report import load_run
+
+    run = load_run(run_dir)
+    final = _final_dir(run.run_dir)
+    results = final / EVAL_RESULTS_FILE
+    eval_metrics = json.loads(results.read_text(encoding="utf-8")) if results.is_file() else None
+    card = build_model_card(run.config, run.rows, eval_metrics, repo_id, run_dir=run.run_dir)
+    # The data line the run wrote names the source it resolved (data.source null: whatever
+    # $SMOLGRPO_DATA_DIR was then); a refresh elsewhere would resolve it anew, so it is kept.
+    written, fresh = _data_line(final / CARD_FILE), _data_line_of(card)
+    if written and fresh and written != fresh:
+        card = scrub_text(card.replace(fresh, written, 1), [], run.run_dir)
+    return card
+
+
+def _final_dir(run_dir: Path) -> Path:
+    from smolgrpo.errors import SmolGRPOError
+
+    final = run_dir / "final"
+    if not final.is_dir():
+        raise SmolGRPOError(f"{final}: no trained model (the run has not finished)")
+    return final
+
+
 def _data_line(card: Path) -> str | None:
-    if not card.is_file():
-        return None
-    lines = card.read_text(encoding="utf-8").splitlines()
-    return next((line for line in lines if line.startswith("- Data: ")), None)
+    return _data_line_of(card.read_text(encoding="utf-8")) if card.is_file() else None
+
+
+def _data_line_of(card: str) -> str | None:
+    return next((line for line in card.splitlines() if line.startswith("- Data: ")), None)
 
 
 def write_training_card(final_dir: Path, config: dict, metrics_path: Path) -> None:

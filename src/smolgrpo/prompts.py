@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from smolgrpo.data import Problem
-from smolgrpo.errors import warn
+from smolgrpo.errors import SmolGRPOError, warn
 
 SYSTEM_PROMPT = (
     "You are a careful math tutor. Solve the problem step by step.\n"
@@ -45,6 +45,28 @@ class PromptTemplate:
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+
+
+def load_prompt_template(path: Path) -> PromptTemplate:
+    """A saved `prompt_template.json`; a file that is not a JSON object of these three keys
+    with their types (strings, a count >= 0) is one line naming the file and the key."""
+    try:
+        saved = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError
+        raise SmolGRPOError(f"{path}: unreadable prompt template ({error})") from None
+    if not isinstance(saved, dict):
+        raise SmolGRPOError(f"{path}: unreadable prompt template (not a JSON object)")
+    types = {"system_prompt": str, "prefill": str, "num_few_shot": int}
+    for key, value in saved.items():
+        if key not in types:
+            raise SmolGRPOError(
+                f"{path}: unknown key '{key}' in the prompt template (valid: {', '.join(types)})"
+            )
+        wrong = not isinstance(value, types[key]) or isinstance(value, bool)
+        if wrong or (key == "num_few_shot" and value < 0):
+            wanted = "a count >= 0" if key == "num_few_shot" else "a string"
+            raise SmolGRPOError(f"{path}: '{key}' should be {wanted}, got {value!r}")
+    return PromptTemplate(**saved)
 
 
 def format_reference_response(problem: Problem) -> str:

@@ -1,19 +1,40 @@
 """`smolgrpo push RUN_DIR --repo-id USER/NAME`: upload a run's `final/` model with its card.
 
-`--dry-run` lists what would be uploaded and touches neither the hub nor the files. A real push
-first rewrites the model card with the repo id in its loading snippet, then creates the repo
-(if needed) and uploads the folder in one commit with `huggingface_hub.HfApi.upload_folder`.
-A missing token or an unreachable hub is one `error:` line, not a traceback.
+The upload is an explicit list of files (`upload_plan`), sent in one commit with
+`huggingface_hub.HfApi.create_commit`; `--dry-run` prints that same list and touches neither
+the hub nor the files. What is never sent: dot-files and dot-folders (`final/.env`), symlinks
+(a link may point anywhere on the machine) and anything that is not a regular file. Three files
+are sent as their public form, not as they lie on disk: the model card (`README.md`, with the
+repo id in its loading snippet), `task.json` and `eval_results.json`, which name no absolute
+local path (public_paths.py). The local card is rewritten with the repo id only once the upload
+has succeeded. A missing token or an unreachable hub is one `error:` line, not a traceback.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from smolgrpo.errors import SmolGRPOError
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+CARD_FILE = "README.md"
+TASK_FILE = "task.json"
+EVAL_RESULTS_FILE = "eval_results.json"
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One file of the commit: sent from `source` on disk, or as `content` (its public form)."""
+
+    path_in_repo: str
+    size: int
+    source: Path | None = None
+    content: bytes | None = None
 
 
 def final_dir_of(run_dir: Path | str) -> Path:
@@ -25,14 +46,61 @@ def final_dir_of(run_dir: Path | str) -> Path:
     return final
 
 
-def upload_plan(final: Path) -> list[tuple[str, int]]:
-    """(path relative to final/, size in bytes) of every file upload_folder would send."""
-    return sorted(
-        (path.relative_to(final).as_posix(), path.stat().st_size)
-        for path in final.rglob("*")
-        if path.is_file()
-        and not any(part.startswith(".") for part in path.relative_to(final).parts)
-    )
+def local_files(final: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """(the regular files under final/ that may be sent, relative and sorted; (path, why) of
+    what is left out). Symlinks are never followed."""
+    kept, skipped = [], []
+    for folder, dirnames, filenames in os.walk(final, followlinks=False):
+        relative = Path(folder).relative_to(final)
+        for name in sorted(dirnames):
+            path = Path(folder) / name
+            if name.startswith(".") or path.is_symlink():
+                why = "a symlink" if path.is_symlink() else "a dot-folder"
+                skipped.append(((relative / name).as_posix() + "/", why))
+                dirnames.remove(name)
+        for name in filenames:
+            shown = (relative / name).as_posix()
+            mode = os.lstat(Path(folder) / name).st_mode
+            if name.startswith("."):
+                skipped.append((shown, "a dot-file"))
+            elif stat.S_ISLNK(mode):
+                skipped.append((shown, "a symlink"))
+            elif not stat.S_ISREG(mode):
+                skipped.append((shown, "not a regular file"))
+            else:
+                kept.append(shown)
+    return sorted(kept), sorted(skipped)
+
+
+def upload_plan(run_dir: Path | str, repo_id: str) -> tuple[list[Upload], list[tuple[str, str]]]:
+    """(every file the upload sends, what it leaves out and why)."""
+    from smolgrpo.model_card import model_card_text
+    from smolgrpo.public_paths import public_eval_metrics, public_task_fields
+
+    final = final_dir_of(run_dir)
+    run = final.parent
+    names, skipped = local_files(final)
+    public: dict[str, bytes] = {CARD_FILE: model_card_text(run_dir, repo_id).encode("utf-8")}
+    for name, make_public in (
+        (TASK_FILE, public_task_fields),
+        (EVAL_RESULTS_FILE, public_eval_metrics),
+    ):
+        if name in names:
+            try:
+                saved = json.loads((final / name).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as error:
+                raise SmolGRPOError(f"{final / name}: unreadable ({error})") from None
+            if not isinstance(saved, dict):
+                raise SmolGRPOError(f"{final / name}: not a JSON object")
+            shown = make_public(saved, run)
+            public[name] = (json.dumps(shown, indent=2) + "\n").encode("utf-8")
+    uploads = [
+        Upload(name, len(public[name]), content=public[name])
+        if name in public
+        else Upload(name, (final / name).stat().st_size, source=final / name)
+        for name in sorted(set(names) | set(public))
+    ]
+    return uploads, skipped
 
 
 def human_size(size: int) -> str:
@@ -68,11 +136,14 @@ def push_run(
     if not REPO_ID.match(repo_id or ""):
         raise SmolGRPOError(f"--repo-id '{repo_id}': expected USER/NAME (letters, digits, -_.)")
     final = final_dir_of(run_dir)
-    plan = upload_plan(final)
+    plan, skipped = upload_plan(run_dir, repo_id)
     if dry_run:
-        for relative, size in plan:
-            log(f"{human_size(size):>10}  {relative}")
-        total = sum(size for _, size in plan)
+        for upload in plan:
+            note = "  (its public form: no local paths)" if upload.content is not None else ""
+            log(f"{human_size(upload.size):>10}  {upload.path_in_repo}{note}")
+        for shown, why in skipped:
+            log(f"   skipped  {shown} ({why}: never uploaded)")
+        total = sum(upload.size for upload in plan)
         visibility = "private" if private else "public"
         log(
             f"dry run: would upload {len(plan)} files ({human_size(total)}) from {final} "
@@ -80,24 +151,33 @@ def push_run(
         )
         return None
 
-    from huggingface_hub import HfApi, get_token
+    from huggingface_hub import CommitOperationAdd, HfApi, get_token
 
     if not get_token():
         raise SmolGRPOError("no Hugging Face token: run `hf auth login` or set HF_TOKEN")
-    from smolgrpo.model_card import refresh_model_card
-
-    refresh_model_card(run_dir, repo_id=repo_id)  # the loading snippet names the repo
+    operations = [
+        CommitOperationAdd(
+            path_in_repo=upload.path_in_repo,
+            path_or_fileobj=upload.content if upload.content is not None else str(upload.source),
+        )
+        for upload in plan
+    ]
     api = HfApi()
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        api.upload_folder(
-            folder_path=str(final),
+        api.create_commit(
             repo_id=repo_id,
+            operations=operations,
             repo_type="model",
             commit_message=f"Upload {Path(run_dir).name} (smolgrpo)",
         )
     except _network_errors() as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise SmolGRPOError(f"push to {repo_id} failed: {first_line}") from None
+    card = next(upload for upload in plan if upload.path_in_repo == CARD_FILE)
+    local_card = final / CARD_FILE
+    if local_card.is_symlink():  # never written through a link
+        local_card.unlink()
+    local_card.write_bytes(card.content)  # the card now names the repo it is in
     log(f"uploaded {len(plan)} files from {final} to {url}")
     return str(url)

@@ -246,11 +246,20 @@ def _score_each(
 
 @dataclass
 class AnswerChecks:
-    """A task's answer check over a batch: a score per answer, and how many checks failed."""
+    """A task's answer check over a batch: a score per answer, and per answer how the check
+    ended: "ok", "timeout" (stopped at its time limit, sandbox.py) or "error" (it raised,
+    exited, crashed or was stopped); a check that did not end "ok" scored 0."""
 
     scores: list[float]
-    timeouts: int = 0  # checks stopped at their time limit (sandbox.py), scored 0
-    errors: int = 0  # checks that raised, exited, crashed or were stopped, scored 0
+    statuses: list[str] = field(default_factory=list)
+
+    @property
+    def timeouts(self) -> int:
+        return self.statuses.count("timeout")
+
+    @property
+    def errors(self) -> int:
+        return self.statuses.count("error")
 
 
 def check_answers(
@@ -266,8 +275,10 @@ def check_answers(
         outcomes = batch(list(answers), list(gold_answers))
         return AnswerChecks(
             [_clamp(float(outcome.score)) for outcome in outcomes],
-            timeouts=sum(outcome.status == "timeout" for outcome in outcomes),
-            errors=sum(outcome.status == "error" for outcome in outcomes),
+            [
+                outcome.status if outcome.status in ("timeout", "error") else "ok"
+                for outcome in outcomes
+            ],
         )
     result = AnswerChecks([])
     for answer, gold in zip(answers, gold_answers):
@@ -276,8 +287,11 @@ def check_answers(
         except KeyboardInterrupt:
             raise
         except BaseException:  # noqa: BLE001 - SystemExit included: scored 0, counted
-            value, result.errors = 0.0, result.errors + 1
+            value, status = 0.0, "error"
+        else:
+            status = "ok"
         result.scores.append(_clamp(value))
+        result.statuses.append(status)
     return result
 
 

@@ -6,12 +6,15 @@ given on the command line wins over the saved value."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import typing
 from pathlib import Path
 
 import yaml
 
 from smolgrpo.config import DataConfig
+from smolgrpo.config_parse import type_ok
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.tasks import ANSWER_TYPES, TASK_FIELDS, TASK_FILE, TASK_NAMES, Task, build_task
 
@@ -59,14 +62,25 @@ def saved_task_fields(model: str | None) -> dict:
     path = Path(model) / TASK_FILE
     try:
         fields = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:
+    except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError
         raise SmolGRPOError(f"{path}: unreadable task file ({error})") from None
     if not isinstance(fields, dict):
         raise SmolGRPOError(f"{path}: unreadable task file (not a JSON object)")
-    return {key: value for key, value in fields.items() if key in TASK_FIELDS}
+    fields = {key: value for key, value in fields.items() if key in TASK_FIELDS}
+    hints = typing.get_type_hints(DataConfig)
+    shown = {field.name: field.type for field in dataclasses.fields(DataConfig)}
+    for key, value in fields.items():  # the types a recipe's `data:` section must have
+        if not type_ok(value, hints[key]):
+            raise SmolGRPOError(f"{path}: '{key}' should be {shown[key]}, got {value!r}")
+    return fields
 
 
 def task_from_args(args) -> Task:
+    return build_task(DataConfig(**task_fields_from_args(args)))
+
+
+def task_fields_from_args(args) -> dict:
+    """The task fields (`TASK_FIELDS`) that the flags and the model's saved task give."""
     fields = {**task_defaults(), **saved_task_fields(args.model)}
     if args.task is not None and args.task != fields["task"]:
         fields = task_defaults()  # another task than the saved one: none of its settings apply
@@ -89,7 +103,7 @@ def task_from_args(args) -> Task:
         if not 0 < timeout <= 600:
             raise SmolGRPOError(f"--gym-check-timeout-s must be > 0 and <= 600, got {timeout}")
         fields["gym_check_timeout_s"] = timeout
-    return build_task(DataConfig(**fields))
+    return fields
 
 
 def _gym_config(text: str | None) -> dict | None:
