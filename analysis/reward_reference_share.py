@@ -17,9 +17,9 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from smolgrpo.data import Problem, read_jsonl
-from smolgrpo.prompts import format_reference_response
-from smolgrpo.rewards import REWARD_FUNCTIONS
+from smolgrpo.rewards.builtin import REWARD_FUNCTIONS
+from smolgrpo.tasks.data import Problem, read_jsonl
+from smolgrpo.tasks.prompts import format_reference_response
 
 MAXIMUM = 1.0
 

@@ -27,21 +27,16 @@ every part with tiny sizes on CPU: a check of the plumbing in a few minutes, not
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
 import json
 import math
 import os
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent
 ROOT = BENCHMARKS.parent
-sys.path.insert(0, str(BENCHMARKS))
 import grpo_vs_trl  # noqa: E402  (the benchmark this script runs, next to it)
 from gpu_proof_recipe import (  # noqa: E402
     RECIPE,
@@ -54,83 +49,10 @@ from gpu_proof_recipe import (  # noqa: E402
 from gpu_proof_support import (  # noqa: E402
     PARTS,
     PROMISE_MB,
+    Proof,
     build_tiny_model,
-    markdown,
     write_toy_data,
 )
-
-
-# ----------------------------------------------------------------------------- bookkeeping
-class Proof:
-    """The results so far, the clock, and the subprocesses that produce them."""
-
-    def __init__(self, args):
-        self.args, self.started = args, time.monotonic()
-        self.output_dir, self.work_dir = Path(args.output_dir), Path(args.work_dir)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.log = self.output_dir / "gpu_proof.log"
-        self.log.write_text("")
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "SMOLGRPO_DATA_DIR": args.data}
-        self.result = {
-            "command": " ".join(["python", *sys.argv]),
-            "date": datetime.date.today().isoformat(),
-            "tiny": args.tiny,
-            "time_limit_s": args.time_limit_s,
-            "versions": grpo_vs_trl.versions(),
-            "parts": {part: {"status": "pending"} for part in PARTS},
-        }
-
-    def left(self) -> float:
-        return self.args.time_limit_s - (time.monotonic() - self.started)
-
-    def part(self, name: str) -> dict:
-        return self.result["parts"][name]
-
-    def skip(self, name: str, reason: str) -> None:
-        self.part(name).update(status="skipped", reason=reason)
-        self.write()
-
-    def run(self, name: str, command: list[str], budget_s: float | None = None) -> dict:
-        """Run one command with at most `budget_s` (and what is left); SIGTERM when it runs out."""
-        timeout = min(budget_s or math.inf, self.left() - STOP_MARGIN_S)
-        record = {"command": " ".join(command[1:] if command[0] == sys.executable else command)}
-        if timeout < 5:
-            return record | {"status": "skipped", "reason": "time limit reached"}
-        with open(self.log, "a") as log:
-            log.write(f"\n===== {name}: {record['command']}\n")
-            log.flush()
-            started = time.monotonic()
-            process = subprocess.Popen(command, env=self.env, stdout=log, stderr=log, cwd=ROOT)
-            try:
-                code = process.wait(timeout=timeout)
-                timed_out = False
-            except subprocess.TimeoutExpired:
-                process.send_signal(signal.SIGTERM)  # smolgrpo checkpoints and stops
-                try:
-                    code = process.wait(timeout=STOP_MARGIN_S - 2)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    code = process.wait()
-                timed_out = True
-        record["seconds"] = round(time.monotonic() - started, 1)
-        record["exit_status"] = code
-        if timed_out:
-            record |= {"status": "timed out", "reason": f"stopped after {timeout:.0f} s"}
-        elif code != 0:
-            record |= {"status": "failed", "reason": f"exit {code}; see gpu_proof.log"}
-        else:
-            record["status"] = "done"
-        return record
-
-    def write(self) -> None:
-        self.result["elapsed_s"] = round(time.monotonic() - self.started, 1)
-        path = self.output_dir / "gpu_proof.json"
-        path.write_text(json.dumps(self.result, indent=1) + "\n")
-        (self.output_dir / "gpu_proof.md").write_text(markdown(self.result))
-
-    def cli(self, *arguments: str) -> list[str]:
-        return [sys.executable, "-m", "smolgrpo.cli", *arguments]
 
 
 # ----------------------------------------------------------------------------- the parts
@@ -258,7 +180,7 @@ def count_weights(model_dir: Path) -> int:
 # ----------------------------------------------------------------------------- set-up
 def prepare_model(args, work_dir: Path) -> Path:
     """A save_pretrained folder every part loads: tiny and random, or the real model."""
-    from smolgrpo.modeling import embedded_model_dir, load_model_and_tokenizer
+    from smolgrpo.models.loading import embedded_model_dir, load_model_and_tokenizer
 
     if args.tiny:
         return build_tiny_model(work_dir / "tiny-model")
@@ -278,10 +200,10 @@ def prepare_model(args, work_dir: Path) -> Path:
 # ----------------------------------------------------------------------------- entry points
 def bench_side(args) -> None:
     """Child process: one side of grpo_vs_trl.py on the prepared model folder."""
-    import smolgrpo.modeling
+    import smolgrpo.models.loading
 
     settings = json.loads(args.bench_settings)
-    smolgrpo.modeling.embedded_model_dir = lambda: Path(args.model)  # the workload's model
+    smolgrpo.models.loading.embedded_model_dir = lambda: Path(args.model)  # the workload's model
     run = grpo_vs_trl.run_smolgrpo if args.bench_side == "smolgrpo" else grpo_vs_trl.run_trl
     result = run(settings, True)
     result["peak_memory_mb"] = grpo_vs_trl.peak_memory_mb(settings["device"])

@@ -1,4 +1,4 @@
-"""gpu_proof.py's graphs part: the CUDA-graph decode (src/smolgrpo/graph_decode.py) against the
+"""gpu_proof.py's graphs part: the CUDA-graph decode (src/smolgrpo/generation/graph_decode.py) against the
 eager loop, on the same rows, before the recipe relies on it.
 
     python benchmarks/gpu_proof_graphs.py --model DIR --data DIR --output FILE.json [--device cuda]
@@ -42,10 +42,10 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    import smolgrpo.graph_decode as graph_decode
-    from smolgrpo.data import load_problems
-    from smolgrpo.prompts import PROMPT_TEMPLATE_FILE, PromptTemplate, render_prompt
-    from smolgrpo.rollout import DecodeSettings, decode, encode_prompts, eos_token_ids
+    import smolgrpo.generation.graph_decode as graph_decode
+    from smolgrpo.generation.rollout import DecodeSettings, decode, encode_prompts, eos_token_ids
+    from smolgrpo.tasks.data import load_problems
+    from smolgrpo.tasks.prompts import PROMPT_TEMPLATE_FILE, PromptTemplate, render_prompt
 
     device = torch.device(args.device if torch.cuda.is_available() else "cpu")
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).to(device).eval()

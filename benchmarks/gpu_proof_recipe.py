@@ -8,18 +8,13 @@ import importlib.util
 import json
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from gpu_proof_support import PROMISE_MB
-
-if TYPE_CHECKING:
-    from gpu_proof import Proof
+from gpu_proof_support import PROMISE_MB, STOP_MARGIN_S, Proof
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes/smollm2-135m-gsm8k.yaml"
 SFT_RECIPES = [ROOT / "recipes/smollm2-135m-gsm8k-sft.yaml", ROOT / "recipes/cpu-sft.yaml"]
 TEST_PROBLEMS = 1319
-STOP_MARGIN_S = 25  # a part told to stop by SIGTERM has run.stop_grace_s (20 s) to exit
 # --tiny: every part at toy sizes on CPU.
 TINY_BENCH = {"max_completion_length": 16, "timed_steps": 1}  # on --device
 TINY_TRAIN = [
@@ -84,7 +79,7 @@ def recipe_sft(proof: Proof, model_dir: Path) -> Path:
     """`smolgrpo sft` with at most 45% of the time left; the model GRPO starts from."""
     part = proof.part("recipe")
     sft_recipe = next((p for p in SFT_RECIPES if p.is_file()), None)
-    has_sft = importlib.util.find_spec("smolgrpo.sft") is not None
+    has_sft = importlib.util.find_spec("smolgrpo.training.sft") is not None
     if not has_sft or sft_recipe is None:
         why = "smolgrpo sft is not available" if not has_sft else "no SFT recipe"
         part["sft"] = {"status": "skipped", "reason": why}
@@ -187,7 +182,7 @@ def eval_stage(proof: Proof, model: Path, name: str, budget_s: float | None = No
 
 
 def recipe_steps(path: Path, overrides: list[str]) -> int:
-    from smolgrpo.config import load_config
+    from smolgrpo.config.schema import load_config
 
     return load_config(path, overrides).optim.max_steps
 
@@ -197,7 +192,7 @@ def trained_model(run_dir: Path, base_dir: Path) -> Path | None:
     stopped by the time limit), else None."""
     if (run_dir / "final").is_dir():
         return run_dir / "final"
-    from smolgrpo.checkpoint import latest_good_checkpoint
+    from smolgrpo.runs.checkpoint import latest_good_checkpoint
 
     checkpoint = latest_good_checkpoint(run_dir) if run_dir.is_dir() else None
     if checkpoint is None:
@@ -235,6 +230,6 @@ def eval_batch_s(proof: Proof, batch_size: int = 128) -> float | None:
 def read_rows(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    from smolgrpo.metrics import read_metrics
+    from smolgrpo.runs.metrics_log import read_metrics
 
     return read_metrics(path)

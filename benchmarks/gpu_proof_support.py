@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import grpo_vs_trl
 from grpo_vs_trl_workload import RESULT_KEYS
 
 PROMISE_MB = 8 * 1024  # "sized for one 8 GB GPU" (recipes/smollm2-135m-gsm8k.yaml)
@@ -13,16 +21,20 @@ PARTS = ("benchmark", "memory", "decode", "graphs", "recipe")
 
 # ----------------------------------------------------------------------------- --tiny
 def build_tiny_model(target: Path) -> Path:
-    """A random 2-layer Llama and a character tokenizer (`smolgrpo.tiny`, as the tests use),
+    """A random 2-layer Llama and a character tokenizer (`smolgrpo.testing.tiny`, as the tests use),
     saved to `target`; positions up to 4,096 (the one-shot prompt is ~1,500 characters)."""
-    from smolgrpo.tiny import build_char_tokenizer
-    from smolgrpo.tiny import build_tiny_model as build_model
+    from smolgrpo.testing.tiny import build_char_tokenizer
+    from smolgrpo.testing.tiny import build_tiny_model as build_model
 
     tokenizer = build_char_tokenizer()
     model = build_model(len(tokenizer), seed=0, max_position_embeddings=4096)
     model.save_pretrained(target, safe_serialization=True)
     tokenizer.save_pretrained(target)
     return target
+
+
+ROOT = Path(__file__).resolve().parents[1]
+STOP_MARGIN_S = 25  # a part told to stop by SIGTERM has run.stop_grace_s (20 s) to exit
 
 
 def write_toy_data(folder: Path) -> Path:
@@ -157,3 +169,76 @@ def graphs_summary(part: dict) -> str:
         if key in part:
             text += f"; {part[key]['identical_rows']}/{part[key]['rows']} rows as {label}"
     return f"{text}; {part.get('decision', '')}".rstrip("; ")
+
+
+# ----------------------------------------------------------------------------- bookkeeping
+class Proof:
+    """The results so far, the clock, and the subprocesses that produce them."""
+
+    def __init__(self, args):
+        self.args, self.started = args, time.monotonic()
+        self.output_dir, self.work_dir = Path(args.output_dir), Path(args.work_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.log = self.output_dir / "gpu_proof.log"
+        self.log.write_text("")
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "SMOLGRPO_DATA_DIR": args.data}
+        self.result = {
+            "command": " ".join(["python", *sys.argv]),
+            "date": datetime.date.today().isoformat(),
+            "tiny": args.tiny,
+            "time_limit_s": args.time_limit_s,
+            "versions": grpo_vs_trl.versions(),
+            "parts": {part: {"status": "pending"} for part in PARTS},
+        }
+
+    def left(self) -> float:
+        return self.args.time_limit_s - (time.monotonic() - self.started)
+
+    def part(self, name: str) -> dict:
+        return self.result["parts"][name]
+
+    def skip(self, name: str, reason: str) -> None:
+        self.part(name).update(status="skipped", reason=reason)
+        self.write()
+
+    def run(self, name: str, command: list[str], budget_s: float | None = None) -> dict:
+        """Run one command with at most `budget_s` (and what is left); SIGTERM when it runs out."""
+        timeout = min(budget_s or math.inf, self.left() - STOP_MARGIN_S)
+        record = {"command": " ".join(command[1:] if command[0] == sys.executable else command)}
+        if timeout < 5:
+            return record | {"status": "skipped", "reason": "time limit reached"}
+        with open(self.log, "a") as log:
+            log.write(f"\n===== {name}: {record['command']}\n")
+            log.flush()
+            started = time.monotonic()
+            process = subprocess.Popen(command, env=self.env, stdout=log, stderr=log, cwd=ROOT)
+            try:
+                code = process.wait(timeout=timeout)
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGTERM)  # smolgrpo checkpoints and stops
+                try:
+                    code = process.wait(timeout=STOP_MARGIN_S - 2)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    code = process.wait()
+                timed_out = True
+        record["seconds"] = round(time.monotonic() - started, 1)
+        record["exit_status"] = code
+        if timed_out:
+            record |= {"status": "timed out", "reason": f"stopped after {timeout:.0f} s"}
+        elif code != 0:
+            record |= {"status": "failed", "reason": f"exit {code}; see gpu_proof.log"}
+        else:
+            record["status"] = "done"
+        return record
+
+    def write(self) -> None:
+        self.result["elapsed_s"] = round(time.monotonic() - self.started, 1)
+        path = self.output_dir / "gpu_proof.json"
+        path.write_text(json.dumps(self.result, indent=1) + "\n")
+        (self.output_dir / "gpu_proof.md").write_text(markdown(self.result))
+
+    def cli(self, *arguments: str) -> list[str]:
+        return [sys.executable, "-m", "smolgrpo.cli.main", *arguments]

@@ -46,9 +46,9 @@ from grpo_vs_trl_workload import (  # next to this script
 def run_smolgrpo(settings: dict, forced_length: bool) -> dict:
     import torch
 
-    from smolgrpo.config import Config
-    from smolgrpo.modeling import load_model_and_tokenizer
-    from smolgrpo.trainer import Trainer
+    from smolgrpo.config.schema import Config
+    from smolgrpo.models.loading import load_model_and_tokenizer
+    from smolgrpo.training.trainer import Trainer
 
     torch.manual_seed(COMMON["seed"])
     model_dir, _, problems, _, _, _ = workload(settings)
@@ -118,7 +118,7 @@ def run_trl(settings: dict, forced_length: bool) -> dict:
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from smolgrpo.rewards import DEFAULT_REWARD_WEIGHTS, REWARD_FUNCTIONS
+    from smolgrpo.rewards.builtin import DEFAULT_REWARD_WEIGHTS, REWARD_FUNCTIONS
 
     torch.manual_seed(COMMON["seed"])
     model_dir, tokenizer, _, order, prompts, template = workload(settings)

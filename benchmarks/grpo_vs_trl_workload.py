@@ -63,10 +63,10 @@ def workload(settings: dict):
     """(model dir, tokenizer, ordered problems, rendered prompts): identical for both sides."""
     from transformers import AutoTokenizer
 
-    from smolgrpo.batching import PromptStream
-    from smolgrpo.data import load_problems
-    from smolgrpo.modeling import embedded_model_dir, prepare_tokenizer
-    from smolgrpo.prompts import PromptTemplate, render_prompt, select_few_shot
+    from smolgrpo.models.loading import embedded_model_dir, prepare_tokenizer
+    from smolgrpo.tasks.data import load_problems
+    from smolgrpo.tasks.prompts import PromptTemplate, render_prompt, select_few_shot
+    from smolgrpo.training.batching import PromptStream
 
     model_dir = embedded_model_dir()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

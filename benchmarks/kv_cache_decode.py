@@ -15,9 +15,9 @@ import time
 
 import torch
 
-import smolgrpo.rollout as rollout
-from smolgrpo.kv_cache import preallocate
-from smolgrpo.modeling import load_model_and_tokenizer
+import smolgrpo.generation.rollout as rollout
+from smolgrpo.generation.kv_cache import preallocate
+from smolgrpo.models.loading import load_model_and_tokenizer
 
 
 def main() -> None:
@@ -69,7 +69,7 @@ def main() -> None:
 @torch.no_grad()
 def profile_steps(model, ids: torch.Tensor, cached: int = 280, steps: int = 3) -> None:
     """Prefill, grow the DynamicCache to `cached` positions, then profile `steps` decode steps."""
-    from smolgrpo.modeling import cache_arguments, returned_cache
+    from smolgrpo.models.loading import cache_arguments, returned_cache
 
     rows, length = ids.shape
     cache = returned_cache(model(input_ids=ids, use_cache=True))

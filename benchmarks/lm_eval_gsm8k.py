@@ -83,7 +83,7 @@ def task_yaml(test_file: Path, prefill: str, max_new_tokens: int) -> str:
 
 def model_folder(name: str) -> str:
     if name == "embedded":
-        from smolgrpo.modeling import embedded_model_dir
+        from smolgrpo.models.loading import embedded_model_dir
 
         return str(embedded_model_dir())
     return name
@@ -93,7 +93,7 @@ def run_lm_eval(model: str, test_file: Path, args) -> tuple[dict, list[dict]]:
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from smolgrpo.prompts import SYSTEM_PROMPT
+    from smolgrpo.tasks.prompts import SYSTEM_PROMPT
 
     task_dir = Path(tempfile.mkdtemp(prefix="lm-eval-task-"))
     (task_dir / f"{TASK}.yaml").write_text(task_yaml(test_file, args.prefill, args.max_new_tokens))
@@ -116,10 +116,10 @@ def run_lm_eval(model: str, test_file: Path, args) -> tuple[dict, list[dict]]:
 
 
 def run_smolgrpo(model: str, args) -> list[dict]:
-    from smolgrpo.data import load_problems
-    from smolgrpo.evaluate import evaluate
-    from smolgrpo.modeling import load_model_and_tokenizer
-    from smolgrpo.prompts import PromptTemplate
+    from smolgrpo.evaluation.evaluate import evaluate
+    from smolgrpo.models.loading import load_model_and_tokenizer
+    from smolgrpo.tasks.data import load_problems
+    from smolgrpo.tasks.prompts import PromptTemplate
 
     problems = load_problems(args.data, "test", args.limit)
     loaded, tokenizer = load_model_and_tokenizer(model, "cpu", "float32")
@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     parser.add_argument("--prefill", default="<reasoning>\n")
     parser.add_argument("--output-dir", default="runs/lm-eval-crosscheck")
     args = parser.parse_args(argv)
-    from smolgrpo.evaluate import format_rate_with_interval, wilson_interval
+    from smolgrpo.evaluation.evaluate import format_rate_with_interval, wilson_interval
 
     test_file = Path(args.data).resolve() / "test.jsonl"
     if not test_file.is_file():

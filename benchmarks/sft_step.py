@@ -21,10 +21,10 @@ import time
 
 import torch
 
-from smolgrpo.config import load_config
-from smolgrpo.modeling import load_model_and_tokenizer
-from smolgrpo.prompts import PromptTemplate
-from smolgrpo.sft import (
+from smolgrpo.config.schema import load_config
+from smolgrpo.models.loading import load_model_and_tokenizer
+from smolgrpo.tasks.prompts import PromptTemplate
+from smolgrpo.training.sft import (
     build_sft_batch,
     encode_example,
     load_sft_problems,

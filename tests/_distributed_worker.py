@@ -27,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import build_char_tokenizer, build_tiny_model  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from smolgrpo import distributed as dist_utils  # noqa: E402
-from smolgrpo import rewards  # noqa: E402
-from smolgrpo.config import load_config  # noqa: E402
-from smolgrpo.data import Problem  # noqa: E402
-from smolgrpo.trainer import Trainer  # noqa: E402
+from smolgrpo.rewards import builtin as rewards  # noqa: E402
+from smolgrpo.config.schema import load_config  # noqa: E402
+from smolgrpo.models import distributed as dist_utils  # noqa: E402
+from smolgrpo.tasks.data import Problem  # noqa: E402
+from smolgrpo.training.trainer import Trainer  # noqa: E402
 
 
 def digits_reward(completions, golds):

@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 from _kill_worker import digits_reward
 
-from smolgrpo import cli, rewards
-from smolgrpo.trainer import Trainer
+from smolgrpo.cli import main as cli
+from smolgrpo.rewards import builtin as rewards
+from smolgrpo.training.trainer import Trainer
 
 IN_EVAL = False
 

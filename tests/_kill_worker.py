@@ -17,7 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from smolgrpo import checkpoint, cli, rewards
+from smolgrpo.cli import main as cli
+from smolgrpo.rewards import builtin as rewards
+from smolgrpo.runs import checkpoint
 
 
 def digits_reward(completions, golds):

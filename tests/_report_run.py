@@ -127,7 +127,7 @@ def write_fake_eval(
     measured, as `smolgrpo eval --model FOLDER` records it."""
     eval_dir.mkdir(parents=True, exist_ok=True)
     if measured is not None:
-        from smolgrpo.eval_output import EVAL_MARKER, model_identity
+        from smolgrpo.evaluation.output_folder import EVAL_MARKER, model_identity
 
         model = str(measured)
         marker = {"smolgrpo_eval": 1, **model_identity(model), "settings": {"model": model}}

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny random Llama with a character-level tokenizer (`smolgrpo.tiny`),
+"""Shared fixtures: a tiny random Llama with a character-level tokenizer (`smolgrpo.testing.tiny`),
 built in-process, a fake embedded GGUF, the GSM8K folder, toy rewards for the trainer tests, and
 a loader for the scripts under benchmarks/."""
 
@@ -21,7 +21,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 # Re-exported: test modules import the builders from conftest.
-from smolgrpo.tiny import (  # noqa: F401, E402
+from smolgrpo.testing.tiny import (  # noqa: F401, E402
     TINY_ARCHITECTURES,
     build_char_tokenizer,
     build_tiny_architecture,
@@ -29,11 +29,17 @@ from smolgrpo.tiny import (  # noqa: F401, E402
 )
 
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+ANALYSIS = Path(__file__).parents[1] / "analysis"
 
 
-def load_benchmark(name: str):
+def load_analysis(name: str):
+    """analysis/<name>.py imported as a module."""
+    return load_benchmark(name, ANALYSIS)
+
+
+def load_benchmark(name: str, folder: Path = BENCHMARKS):
     """benchmarks/<name>.py imported as a module (the folder is no package)."""
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -51,7 +57,7 @@ def install_fake_gguf(monkeypatch, folder: Path) -> Path:
     import transformers
     from tqdm.auto import tqdm
 
-    from smolgrpo import modeling
+    from smolgrpo.models import loading as modeling
 
     gguf = folder / "tiny.gguf"
     gguf.write_bytes(b"GGUF")
@@ -123,7 +129,7 @@ def constant_reward(completions, golds):
 @pytest.fixture
 def toy_rewards(monkeypatch):
     """Registers the toy rewards above under the names the trainer tests' configs use."""
-    from smolgrpo import rewards
+    from smolgrpo.rewards import builtin as rewards
 
     monkeypatch.setitem(rewards.REWARD_FUNCTIONS, "digits", digits_reward)
     monkeypatch.setitem(rewards.REWARD_FUNCTIONS, "gated", gated_reward)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from smolgrpo.data import Problem
-from smolgrpo.rewards import REWARD_FUNCTIONS
+from smolgrpo.rewards.builtin import REWARD_FUNCTIONS
+from smolgrpo.tasks.data import Problem
 
 SCRIPT = Path(__file__).parents[1] / "analysis" / "reward_reference_share.py"
 

@@ -9,15 +9,15 @@ import torch
 from conftest import TINY_ARCHITECTURES, build_char_tokenizer, build_tiny_architecture
 from test_trainer import make_config, problems
 
-from smolgrpo import modeling
-from smolgrpo.architectures import linear_layer_names, lora_target_modules
-from smolgrpo.config import load_config
+from smolgrpo.config.schema import load_config
 from smolgrpo.errors import SmolGRPOError
-from smolgrpo.logprobs import completion_log_probs
-from smolgrpo.metrics import read_metrics
-from smolgrpo.modeling import prepare_tokenizer
-from smolgrpo.rollout import DecodeSettings, decode, encode_prompts, eos_token_ids
-from smolgrpo.trainer import Trainer
+from smolgrpo.generation.rollout import DecodeSettings, decode, encode_prompts, eos_token_ids
+from smolgrpo.models import loading as modeling
+from smolgrpo.models.architectures import linear_layer_names, lora_target_modules
+from smolgrpo.models.loading import prepare_tokenizer
+from smolgrpo.runs.metrics_log import read_metrics
+from smolgrpo.training.log_probs import completion_log_probs
+from smolgrpo.training.trainer import Trainer
 
 PROMPTS = ["What is 2 + 3?", "Tom has 12 apples and eats 5. How many are left?", "Hi"]
 ARCHITECTURES = list(TINY_ARCHITECTURES)

@@ -1,17 +1,17 @@
-"""benchmarks/average_models.py: the mean of saved models' weights, loadable by transformers."""
+"""analysis/average_models.py: the mean of saved models' weights, loadable by transformers."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import load_benchmark
+from conftest import load_analysis
 from transformers import AutoModelForCausalLM
 
-from smolgrpo.tiny import build_tiny_model
+from smolgrpo.testing.tiny import build_tiny_model
 
 
 def test_average_of_two_saved_models_is_their_mean(tmp_path):
-    script = load_benchmark("average_models")
+    script = load_analysis("average_models")
     first, second = build_tiny_model(40, seed=1), build_tiny_model(40, seed=2)
     first.save_pretrained(tmp_path / "a")
     second.save_pretrained(tmp_path / "b")
@@ -24,7 +24,7 @@ def test_average_of_two_saved_models_is_their_mean(tmp_path):
 
 
 def test_mismatched_models_and_missing_weights_are_one_line_errors(tmp_path, capsys):
-    script = load_benchmark("average_models")
+    script = load_analysis("average_models")
     build_tiny_model(40, seed=1).save_pretrained(tmp_path / "a")
     build_tiny_model(41, seed=1).save_pretrained(tmp_path / "b")  # another vocabulary size
     capsys.readouterr()  # transformers' progress bars from saving

@@ -19,7 +19,7 @@ import pytest
 import torch
 from conftest import build_char_tokenizer, build_tiny_model
 
-from smolgrpo import cli
+from smolgrpo.cli import main as cli
 from smolgrpo.errors import SmolGRPOError
 
 GOOD_ROW = '{"question": "What is 1+1?", "answer": "1+1=2\\n#### 2"}\n'
@@ -288,7 +288,7 @@ def test_no_traceback_in_a_real_process(inputs):
     argv = eval_data("malformed.jsonl")(inputs)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "smolgrpo.cli", *argv], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "smolgrpo.cli.main", *argv], capture_output=True, text=True, env=env
     )
     assert result.returncode == 2
     assert result.stderr.splitlines() == [

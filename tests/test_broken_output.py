@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 from conftest import build_char_tokenizer, build_tiny_model
 
-from smolgrpo.checkpoint import latest_good_checkpoint, verify_checkpoint
-from smolgrpo.interrupts import StopSignal
-from smolgrpo.metrics import TrainProgress, read_metrics
-from smolgrpo.safe_output import GuardedStream, guard_standard_streams, write_line
+from smolgrpo.runs.checkpoint import latest_good_checkpoint, verify_checkpoint
+from smolgrpo.runs.interrupts import StopSignal
+from smolgrpo.runs.metrics_log import read_metrics
+from smolgrpo.runs.progress import TrainProgress
+from smolgrpo.runs.safe_output import GuardedStream, guard_standard_streams, write_line
 
 WORKER = Path(__file__).parent / "_interrupt_worker.py"  # `smolgrpo` + the toy digits reward
 WAIT_S = 120  # generous for a loaded 2-core machine

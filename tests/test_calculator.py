@@ -9,11 +9,12 @@ import pytest
 import torch
 from conftest import build_char_tokenizer, build_tiny_model
 
-from smolgrpo import cli, rollout
-from smolgrpo.arithmetic import value_before_trailing_equals
-from smolgrpo.batching import build_group_batch
-from smolgrpo.calculator import Calculator, format_result
-from smolgrpo.evaluate import calculator_calls
+from smolgrpo.cli import main as cli
+from smolgrpo.evaluation.evaluate import calculator_calls
+from smolgrpo.generation import rollout
+from smolgrpo.generation.calculator import Calculator, format_result
+from smolgrpo.rewards.arithmetic import value_before_trailing_equals
+from smolgrpo.training.batching import build_group_batch
 
 
 @pytest.mark.parametrize(
@@ -129,10 +130,10 @@ def test_eval_and_train_with_the_calculator(tmp_path, monkeypatch, capsys):
     """Through the real entry points on a tiny model: eval --calculator reports its calls and
     sampling.calculator trains and logs calculator_tokens (the random model rarely writes
     "3+4=", so the numbers here are counts, whatever they are)."""
-    from smolgrpo.config import load_config
-    from smolgrpo.data import Problem
-    from smolgrpo.metrics import read_metrics
-    from smolgrpo.trainer import Trainer
+    from smolgrpo.config.schema import load_config
+    from smolgrpo.runs.metrics_log import read_metrics
+    from smolgrpo.tasks.data import Problem
+    from smolgrpo.training.trainer import Trainer
 
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(len(tokenizer))
@@ -165,12 +166,12 @@ def test_eval_and_train_with_the_calculator(tmp_path, monkeypatch, capsys):
 
 def test_calculator_tokens_metric_counts_the_forced_tokens(tmp_path, monkeypatch):
     """The step's `calculator_tokens` is the number of forced tokens its rollouts hold."""
-    from smolgrpo import group_collection
-    from smolgrpo.config import load_config
-    from smolgrpo.data import Problem
-    from smolgrpo.metrics import read_metrics
-    from smolgrpo.rollout import Rollout
-    from smolgrpo.trainer import Trainer
+    from smolgrpo.config.schema import load_config
+    from smolgrpo.generation.rollout import Rollout
+    from smolgrpo.runs.metrics_log import read_metrics
+    from smolgrpo.tasks.data import Problem
+    from smolgrpo.training import group_collection
+    from smolgrpo.training.trainer import Trainer
 
     tokenizer = build_char_tokenizer()
 

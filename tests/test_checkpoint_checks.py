@@ -10,8 +10,8 @@ import pytest
 from test_run_files import _save_steps, _tiny_state
 from test_trainer import make_config, make_trainer
 
-from smolgrpo import checkpoint as checkpoint_module
-from smolgrpo.checkpoint import (
+from smolgrpo.runs import checkpoint as checkpoint_module
+from smolgrpo.runs.checkpoint import (
     MANIFEST,
     REQUIRED_FILES,
     latest_good_checkpoint,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from smolgrpo import cli
+from smolgrpo.cli import main as cli
 
 EVAL_FLAGS = ["--model", "--data", "--split", "--limit", "--num-samples", "--output-dir"]
 
@@ -155,9 +155,10 @@ def test_unknown_flag_is_a_usage_error(capsys):
     assert "unrecognized arguments" in capsys.readouterr().err
 
 
-def test_python_dash_m_entry_point():
+@pytest.mark.parametrize("module", ["smolgrpo", "smolgrpo.cli.main"])
+def test_python_dash_m_entry_point(module):
     result = subprocess.run(
-        [sys.executable, "-m", "smolgrpo.cli", "--help"],
+        [sys.executable, "-m", module, "--help"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -172,7 +173,7 @@ def test_eval_embedded_end_to_end(gsm8k_dir, tmp_path):
     command = [
         sys.executable,
         "-m",
-        "smolgrpo.cli",
+        "smolgrpo.cli.main",
         "eval",
         "--model",
         "embedded",

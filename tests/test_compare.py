@@ -7,8 +7,8 @@ import json
 import pytest
 from _report_run import write_fake_eval, write_fake_run
 
-from smolgrpo import cli
-from smolgrpo.compare import write_compare
+from smolgrpo.cli import main as cli
+from smolgrpo.reporting.compare import write_compare
 
 
 def run_main(argv: list[str]) -> int:
@@ -100,7 +100,7 @@ def test_compare_user_errors_are_one_line(tmp_path, capsys, extra):
 def test_compare_shows_the_wilson_interval_of_an_eval_rate(tmp_path):
     import json as json_module
 
-    from smolgrpo.evaluate import wilson_interval
+    from smolgrpo.evaluation.evaluate import wilson_interval
 
     folder = tmp_path / "eval-a"
     metrics = write_fake_eval(folder, accuracy=0.03)

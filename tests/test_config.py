@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from smolgrpo.config import Config, load_config
+from smolgrpo.config.schema import Config, load_config
 from smolgrpo.errors import SmolGRPOError
 
 RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))

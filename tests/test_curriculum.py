@@ -8,12 +8,12 @@ import json
 import pytest
 from conftest import build_char_tokenizer, build_tiny_model
 
-from smolgrpo.config import load_config
-from smolgrpo.data import Problem, keep_short_solutions, solution_steps
+from smolgrpo.config.schema import load_config
 from smolgrpo.errors import SmolGRPOError
-from smolgrpo.sft import load_sft_problems
 from smolgrpo.tasks import build_task, load_train_problems
-from smolgrpo.trainer import Trainer
+from smolgrpo.tasks.data import Problem, keep_short_solutions, solution_steps
+from smolgrpo.training.sft import load_sft_problems
+from smolgrpo.training.trainer import Trainer
 
 
 def problem(solution: str, origin: str = "toy:1") -> Problem:
@@ -144,7 +144,7 @@ def test_gsm8k_train_split_cut_at_two_steps(gsm8k_dir, tmp_path):
 
 
 def test_model_card_says_the_training_problems_were_cut(data_dir):
-    from smolgrpo.model_card import build_model_card
+    from smolgrpo.reporting.model_card import build_model_card
 
     overrides = [f"data.source={data_dir}", "data.max_solution_steps=2", "data.train_limit=3"]
     card = build_model_card(load_config(None, overrides).to_dict(), [])

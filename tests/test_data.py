@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from smolgrpo import data
-from smolgrpo.data import Problem, load_problems, parse_gold_answer, read_jsonl
 from smolgrpo.errors import SmolGRPOError
+from smolgrpo.tasks import data
+from smolgrpo.tasks.data import Problem, load_problems, parse_gold_answer, read_jsonl
 
 
 def row(question: str = "What is 1+1?", answer: str = "1+1=<<1+1=2>>2\n#### 2") -> dict:
@@ -291,7 +291,7 @@ def test_real_gsm8k_sizes_and_first_gold(gsm8k_dir):
     assert train[0].question.startswith("Natalia sold clips")
     assert test[0].gold == "18"
     # every gold is something the reward's parser reads
-    from smolgrpo.rewards import answers_match
+    from smolgrpo.rewards.answers import answers_match
 
     assert all(answers_match(p.gold, p.gold) for p in train + test)
 

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
 
-from smolgrpo.metrics import read_metrics
+from smolgrpo.runs.metrics_log import read_metrics
 
 WORKER = Path(__file__).parent / "_distributed_worker.py"
 TIMEOUT_S = 120
@@ -163,9 +163,9 @@ def test_fsdp_matches_plain_training_and_resumes(tmp_path):
 
 
 def test_fsdp_refuses_dynamic_sampling_and_uneven_prompts(capsys):
-    from smolgrpo import fsdp
-    from smolgrpo.config import load_config
+    from smolgrpo.config.schema import load_config
     from smolgrpo.errors import SmolGRPOError
+    from smolgrpo.models import fsdp
 
     with pytest.raises(SmolGRPOError, match="model.fsdp cannot be combined with grpo.filter"):
         load_config(None, ["model.fsdp=true", "grpo.filter_zero_std_groups=true"])

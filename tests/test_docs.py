@@ -144,7 +144,7 @@ def test_configuration_reference_is_generated_from_the_config():
 def test_configuration_reference_names_every_key():
     from dataclasses import fields
 
-    from smolgrpo.config import Config
+    from smolgrpo.config.schema import Config
 
     text = (DOCS / "configuration.md").read_text()
     for section in fields(Config):

@@ -1,9 +1,9 @@
-"""benchmarks/eval_breakdown.py: right answers by step band and the strict-format split."""
+"""analysis/eval_breakdown.py: right answers by step band and the strict-format split."""
 
 from __future__ import annotations
 
 import pytest
-from conftest import load_benchmark
+from conftest import load_analysis
 
 
 def row(index: int, correct: bool, strict: bool, arithmetic: float = 1.0) -> dict:
@@ -12,7 +12,7 @@ def row(index: int, correct: bool, strict: bool, arithmetic: float = 1.0) -> dic
 
 
 def test_right_answers_by_step_band_and_strict_format_split():
-    script = load_benchmark("eval_breakdown")
+    script = load_analysis("eval_breakdown")
     assert [script.step_band(s) for s in (None, 1, 2, 3, 4, 9)] == [
         "1-2",
         "1-2",
@@ -34,14 +34,14 @@ def test_right_answers_by_step_band_and_strict_format_split():
 
 
 def test_false_equations_count_solutions_and_their_right_answers():
-    script = load_benchmark("eval_breakdown")
+    script = load_analysis("eval_breakdown")
     rows = [row(0, True, True, 0.5), row(1, False, True, 0.0), row(2, True, True, 1.0)]
     rows.append({"problem_index": 3, "correct": False, "rewards": {}})  # no such reward: none
     assert script.false_equations(rows) == (2, 1)
 
 
 def test_missing_eval_folder_or_data_is_a_one_line_error(tmp_path, capsys):
-    script = load_benchmark("eval_breakdown")
+    script = load_analysis("eval_breakdown")
     data = tmp_path / "data"
     data.mkdir()
     with pytest.raises(SystemExit) as stop:

@@ -16,8 +16,9 @@ import pytest
 import torch
 from conftest import build_char_tokenizer, build_tiny_model
 
-from smolgrpo import cli, eval_output
-from smolgrpo.interrupts import STOP_SIGNALS
+from smolgrpo.cli import main as cli
+from smolgrpo.evaluation import output_folder as eval_output
+from smolgrpo.runs.interrupts import STOP_SIGNALS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -184,7 +185,7 @@ def test_sigterm_to_a_real_eval_process(setup, uninterrupted, tmp_path):
     argv[argv.index("--max-new-tokens") + 1] = "40"  # slow enough to be signalled mid-way
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "smolgrpo.cli", *argv],
+        [sys.executable, "-m", "smolgrpo.cli.main", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -8,12 +8,12 @@ from math import comb
 import pytest
 import torch
 
-import smolgrpo.evaluate as evaluate_module
-from smolgrpo.data import Problem
+import smolgrpo.evaluation.evaluate as evaluate_module
 from smolgrpo.errors import SmolGRPOError
-from smolgrpo.evaluate import evaluate, pass_at_k, summarize, write_eval_outputs
-from smolgrpo.rewards import DEFAULT_REWARD_WEIGHTS
-from smolgrpo.rollout import Rollout
+from smolgrpo.evaluation.evaluate import evaluate, pass_at_k, summarize, write_eval_outputs
+from smolgrpo.generation.rollout import Rollout
+from smolgrpo.rewards.builtin import DEFAULT_REWARD_WEIGHTS
+from smolgrpo.tasks.data import Problem
 
 PROBLEMS = [
     Problem(question="What is 2+2?", solution="2+2=4\n#### 4", gold="4", origin="hand:1"),
@@ -178,7 +178,7 @@ def test_evaluate_tiny_model_greedy(tiny_model, char_tokenizer):
 
 
 def test_evaluate_stops_keeping_the_batches_done_or_raising(tiny_model, char_tokenizer):
-    from smolgrpo.interrupts import StopRequested
+    from smolgrpo.runs.interrupts import StopRequested
 
     batches = []
     options = dict(batch_size=1, max_new_tokens=4, show_progress=False)
@@ -383,7 +383,7 @@ def test_write_eval_outputs_keeps_unicode(tmp_path):
     ],
 )
 def test_wilson_interval_matches_hand_computation(successes, trials, low, high):
-    from smolgrpo.evaluate import wilson_interval
+    from smolgrpo.evaluation.evaluate import wilson_interval
 
     got_low, got_high = wilson_interval(successes, trials)
     assert got_low == pytest.approx(low, abs=2e-6)
@@ -391,7 +391,7 @@ def test_wilson_interval_matches_hand_computation(successes, trials, low, high):
 
 
 def test_wilson_interval_rejects_impossible_counts_and_handles_empty():
-    from smolgrpo.evaluate import wilson_interval
+    from smolgrpo.evaluation.evaluate import wilson_interval
 
     assert wilson_interval(0, 0) == (0.0, 1.0)
     with pytest.raises(ValueError):
@@ -399,7 +399,7 @@ def test_wilson_interval_rejects_impossible_counts_and_handles_empty():
 
 
 def test_summarize_reports_an_interval_for_every_rate():
-    from smolgrpo.evaluate import INTERVAL_KEYS, summarize, wilson_interval
+    from smolgrpo.evaluation.evaluate import INTERVAL_KEYS, summarize, wilson_interval
 
     records = [
         {
@@ -421,7 +421,7 @@ def test_summarize_reports_an_interval_for_every_rate():
 
 
 def test_format_rate_with_interval():
-    from smolgrpo.evaluate import format_rate_with_interval
+    from smolgrpo.evaluation.evaluate import format_rate_with_interval
 
     assert format_rate_with_interval(0.03, [0.01382, 0.0639]) == "3.0% [1.4, 6.4]"
     assert format_rate_with_interval(0.5, None) == "50.0%"

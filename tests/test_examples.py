@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from smolgrpo.arithmetic import check_equations
-from smolgrpo.config import load_config
+from smolgrpo.config.schema import load_config
 from smolgrpo.errors import SmolGRPOError
-from smolgrpo.prompts import format_reference_response
+from smolgrpo.rewards.arithmetic import check_equations
 from smolgrpo.tasks import build_task
+from smolgrpo.tasks.prompts import format_reference_response
 
 EXAMPLE = Path(__file__).parents[1] / "examples/arithmetic"
 
@@ -85,7 +85,7 @@ def test_closeness_reward_values():
 
 
 def test_sft_takes_a_file_task_with_worked_steps(tmp_path):
-    from smolgrpo.sft import load_sft_problems
+    from smolgrpo.training.sft import load_sft_problems
 
     make_data = load_module("make_data")
     make_data.main([str(tmp_path), "--train-size", "20", "--test-size", "5"])

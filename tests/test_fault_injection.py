@@ -32,9 +32,10 @@ import torch
 from conftest import build_char_tokenizer, build_tiny_model, digits_reward
 from safetensors.torch import load_file
 
-from smolgrpo import cli, rewards
-from smolgrpo.checkpoint import latest_good_checkpoint, list_checkpoints
-from smolgrpo.metrics import read_metrics
+from smolgrpo.cli import main as cli
+from smolgrpo.rewards import builtin as rewards
+from smolgrpo.runs.checkpoint import latest_good_checkpoint, list_checkpoints
+from smolgrpo.runs.metrics_log import read_metrics
 
 WORKER = Path(__file__).parent / "_kill_worker.py"
 MAX_STEPS = 16

@@ -74,7 +74,8 @@ def test_a_run_stopped_by_the_time_limit_hands_on_its_checkpoint(tmp_path, monke
     from conftest import build_char_tokenizer, build_tiny_model
     from transformers import AutoModelForCausalLM
 
-    from smolgrpo import cli, rewards
+    from smolgrpo.cli import main as cli
+    from smolgrpo.rewards import builtin as rewards
 
     monkeypatch.syspath_prepend(str(SCRIPT.parent))
     from gpu_proof_recipe import trained_model

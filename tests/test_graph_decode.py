@@ -8,10 +8,10 @@ import warnings
 import torch
 from transformers.cache_utils import DynamicCache
 
-import smolgrpo.graph_decode as graph_decode
-import smolgrpo.rollout as rollout
-from smolgrpo.graph_decode import StaticLayer, static_cache
-from smolgrpo.rollout import DecodeSettings, decode, encode_prompts, generate
+import smolgrpo.generation.graph_decode as graph_decode
+import smolgrpo.generation.rollout as rollout
+from smolgrpo.generation.graph_decode import StaticLayer, static_cache
+from smolgrpo.generation.rollout import DecodeSettings, decode, encode_prompts, generate
 
 PROMPTS = ["What is 2 + 3?", "Tom has 12 apples and eats 5. How many are left?", "Hi"]
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from smolgrpo.arithmetic import unit_equations
-from smolgrpo.grounding import GROUNDING_CONSTANTS, grounded_steps, question_numbers
-from smolgrpo.rewards import REWARD_FUNCTIONS, score_completions
+from smolgrpo.rewards.arithmetic import unit_equations
+from smolgrpo.rewards.builtin import REWARD_FUNCTIONS
+from smolgrpo.rewards.grounding import GROUNDING_CONSTANTS, grounded_steps, question_numbers
+from smolgrpo.rewards.scoring import score_completions
 
 NATALIA = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "

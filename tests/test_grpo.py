@@ -1,4 +1,4 @@
-"""Tests for smolgrpo.grpo, each checked against a hand computation."""
+"""Tests for smolgrpo.algo.loss, each checked against a hand computation."""
 
 import math
 
@@ -7,15 +7,13 @@ import torch
 from conftest import build_tiny_model
 from torch.testing import assert_close
 
-from smolgrpo.grpo import (
+from smolgrpo.algo.advantages import group_advantages, zero_std_keep_mask
+from smolgrpo.algo.log_probs import (
     completion_mask_from_ids,
-    group_advantages,
-    grpo_loss,
-    kl_k3,
     per_token_log_probs,
     selective_log_softmax,
-    zero_std_keep_mask,
 )
+from smolgrpo.algo.loss import grpo_loss, kl_k3
 
 EXAMPLE_REWARDS = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
 # Group 0 has mean 0.25, so deviations are [0.75, -0.25, -0.25, -0.25]; group 1 is constant.
@@ -357,7 +355,7 @@ def test_completion_mask_multiple_eos_ids_and_pad():
 
 
 def test_token_entropy_matches_hand_values():
-    from smolgrpo.grpo import token_entropy
+    from smolgrpo.algo.log_probs import token_entropy
 
     uniform = torch.zeros(1, 2, 4)  # uniform over 4 tokens: entropy log 4
     peaked = torch.tensor([[[100.0, 0.0, 0.0, 0.0]]])  # almost deterministic: entropy ~0
@@ -368,7 +366,7 @@ def test_token_entropy_matches_hand_values():
 
 
 def test_per_token_log_probs_returns_entropy_of_tempered_policy():
-    from smolgrpo.grpo import token_entropy
+    from smolgrpo.algo.log_probs import token_entropy
 
     model = tiny_llama()
     input_ids = torch.randint(0, 64, (2, 9))

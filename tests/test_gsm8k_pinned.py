@@ -16,8 +16,8 @@ import json
 
 import pytest
 
-from smolgrpo.config import load_config
-from smolgrpo.trainer import Trainer
+from smolgrpo.config.schema import load_config
+from smolgrpo.training.trainer import Trainer
 
 EXPECTED = [
     {

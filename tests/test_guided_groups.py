@@ -9,18 +9,18 @@ import pytest
 import torch
 from conftest import build_char_tokenizer, build_tiny_model
 
-from smolgrpo.config import load_config
-from smolgrpo.data import Problem
+from smolgrpo.algo.advantages import group_advantages
+from smolgrpo.config.schema import load_config
 from smolgrpo.errors import SmolGRPOError
-from smolgrpo.grpo import group_advantages
-from smolgrpo.guided_groups import (
+from smolgrpo.generation.rollout import Rollout
+from smolgrpo.tasks.data import Problem
+from smolgrpo.tasks.prompts import format_reference_response
+from smolgrpo.training.guided_groups import (
     add_reference_rows,
     clamp_reference_advantages,
     reference_completion_ids,
 )
-from smolgrpo.prompts import format_reference_response
-from smolgrpo.rollout import Rollout
-from smolgrpo.trainer import Trainer
+from smolgrpo.training.trainer import Trainer
 
 PREFILL = "<reasoning>\n"
 
@@ -162,7 +162,7 @@ def test_the_reference_is_trained_with_the_group_advantage_and_kept_out_of_metri
 
 
 def test_model_card_says_the_groups_were_guided():
-    from smolgrpo.model_card import build_model_card
+    from smolgrpo.reporting.model_card import build_model_card
 
     guided = build_model_card(load_config(None, ["grpo.guided_groups=true"]).to_dict(), [])
     line = next(line for line in guided.splitlines() if line.startswith("- GRPO: "))

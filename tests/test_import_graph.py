@@ -1,5 +1,6 @@
-"""The modules of src/smolgrpo import each other without a cycle, counting imports inside
-functions too (a lazy import hides a cycle from Python but not from a reader)."""
+"""The packages of src/smolgrpo form layers: a module imports only from its own package or from
+the packages below it in LAYERS, and no modules import each other in a cycle. Imports inside
+functions count too (a lazy import hides a cycle from Python but not from a reader)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,24 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).parents[1] / "src/smolgrpo"
+
+# Lowest first: the pipeline's stages in the order they may depend on each other.
+LAYERS = (
+    "errors",
+    "rewards",
+    "tasks",
+    "algo",
+    "models",
+    "runs",
+    "config",
+    "generation",
+    "evaluation",
+    "reporting",
+    "training",
+    "cli",
+)
+# Outside the layers: the package's entry points and its test fixtures.
+TOP = {"", "__main__", "testing", "testing.tiny"}
 
 
 def module_name(path: Path, package: Path = PACKAGE) -> str:
@@ -91,12 +110,45 @@ def test_finder_sees_cycles_through_lazy_imports():
     assert find_cycles({"a": {"b"}, "b": set()}) == []
 
 
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Each import of a module from a higher layer, as "importer -> imported"."""
+
+    def layer(module: str) -> int:
+        return LAYERS.index(module.split(".")[0])
+
+    return sorted(
+        f"{module} -> {imported}"
+        for module, imports in graph.items()
+        if module not in TOP
+        for imported in imports
+        if imported not in TOP and layer(imported) > layer(module)
+    )
+
+
 def test_the_graph_reads_every_import_form():
     graph = import_graph()
-    assert {"fsdp", "guards", "checkpoint"} <= graph["trainer"]  # `from smolgrpo import x`
-    assert "evaluate" in graph["trainer"]  # an import inside a method
+    trainer = graph["training.trainer"]
+    assert {
+        "models.fsdp",
+        "runs.guards",
+        "runs.checkpoint",
+    } <= trainer  # `from smolgrpo.x import y`
+    assert "evaluation.evaluate" in trainer  # an import inside a method
     assert {"tasks.gym", "tasks.files"} <= graph["tasks"]  # subpackages are scanned too
-    assert "data" in graph["tasks"] and "tasks" in graph["tasks.cli_args"]
+
+
+def test_every_module_sits_in_a_layer():
+    assert {module.split(".")[0] for module in import_graph()} - set(LAYERS) <= TOP
+
+
+def test_lower_layers_never_import_higher_ones():
+    assert layer_violations(import_graph()) == []
+
+
+def test_the_layer_check_can_fail():
+    assert layer_violations({"rewards.builtin": {"training.trainer"}, "cli.main": {"errors"}}) == [
+        "rewards.builtin -> training.trainer"
+    ]
 
 
 def test_no_import_cycles():

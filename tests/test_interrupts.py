@@ -25,13 +25,14 @@ import torch
 from conftest import build_char_tokenizer, build_tiny_model, digits_reward
 from safetensors.torch import load_file
 
-from smolgrpo import cli, rewards
-from smolgrpo.checkpoint import latest_good_checkpoint, list_checkpoints, verify_checkpoint
-from smolgrpo.config import load_config
+from smolgrpo.cli import main as cli
+from smolgrpo.config.schema import load_config
 from smolgrpo.errors import SmolGRPOError
-from smolgrpo.interrupts import StopRequested, StopSignal
-from smolgrpo.metrics import read_metrics
-from smolgrpo.rollout import generate
+from smolgrpo.generation.rollout import generate
+from smolgrpo.rewards import builtin as rewards
+from smolgrpo.runs.checkpoint import latest_good_checkpoint, list_checkpoints, verify_checkpoint
+from smolgrpo.runs.interrupts import StopRequested, StopSignal
+from smolgrpo.runs.metrics_log import read_metrics
 
 WORKER = Path(__file__).parent / "_interrupt_worker.py"
 MAX_STEPS = 6

@@ -7,9 +7,9 @@ import pytest
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-import smolgrpo.rollout as rollout
-from smolgrpo.kv_cache import PreallocatedLayer, preallocate
-from smolgrpo.rollout import DecodeSettings, decode, encode_prompts
+import smolgrpo.generation.rollout as rollout
+from smolgrpo.generation.kv_cache import PreallocatedLayer, preallocate
+from smolgrpo.generation.rollout import DecodeSettings, decode, encode_prompts
 
 PROMPTS = ["What is 2 + 3?", "Tom has 12 apples and eats 5. How many are left?", "Hi"]
 

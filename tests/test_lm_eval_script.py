@@ -7,7 +7,7 @@ import re
 import yaml
 from conftest import load_benchmark
 
-from smolgrpo.rewards import extract_answer
+from smolgrpo.rewards.answers import extract_answer
 
 
 def test_task_file_scores_the_answer_tag_with_the_training_prompt(tmp_path):

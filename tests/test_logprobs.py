@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import torch
 
-from smolgrpo.grpo import per_token_log_probs, selective_log_softmax, token_entropy
+from smolgrpo.algo.log_probs import per_token_log_probs, selective_log_softmax, token_entropy
 
 TEMPERATURE = 0.7
 

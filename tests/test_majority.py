@@ -7,9 +7,9 @@ import json
 import pytest
 from _report_run import write_fake_eval
 
-from smolgrpo.compare import write_compare
-from smolgrpo.evaluate import summarize, wilson_interval
-from smolgrpo.majority import majority_correct, majority_record
+from smolgrpo.evaluation.evaluate import summarize, wilson_interval
+from smolgrpo.evaluation.majority import majority_correct, majority_record
+from smolgrpo.reporting.compare import write_compare
 
 
 def record(problem: int, sample: int, answer: str | None, gold: str) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from smolgrpo.metrics import TrainProgress, format_duration
+from smolgrpo.runs.progress import TrainProgress, format_duration
 
 GRPO_ROW = {
     "reward_mean": 0.125,

@@ -9,10 +9,10 @@ import pytest
 import yaml
 from _report_run import write_fake_eval, write_fake_run
 
-from smolgrpo.config import load_config
+from smolgrpo.config.schema import load_config
 from smolgrpo.errors import SmolGRPOError
-from smolgrpo.metrics import read_metrics
-from smolgrpo.model_card import build_model_card, refresh_model_card
+from smolgrpo.reporting.model_card import build_model_card, refresh_model_card
+from smolgrpo.runs.metrics_log import read_metrics
 
 
 def front_matter(card: str) -> dict:
@@ -94,7 +94,7 @@ def test_card_for_a_local_base_model_has_no_hub_metadata(tmp_path):
 
 
 def test_save_final_model_writes_the_card(tmp_path, tiny_model, char_tokenizer):
-    from smolgrpo.run_setup import save_final_model
+    from smolgrpo.training.run_setup import save_final_model
 
     run_dir = tmp_path / "run"
     write_fake_run(run_dir, steps=6, eval_every=0)
@@ -147,7 +147,7 @@ def test_refresh_without_final_is_a_user_error(tmp_path):
 
 # ----------------------------------------------------------------------------- report --eval
 def report_eval(run_dir, eval_dir) -> int:
-    from smolgrpo import cli
+    from smolgrpo.cli import main as cli
 
     return cli.main(["report", str(run_dir), "--no-text", "--eval", str(eval_dir)])
 

@@ -15,11 +15,11 @@ import re
 
 from conftest import build_char_tokenizer, build_tiny_model
 
-from smolgrpo.config import load_config
-from smolgrpo.data import Problem
-from smolgrpo.evaluate import evaluate
-from smolgrpo.prompts import PromptTemplate
-from smolgrpo.sft import SFTTrainer
+from smolgrpo.config.schema import load_config
+from smolgrpo.evaluation.evaluate import evaluate
+from smolgrpo.tasks.data import Problem
+from smolgrpo.tasks.prompts import PromptTemplate
+from smolgrpo.training.sft import SFTTrainer
 
 QUESTION = "Tom has 3 boxes of 12 eggs. How many eggs?"  # the question in the card's snippet
 

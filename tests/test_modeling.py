@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from smolgrpo import modeling
 from smolgrpo.errors import SmolGRPOError
-from smolgrpo.modeling import (
+from smolgrpo.models import loading as modeling
+from smolgrpo.models.loading import (
     count_parameters,
     load_model_and_tokenizer,
     prepare_tokenizer,
     resolve_device,
     resolve_dtype,
 )
-from smolgrpo.prompts import PLAIN_TEMPLATE
+from smolgrpo.tasks.prompts import PLAIN_TEMPLATE
 
 EMBEDDED_PARAMETERS = 134_515_008
 
@@ -172,15 +172,15 @@ def test_broken_safetensors_is_one_line_error(tmp_path, tiny_model, char_tokeniz
 
 
 def test_unreachable_hub_id_is_one_line_error(monkeypatch):
-    import smolgrpo.data
+    import smolgrpo.tasks.data
 
-    monkeypatch.setattr(smolgrpo.data, "hub_reachable", lambda: False)
+    monkeypatch.setattr(smolgrpo.tasks.data, "hub_reachable", lambda: False)
     message = one_line_error(load_model_and_tokenizer, "someone/not-cached-model", device="cpu")
     assert "someone/not-cached-model" in message and "cannot reach the hub" in message
 
 
 def test_default_hub_id_falls_back_to_embedded(monkeypatch, saved_model_dir, capsys):
-    import smolgrpo.data
+    import smolgrpo.tasks.data
 
     real_from_pretrained = modeling._from_pretrained
 
@@ -189,7 +189,7 @@ def test_default_hub_id_falls_back_to_embedded(monkeypatch, saved_model_dir, cap
             raise OSError("not in the local hub cache")
         return real_from_pretrained(source, *args, **kwargs)
 
-    monkeypatch.setattr(smolgrpo.data, "hub_reachable", lambda: False)
+    monkeypatch.setattr(smolgrpo.tasks.data, "hub_reachable", lambda: False)
     monkeypatch.setattr(modeling, "_from_pretrained", from_pretrained)
     monkeypatch.setattr(modeling, "embedded_model_dir", lambda: saved_model_dir)
     model, tokenizer = load_model_and_tokenizer(modeling.DEFAULT_MODEL_ID, device="cpu")

@@ -8,8 +8,13 @@ import math
 import pytest
 from _report_run import write_fake_eval
 
-from smolgrpo.compare import write_compare
-from smolgrpo.paired import correct_by_problem, format_p, mcnemar_exact, paired_comparison
+from smolgrpo.evaluation.paired import (
+    correct_by_problem,
+    format_p,
+    mcnemar_exact,
+    paired_comparison,
+)
+from smolgrpo.reporting.compare import write_compare
 
 
 def test_mcnemar_exact_against_hand_computations():

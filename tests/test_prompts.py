@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
-from smolgrpo.data import Problem
-from smolgrpo.prompts import (
+from smolgrpo.rewards.answers import extract_answer
+from smolgrpo.rewards.builtin import strict_format_reward
+from smolgrpo.tasks.data import Problem
+from smolgrpo.tasks.prompts import (
     DEFAULT_PREFILL,
     PLAIN_TEMPLATE,
     SYSTEM_PROMPT,
@@ -16,7 +18,6 @@ from smolgrpo.prompts import (
     render_prompt,
     select_few_shot,
 )
-from smolgrpo.rewards import extract_answer, strict_format_reward
 
 NATALIA = Problem(
     question="Natalia sold clips to 48 of her friends in April, and then she sold half as many "

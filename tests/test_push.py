@@ -11,8 +11,8 @@ import pytest
 import yaml
 from _report_run import write_fake_run
 
-from smolgrpo import cli
-from smolgrpo.model_card import refresh_model_card
+from smolgrpo.cli import main as cli
+from smolgrpo.reporting.model_card import refresh_model_card
 
 
 def run_main(argv: list[str]) -> int:

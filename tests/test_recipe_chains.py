@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import build_char_tokenizer, build_tiny_model
 
-from smolgrpo.cli import main
+from smolgrpo.cli.main import main
 
 RECIPES = Path(__file__).parents[1] / "recipes"
 CHAINS = {

@@ -16,14 +16,15 @@ import torch
 from conftest import build_char_tokenizer, build_tiny_model
 from test_trainer import make_config, make_trainer, problems, snapshot
 
-import smolgrpo.policy_update as policy_update
-import smolgrpo.trainer as trainer_module
-from smolgrpo import checkpoint, cli
-from smolgrpo import distributed as dist_utils
-from smolgrpo.checkpoint import latest_good_checkpoint, list_checkpoints, verify_checkpoint
+import smolgrpo.training.policy_update as policy_update
+import smolgrpo.training.trainer as trainer_module
+from smolgrpo.cli import main as cli
 from smolgrpo.errors import SmolGRPOError
-from smolgrpo.guards import is_disk_full, is_finite_step, resource_error_message
-from smolgrpo.metrics import read_metrics
+from smolgrpo.models import distributed as dist_utils
+from smolgrpo.runs import checkpoint
+from smolgrpo.runs.checkpoint import latest_good_checkpoint, list_checkpoints, verify_checkpoint
+from smolgrpo.runs.guards import is_disk_full, is_finite_step, resource_error_message
+from smolgrpo.runs.metrics_log import read_metrics
 
 TIMING_KEYS = {"tokens_per_s", "step_time_s", "generation_s", "reward_s", "train_s"}
 
@@ -286,7 +287,7 @@ def test_resume_without_a_checkpoint_drops_the_lost_steps_rows(tmp_path, capsys)
 def test_a_skipped_first_update_steps_the_schedule_without_a_warning():
     import warnings
 
-    from smolgrpo.guards import step_schedule
+    from smolgrpo.runs.guards import step_schedule
 
     def scheduler():
         optimizer = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=1.0)

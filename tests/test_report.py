@@ -9,8 +9,8 @@ import pytest
 import yaml
 from _report_run import HOSTILE, SAMPLE_STEPS, write_fake_eval, write_fake_run
 
-from smolgrpo import cli
-from smolgrpo.report import (
+from smolgrpo.cli import main as cli
+from smolgrpo.reporting.report import (
     format_value,
     moving_average,
     print_summary,

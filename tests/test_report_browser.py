@@ -16,8 +16,8 @@ import subprocess
 import pytest
 from _report_run import write_fake_run
 
-from smolgrpo import report_html
-from smolgrpo.report import write_report
+from smolgrpo.reporting import html as report_html
+from smolgrpo.reporting.report import write_report
 
 CHROMIUM = next(
     (

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from smolgrpo.rewards import DEFAULT_REWARD_WEIGHTS, REWARD_FUNCTIONS, score_completions
+from smolgrpo.rewards.builtin import DEFAULT_REWARD_WEIGHTS, REWARD_FUNCTIONS
+from smolgrpo.rewards.scoring import score_completions
 
 GOLD = "72"
 SOURCE = Path(__file__).parents[1] / "src" / "smolgrpo"
@@ -145,7 +146,7 @@ def test_source_never_evaluates_text_as_code():
                 if node.func.id in ("eval", "exec", "compile"):
                     found.append(f"{path.name}:{node.lineno}: call of {node.func.id}")
     assert not found, found
-    assert SOURCE / "rewards.py" in files and len(files) > 10
+    assert SOURCE / "rewards/builtin.py" in files and len(files) > 10
 
 
 def test_the_arithmetic_reward_does_not_execute_code(tmp_path, monkeypatch):

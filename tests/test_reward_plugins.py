@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from conftest import build_char_tokenizer, build_tiny_model
 
-from smolgrpo import cli
-from smolgrpo.checkpoint import list_checkpoints
+from smolgrpo.cli import main as cli
 from smolgrpo.errors import SmolGRPOError
-from smolgrpo.metrics import read_metrics
-from smolgrpo.reward_plugins import check_scores
-from smolgrpo.rewards import score_completions
+from smolgrpo.rewards.plugins import check_scores
+from smolgrpo.rewards.scoring import score_completions
+from smolgrpo.runs.checkpoint import list_checkpoints
+from smolgrpo.runs.metrics_log import read_metrics
 
 REWARDS_PY = textwrap.dedent(
     """

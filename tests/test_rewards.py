@@ -1,25 +1,26 @@
-"""Tests for smolgrpo.rewards: extraction, number parsing, each reward, and the known hacks."""
+"""Tests for smolgrpo.rewards.builtin: extraction, number parsing, each reward, and the known hacks."""
 
 import math
 
 import pytest
 
-from smolgrpo.rewards import (
-    DEFAULT_REWARD_WEIGHTS,
-    REWARD_FUNCTIONS,
-    RewardResult,
+from smolgrpo.rewards.answers import (
     answers_match,
-    arithmetic_consistency_reward,
-    correctness_reward,
     extract_answer,
     extract_last_number,
-    integer_answer_reward,
     parse_number,
-    score_completions,
+)
+from smolgrpo.rewards.builtin import (
+    DEFAULT_REWARD_WEIGHTS,
+    REWARD_FUNCTIONS,
+    arithmetic_consistency_reward,
+    correctness_reward,
+    integer_answer_reward,
     soft_format_reward,
     strict_format_reward,
     xml_count_reward,
 )
+from smolgrpo.rewards.scoring import RewardResult, score_completions
 
 GOOD = "<reasoning>\n12 * 5 = 60\n60 - 8 = 52\n</reasoning>\n<answer>\n52\n</answer>"
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from smolgrpo.logprobs import completion_log_probs, prompt_groups
-from smolgrpo.modeling import prepare_tokenizer
-from smolgrpo.rollout import (
+from smolgrpo.generation.rollout import (
     DecodeSettings,
     decode,
     encode_prompts,
@@ -16,6 +14,8 @@ from smolgrpo.rollout import (
     generate,
     sample_next_tokens,
 )
+from smolgrpo.models.loading import prepare_tokenizer
+from smolgrpo.training.log_probs import completion_log_probs, prompt_groups
 
 PROMPTS = ["What is 2 + 3?", "Tom has 12 apples and eats 5. How many are left?", "Hi"]
 

@@ -12,7 +12,9 @@ import torch
 from conftest import build_char_tokenizer, build_tiny_model
 from test_trainer import make_config, problems, snapshot
 
-from smolgrpo.checkpoint import (
+from smolgrpo.config.schema import load_config
+from smolgrpo.errors import SmolGRPOError
+from smolgrpo.runs.checkpoint import (
     MANIFEST,
     latest_good_checkpoint,
     list_checkpoints,
@@ -20,11 +22,9 @@ from smolgrpo.checkpoint import (
     save_checkpoint,
     verify_checkpoint,
 )
-from smolgrpo.config import load_config
-from smolgrpo.errors import SmolGRPOError
-from smolgrpo.metrics import read_metrics, truncate_metrics
-from smolgrpo.run_setup import prepare_run_dir
-from smolgrpo.trainer import Trainer
+from smolgrpo.runs.metrics_log import read_metrics, truncate_metrics
+from smolgrpo.training.run_setup import prepare_run_dir
+from smolgrpo.training.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread", "toy_rewards")  # conftest.py
 
@@ -188,7 +188,7 @@ def test_truncate_metrics_drops_later_partial_and_duplicate_rows(tmp_path):
 def test_weight_files_get_the_mode_of_every_other_file(tmp_path):
     from types import SimpleNamespace
 
-    from smolgrpo.run_setup import save_final_model
+    from smolgrpo.training.run_setup import save_final_model
 
     model, optimizer, scheduler = _tiny_state()
     tokenizer = build_char_tokenizer()

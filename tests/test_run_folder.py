@@ -29,8 +29,9 @@ import torch
 from conftest import build_char_tokenizer, build_tiny_model
 from test_trainer import make_config, make_trainer
 
-from smolgrpo import cli
-from smolgrpo.checkpoint import (
+from smolgrpo.cli import main as cli
+from smolgrpo.errors import SmolGRPOError
+from smolgrpo.runs.checkpoint import (
     MANIFEST,
     _sha256,
     list_checkpoints,
@@ -38,11 +39,10 @@ from smolgrpo.checkpoint import (
     recorded_config,
     save_checkpoint,
 )
-from smolgrpo.errors import SmolGRPOError
-from smolgrpo.metrics import read_metrics
-from smolgrpo.resume_check import changes, check_resume_config, describe_changes
-from smolgrpo.run_lock import LOCK_FILE, RunLock
-from smolgrpo.run_setup import RUN_MARKER, is_run_folder, prepare_run_dir
+from smolgrpo.runs.lock import LOCK_FILE, RunLock
+from smolgrpo.runs.metrics_log import read_metrics
+from smolgrpo.training.resume_check import changes, check_resume_config, describe_changes
+from smolgrpo.training.run_setup import RUN_MARKER, is_run_folder, prepare_run_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread", "toy_rewards")  # conftest.py
 
@@ -255,7 +255,7 @@ HOLDER = textwrap.dedent(
     """
     import sys, time
     sys.path.insert(0, sys.argv[2])
-    from smolgrpo.run_lock import RunLock
+    from smolgrpo.runs.lock import RunLock
     lock = RunLock.acquire(sys.argv[1])
     print("locked", flush=True)
     time.sleep(600)
@@ -481,7 +481,7 @@ def test_unchanged_resume_says_nothing_and_failed_load_rewrites_no_run_file(
     def broken_load(*args, **kwargs):
         raise SmolGRPOError("cannot load")
 
-    monkeypatch.setattr("smolgrpo.trainer.load_checkpoint", broken_load)
+    monkeypatch.setattr("smolgrpo.training.trainer.load_checkpoint", broken_load)
     changed = make_config(tmp_path, "optim.max_steps=3", "prompt.system_prompt=Other")
     with pytest.raises(SmolGRPOError, match="cannot load"):
         make_trainer(changed, resume=True)

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 from conftest import build_char_tokenizer, build_tiny_model
 
-from smolgrpo import cli
+from smolgrpo.cli import main as cli
 from smolgrpo.errors import SmolGRPOError
-from smolgrpo.metrics import read_metrics
-from smolgrpo.rewards import check_answers
-from smolgrpo.sandbox import CheckPool, SandboxedCheck, clean_environment
+from smolgrpo.rewards.answers import check_answers
+from smolgrpo.rewards.sandbox import CheckPool, SandboxedCheck, clean_environment
+from smolgrpo.runs.metrics_log import read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -150,7 +150,7 @@ def test_a_hanging_check_and_an_exit_are_counted_in_training(tiny_model_dir, tmp
 def test_a_countdown_step_counts_nothing(tiny_model_dir, tmp_path, capsys):
     """Countdown is checked in-process: no sandbox, and an honest answer is correct."""
     pytest.importorskip("reasoning_gym")
-    from smolgrpo.config import DataConfig
+    from smolgrpo.config.schema import DataConfig
     from smolgrpo.tasks import build_task
 
     task = build_task(DataConfig(task="reasoning_gym", gym_dataset="countdown", gym_size=5))

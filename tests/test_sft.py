@@ -8,11 +8,11 @@ import pytest
 import torch
 from conftest import build_char_tokenizer, build_tiny_model
 
-from smolgrpo.config import load_config
-from smolgrpo.data import Problem, load_problems
+from smolgrpo.config.schema import load_config
 from smolgrpo.errors import SmolGRPOError
-from smolgrpo.prompts import PromptTemplate, format_reference_response
-from smolgrpo.sft import (
+from smolgrpo.tasks.data import Problem, load_problems
+from smolgrpo.tasks.prompts import PromptTemplate, format_reference_response
+from smolgrpo.training.sft import (
     MIN_SHARED_PREFIX,
     SFTTrainer,
     build_sft_batch,
@@ -171,7 +171,7 @@ def test_shared_prefix_gives_the_full_forward_values_and_gradients():
 
 def test_shared_prefix_can_be_turned_off(monkeypatch):
     """share_prefix=False (what SFTTrainer passes under gradient checkpointing) runs rows whole."""
-    import smolgrpo.sft as sft
+    import smolgrpo.training.sft as sft
 
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(len(tokenizer)).train()
@@ -187,7 +187,7 @@ def test_shared_prefix_can_be_turned_off(monkeypatch):
 def test_a_model_whose_cache_cannot_be_shared_falls_back_once_with_the_same_values(
     monkeypatch, capsys
 ):
-    from smolgrpo import modeling
+    from smolgrpo.models import loading as modeling
 
     tokenizer = build_char_tokenizer()
     batch = build_sft_batch(
@@ -204,7 +204,7 @@ def test_a_model_whose_cache_cannot_be_shared_falls_back_once_with_the_same_valu
 
 
 def test_head_on_targets_only_is_kept_for_plain_head_models():
-    from smolgrpo.sft import _plain_head
+    from smolgrpo.training.sft import _plain_head
 
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(len(tokenizer))
@@ -312,7 +312,7 @@ def test_micro_batch_size_does_not_change_the_update(tmp_path):
 
 
 def test_micro_batches_are_cut_from_length_sorted_examples(tmp_path, monkeypatch):
-    import smolgrpo.sft as sft
+    import smolgrpo.training.sft as sft
 
     widths = []
     original = sft.build_sft_batch
@@ -360,7 +360,7 @@ def test_sft_cli_runs_and_train_takes_its_output(tmp_path, monkeypatch):
         (data / f"{split}.jsonl").write_text(
             "".join(json.dumps({"question": p.question, "answer": p.solution}) + "\n" for p in rows)
         )
-    from smolgrpo.cli import main
+    from smolgrpo.cli.main import main
 
     common = [f"data.source={data}", "optim.prompts_per_step=2", "optim.micro_batch_size=2"]
     sets = sum((["--set", s] for s in common), [])

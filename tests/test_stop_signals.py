@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from test_broken_output import WORKER, worker_env, write_tiny_run_files
 
-from smolgrpo import interrupts
-from smolgrpo.checkpoint import latest_good_checkpoint, verify_checkpoint
-from smolgrpo.interrupts import STOP_SIGNALS, StopSignal
-from smolgrpo.metrics import read_metrics
+from smolgrpo.runs import interrupts
+from smolgrpo.runs.checkpoint import latest_good_checkpoint, verify_checkpoint
+from smolgrpo.runs.interrupts import STOP_SIGNALS, StopSignal
+from smolgrpo.runs.metrics_log import read_metrics
 
 WAIT_S = 120
 

@@ -8,15 +8,16 @@ import sys
 
 import pytest
 
-from smolgrpo.config import load_config
-from smolgrpo.data import load_problems
+from smolgrpo.config.schema import load_config
 from smolgrpo.errors import SmolGRPOError
-from smolgrpo.evaluate import _is_correct
-from smolgrpo.model_card import build_model_card
-from smolgrpo.prompts import format_reference_response
-from smolgrpo.rewards import DEFAULT_REWARD_WEIGHTS, score_completions
+from smolgrpo.evaluation.evaluate import _is_correct
+from smolgrpo.reporting.model_card import build_model_card
+from smolgrpo.rewards.builtin import DEFAULT_REWARD_WEIGHTS
+from smolgrpo.rewards.scoring import score_completions
 from smolgrpo.tasks import TEXT_REWARD_WEIGHTS, build_task
+from smolgrpo.tasks.data import load_problems
 from smolgrpo.tasks.files import check_exact, check_number, normalize_exact
+from smolgrpo.tasks.prompts import format_reference_response
 
 
 def answer(text: str) -> str:
@@ -197,7 +198,7 @@ def test_model_card_names_the_task_not_gsm8k(tmp_path):
 
 
 def test_sft_refuses_a_task_without_worked_solutions():
-    from smolgrpo.sft import load_sft_problems
+    from smolgrpo.training.sft import load_sft_problems
 
     config = load_config(None, ["data.task=jsonl", "data.source=qa.jsonl"])
     with pytest.raises(SmolGRPOError, match="sft needs worked solutions: .*not 'jsonl' without"):
@@ -211,7 +212,7 @@ def test_sft_refuses_a_task_without_worked_solutions():
 def test_hub_task_maps_fields_of_a_hub_dataset(monkeypatch):
     """`datasets.load_dataset` is replaced (no network here): the loader's real path runs."""
     datasets = pytest.importorskip("datasets")
-    import smolgrpo.data as data_module
+    import smolgrpo.tasks.data as data_module
 
     calls = []
 

@@ -10,13 +10,14 @@ import torch
 from conftest import build_char_tokenizer, build_tiny_model
 from test_trainer import make_config
 
-from smolgrpo import cli, rewards
-from smolgrpo.config import load_config
+from smolgrpo.cli import main as cli
+from smolgrpo.config.schema import load_config
 from smolgrpo.errors import SmolGRPOError
-from smolgrpo.metrics import read_metrics
+from smolgrpo.rewards import builtin as rewards
+from smolgrpo.runs.metrics_log import read_metrics
 from smolgrpo.tasks import build_task
 from smolgrpo.tasks.files import check_exact
-from smolgrpo.trainer import Trainer
+from smolgrpo.training.trainer import Trainer
 
 
 def gym_data(*overrides):
@@ -152,7 +153,7 @@ def test_eval_task_flags_start_from_the_saved_task(tmp_path):
     pytest.importorskip("reasoning_gym")
     from types import SimpleNamespace
 
-    from smolgrpo.tasks.cli_args import task_from_args
+    from smolgrpo.cli.task_args import task_from_args
 
     saved = {"task": "reasoning_gym", "gym_dataset": "countdown", "gym_size": 5,
              "gym_seed": 3, "gym_config": {"min_numbers": 3, "max_numbers": 3}}  # fmt: skip

@@ -9,11 +9,12 @@ import json
 import pytest
 from conftest import build_char_tokenizer, build_tiny_model
 
-from smolgrpo import cli, tracking
-from smolgrpo.config import load_config
-from smolgrpo.data import Problem
-from smolgrpo.metrics import read_metrics
-from smolgrpo.trainer import Trainer
+from smolgrpo.cli import main as cli
+from smolgrpo.config.schema import load_config
+from smolgrpo.runs import tracking
+from smolgrpo.runs.metrics_log import read_metrics
+from smolgrpo.tasks.data import Problem
+from smolgrpo.training.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 

@@ -12,17 +12,17 @@ import torch
 from conftest import build_char_tokenizer, build_tiny_model, digits_reward
 from safetensors.torch import load_file
 
-from smolgrpo.checkpoint import (
+from smolgrpo.config.schema import load_config
+from smolgrpo.errors import SmolGRPOError
+from smolgrpo.runs.checkpoint import (
     MANIFEST,
     list_checkpoints,
     verify_checkpoint,
 )
-from smolgrpo.config import load_config
-from smolgrpo.data import Problem
-from smolgrpo.errors import SmolGRPOError
-from smolgrpo.metrics import read_metrics
-from smolgrpo.run_setup import prepare_run_dir
-from smolgrpo.trainer import Trainer
+from smolgrpo.runs.metrics_log import read_metrics
+from smolgrpo.tasks.data import Problem
+from smolgrpo.training.run_setup import prepare_run_dir
+from smolgrpo.training.trainer import Trainer
 
 METRIC_KEYS = (
     "step",
@@ -238,7 +238,7 @@ def train_with_ten_second_steps(trainer, clock: _FakeClock, used_lrs: list | Non
 
 def test_time_limit_ends_the_run_like_max_steps(tmp_path, monkeypatch, capsys):
     clock = _FakeClock()
-    monkeypatch.setattr("smolgrpo.trainer.time", clock)
+    monkeypatch.setattr("smolgrpo.training.trainer.time", clock)
     config = make_config(tmp_path, "optim.max_steps=5", "run.save_every=10", "run.time_limit_s=25")
     trainer = make_trainer(config)
     final = train_with_ten_second_steps(trainer, clock)
@@ -256,7 +256,7 @@ def test_time_limit_ends_the_run_like_max_steps(tmp_path, monkeypatch, capsys):
 
 def test_time_limit_zero_or_ample_changes_nothing(tmp_path, monkeypatch):
     clock = _FakeClock()
-    monkeypatch.setattr("smolgrpo.trainer.time", clock)
+    monkeypatch.setattr("smolgrpo.training.trainer.time", clock)
     trainer = make_trainer(make_config(tmp_path, "run.time_limit_s=1000"))
     trainer.train()
     assert trainer.step == 3 and not trainer.stopped_by_time_limit
@@ -269,7 +269,7 @@ def test_time_length_cosine_decays_over_the_time_limit(tmp_path, monkeypatch):
     """optim.schedule_length: time: each step's lr is the cosine at the share of
     run.time_limit_s used when the step starts (max_steps is far away here)."""
     clock = _FakeClock()
-    monkeypatch.setattr("smolgrpo.trainer.time", clock)
+    monkeypatch.setattr("smolgrpo.training.trainer.time", clock)
     config = make_config(
         tmp_path,
         "optim.max_steps=100",
@@ -300,7 +300,7 @@ def test_time_length_schedule_needs_a_time_limit_and_a_known_length(tmp_path):
 
 def test_time_limit_counts_the_training_time_of_a_resumed_run(tmp_path, monkeypatch):
     clock = _FakeClock()
-    monkeypatch.setattr("smolgrpo.trainer.time", clock)
+    monkeypatch.setattr("smolgrpo.training.trainer.time", clock)
     limits = ("run.time_limit_s=25", "run.save_every=1")
     first = make_trainer(make_config(tmp_path, "optim.max_steps=1", *limits))
     train_with_ten_second_steps(first, clock)
@@ -404,7 +404,7 @@ def test_cold_and_warm_model_cache_train_alike(tmp_path, monkeypatch):
 
 
 def test_progress_is_one_line_per_step_in_a_log_file(tmp_path, capsys, monkeypatch):
-    from smolgrpo.metrics import TrainProgress
+    from smolgrpo.runs.progress import TrainProgress
 
     phases = []
     monkeypatch.setattr(TrainProgress, "phase", lambda self, name: phases.append(name))

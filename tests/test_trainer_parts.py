@@ -13,12 +13,12 @@ from conftest import build_char_tokenizer, build_tiny_model
 from safetensors.torch import load_file
 from test_trainer import changed, make_config, make_trainer, problems, snapshot
 
+from smolgrpo.algo.advantages import group_advantages
 from smolgrpo.errors import SmolGRPOError
-from smolgrpo.group_collection import scaled_by_step_std
-from smolgrpo.grpo import group_advantages
-from smolgrpo.metrics import read_metrics
-from smolgrpo.rollout import Rollout
-from smolgrpo.trainer import PromptStream, Trainer, build_group_batch
+from smolgrpo.generation.rollout import Rollout
+from smolgrpo.runs.metrics_log import read_metrics
+from smolgrpo.training.group_collection import scaled_by_step_std
+from smolgrpo.training.trainer import PromptStream, Trainer, build_group_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread", "toy_rewards")  # conftest.py
 

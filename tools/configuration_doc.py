@@ -6,7 +6,7 @@ validation allows, and what it means.
 
 Nothing in the page is typed by hand except the meanings of keys that have no comment in the
 code:
-- keys, types and defaults are read from the dataclasses (`smolgrpo.config.Config`);
+- keys, types and defaults are read from the dataclasses (`smolgrpo.config.schema.Config`);
 - a key's meaning is the `#` comment beside it or the comment lines just above it, in the
   dataclass's own source; `MEANINGS` below fills in the keys that have none;
 - what a key allows is asked of the validation itself: the script loads a config with an
@@ -142,7 +142,7 @@ def probe_value(default, annotation: str):
 
 def allowed_values(section: str, key: str, default, annotation: str) -> str:
     """What the validation allows for `section.key`, quoted from its own error message."""
-    from smolgrpo.config import config_from_dict
+    from smolgrpo.config.schema import config_from_dict
     from smolgrpo.errors import SmolGRPOError
 
     value = probe_value(default, annotation)
@@ -201,7 +201,7 @@ def _cell(text: str) -> str:
 
 
 def generate() -> str:
-    from smolgrpo.config import Config
+    from smolgrpo.config.schema import Config
 
     used = set()
     lines = [

@@ -20,10 +20,10 @@ Whatever the task, the answer is read with the hack-resistant `extract_answer` (
 
 from __future__ import annotations
 
-from smolgrpo.data import keep_short_solutions, load_problems, shuffle_and_limit
 from smolgrpo.errors import SmolGRPOError
-from smolgrpo.rewards import DEFAULT_REWARD_WEIGHTS
+from smolgrpo.rewards.builtin import DEFAULT_REWARD_WEIGHTS
 from smolgrpo.tasks.base import FIELD_MAPPED_TASKS, AnswerCheck, Task, task_title
+from smolgrpo.tasks.data import keep_short_solutions, load_problems, shuffle_and_limit
 
 __all__ = [
     "FIELD_MAPPED_TASKS",

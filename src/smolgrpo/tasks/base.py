@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from smolgrpo.data import HUB_DATASET_ID, Problem, resolve_source, shuffle_and_limit
-from smolgrpo.rewards import RewardResult, score_completions
+from smolgrpo.rewards.scoring import RewardResult, score_completions
+from smolgrpo.tasks.data import HUB_DATASET_ID, Problem, resolve_source, shuffle_and_limit
 
 AnswerCheck = Callable[[str | None, str], float]
 # Tasks read through a field mapping (question/answer/solution columns, data.answer_type).

@@ -22,10 +22,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from smolgrpo.data import Problem, jsonl_rows
 from smolgrpo.errors import SmolGRPOError
-from smolgrpo.rewards import answers_match, parse_number
+from smolgrpo.rewards.answers import answers_match, parse_number
 from smolgrpo.tasks.base import Task, task_title
+from smolgrpo.tasks.data import Problem, jsonl_rows
 
 MATH_EXTRA_HINT = "pip install 'smolgrpo[math]'"
 
@@ -138,7 +138,7 @@ def map_rows(rows, question_field: str, answer_field: str, solution_field=None) 
 
 def read_hub_rows(data, split: str) -> list[Problem]:
     """Problems of one split of a hub dataset through the field mapping."""
-    from smolgrpo.data import load_hub_rows
+    from smolgrpo.tasks.data import load_hub_rows
 
     if not data.source:
         raise SmolGRPOError("data.task 'hub' needs data.source (a hub dataset id)")

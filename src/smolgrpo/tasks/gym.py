@@ -26,10 +26,10 @@ from __future__ import annotations
 import json
 import zlib
 
-from smolgrpo.data import Problem
 from smolgrpo.errors import SmolGRPOError
-from smolgrpo.sandbox import DEFAULT_TIMEOUT_S, SandboxedCheck
+from smolgrpo.rewards.sandbox import DEFAULT_TIMEOUT_S, SandboxedCheck
 from smolgrpo.tasks.base import Task, task_title
+from smolgrpo.tasks.data import Problem
 from smolgrpo.tasks.gym_arithmetic import ARITHMETIC_GAMES, arithmetic_check
 
 GYM_EXTRA_HINT = "pip install 'smolgrpo[gym]'"

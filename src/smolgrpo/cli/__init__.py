@@ -1,0 +1,1 @@
+"""The `smolgrpo` command line: one module per group of subcommands."""

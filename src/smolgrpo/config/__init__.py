@@ -1,0 +1,1 @@
+"""The recipe: dataclasses with defaults, YAML and --set parsing, validation."""

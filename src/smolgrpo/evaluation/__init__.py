@@ -1,0 +1,1 @@
+"""Evaluating a model on a split, and the statistics of its results."""

@@ -1,0 +1,1 @@
+"""Sampling completions: the decode loop, KV cache, CUDA graphs, calculator."""

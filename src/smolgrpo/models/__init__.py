@@ -1,0 +1,1 @@
+"""Loading models and tokenizers (hub, folder, GGUF, embedded), FSDP, ranks."""

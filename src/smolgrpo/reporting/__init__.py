@@ -1,0 +1,1 @@
+"""Reports, plots, the HTML page, comparisons, model cards and pushing to the hub."""

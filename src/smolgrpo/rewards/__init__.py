@@ -1,0 +1,1 @@
+"""Reward functions, their registry and weights, answer parsing, user plug-ins."""

@@ -1,0 +1,213 @@
+"""Reward functions that score GSM8K completions for GRPO training.
+
+A completion is the model's full response text and should look like::
+
+    <reasoning>
+    12 * 5 = 60, 60 - 8 = 52
+    </reasoning>
+    <answer>
+    52
+    </answer>
+
+Each reward function takes ``(completions, gold_answers)`` and returns one float in [0, 1] per
+completion. ``score_completions`` combines them with weights into the scalar GRPO reward.
+
+Design choices:
+
+* Hostile input is the normal case: the policy is optimised against these functions, so every
+  loophole will be found. Scoring never raises (an exception while scoring one completion gives
+  0.0 for that completion), never calls ``eval``/``exec``, and runs in linear time: tags are
+  found with ``str.find``/``str.count`` and every regex is free of nested quantifiers.
+* Exactly one ``<answer>`` block counts. Several answer tags, nested tags, or an answer holding
+  several numbers (``72, 73``) all score zero, so the model cannot list guesses.
+* Only ASCII digits are numbers. Look-alike digits (Arabic-Indic ``٧٢``, mathematical bold
+  ``𝟕𝟐``, superscripts, vulgar fractions) are a known reward hack against lenient parsers, and
+  GSM8K answers never need them, so any non-ASCII numeric character makes an answer unparseable.
+* Fractions such as ``3/4`` are read as two numbers and rejected: GSM8K gold answers are plain
+  numbers, and accepting ``a/b`` would invite answers like ``144/2`` that hide the arithmetic.
+* The correctness reward and the evaluator share ``extract_answer`` and ``answers_match`` so the
+  training signal and the reported accuracy can never disagree.
+* ``DEFAULT_REWARD_WEIGHTS``: correctness dominates. The format pieces give partial credit so a
+  base model, which rarely writes the tags, still gets a non-zero and varied reward within a
+  group (GRPO learns nothing from a group with identical rewards). Arithmetic consistency is
+  weighted low because it is easy to farm with trivially true equations.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable
+
+from smolgrpo.rewards.answers import (
+    ALL_TAGS,
+    ANSWER_CLOSE,
+    ANSWER_OPEN,
+    REASONING_CLOSE,
+    REASONING_OPEN,
+    _clamp,
+    answers_match,
+    extract_answer,
+    parse_number,
+)
+from smolgrpo.rewards.arithmetic import ARITHMETIC_SCAN_CHARS, check_equations
+from smolgrpo.rewards.grounding import grounded_steps
+
+_INTEGER_ANSWER_RE = re.compile(r"[-+\u2212]?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)")
+
+
+def _score_correctness(completion: str, gold: str | None) -> float:
+    return 1.0 if answers_match(extract_answer(completion), gold) else 0.0
+
+
+def _score_strict_format(completion: str, _gold: str | None) -> float:
+    text = completion.strip()
+    if any(text.count(tag) != 1 for tag in ALL_TAGS):
+        return 0.0
+    if not (text.startswith(REASONING_OPEN) and text.endswith(ANSWER_CLOSE)):
+        return 0.0
+    reasoning_end = text.find(REASONING_CLOSE) + len(REASONING_CLOSE)
+    answer_start = text.find(ANSWER_OPEN)
+    if answer_start < reasoning_end or text[reasoning_end:answer_start].strip():
+        return 0.0
+    answer = text[answer_start + len(ANSWER_OPEN) : -len(ANSWER_CLOSE)]
+    return 1.0 if answer.strip() else 0.0
+
+
+def _score_soft_format(completion: str, _gold: str | None) -> float:
+    positions = [completion.find(tag) for tag in ALL_TAGS]
+    if -1 in positions:
+        return 0.0
+    return 1.0 if all(a < b for a, b in itertools.pairwise(positions)) else 0.0
+
+
+def _score_xml_count(completion: str, _gold: str | None) -> float:
+    score = sum(0.25 for tag in ALL_TAGS if completion.count(tag) == 1)
+    answer_close = completion.find(ANSWER_CLOSE)
+    if answer_close != -1:
+        trailing = completion[answer_close + len(ANSWER_CLOSE) :]
+        trailing_chars = len("".join(trailing.split()))  # non-whitespace characters only
+        score -= min(0.25, 0.001 * trailing_chars)
+    return max(0.0, score)
+
+
+def _score_integer_answer(completion: str, _gold: str | None) -> float:
+    answer = extract_answer(completion)
+    return 1.0 if answer is not None and _INTEGER_ANSWER_RE.fullmatch(answer) else 0.0
+
+
+def _reasoning_section(completion: str) -> str:
+    start = completion.find(REASONING_OPEN)
+    if start == -1:
+        return completion[:ARITHMETIC_SCAN_CHARS]
+    start += len(REASONING_OPEN)
+    end = completion.find(REASONING_CLOSE, start)
+    if end == -1:
+        end = len(completion)
+    return completion[start : min(end, start + ARITHMETIC_SCAN_CHARS)]
+
+
+def _score_arithmetic(completion: str, _gold: str | None) -> float:
+    outcomes = check_equations(_reasoning_section(completion))
+    return sum(outcomes) / len(outcomes) if outcomes else 0.0
+
+
+def _score_grounded_arithmetic(completion: str, question: str | None) -> float:
+    """0 unless the answer is the result of a grounded step (grounding.py), i.e. the end of a
+    chain of true, non-trivial equations rooted in the problem; then the share of grounded
+    steps among the grounded and false ones, so a wrong equation beside the chain costs while
+    identities, restatements and pasted equations earn nothing either way."""
+    answer = parse_number(extract_answer(completion))
+    if not question or answer is None:
+        return 0.0
+    steps = grounded_steps(_reasoning_section(completion), question)
+    derived = [step.value for step in steps if step.derived]
+    if not any(abs(value - answer) <= 1e-6 * max(1.0, abs(answer)) for value in derived):
+        return 0.0
+    grounded = sum(step.verdict == "grounded" for step in steps)
+    false = sum(step.verdict == "false" for step in steps)
+    return grounded / (grounded + false)
+
+
+def _score_each(
+    score_one: Callable[[str, str | None], float], completions: list[str], gold_answers: list[str]
+) -> list[float]:
+    """Apply score_one to each completion; any failure scores 0.0 instead of raising."""
+    try:
+        golds = list(gold_answers)
+    except TypeError:
+        golds = []
+    scores = []
+    for index, completion in enumerate(completions):
+        gold = golds[index] if index < len(golds) else None
+        try:
+            value = float(score_one(completion, gold)) if isinstance(completion, str) else 0.0
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # noqa: BLE001 - a hostile completion must never end training
+            value = 0.0
+        scores.append(_clamp(value))
+    return scores
+
+
+def correctness_reward(completions: list[str], gold_answers: list[str]) -> list[float]:
+    """1.0 when the single <answer> block numerically matches the gold answer."""
+    return _score_each(_score_correctness, completions, gold_answers)
+
+
+def strict_format_reward(completions: list[str], gold_answers: list[str]) -> list[float]:
+    """1.0 when the text is exactly one <reasoning> block then one non-empty <answer> block."""
+    return _score_each(_score_strict_format, completions, gold_answers)
+
+
+def soft_format_reward(completions: list[str], gold_answers: list[str]) -> list[float]:
+    """1.0 when the first occurrences of the four tags appear in the right order."""
+    return _score_each(_score_soft_format, completions, gold_answers)
+
+
+def xml_count_reward(completions: list[str], gold_answers: list[str]) -> list[float]:
+    """0.25 per tag present exactly once, minus 0.001 per character after </answer> (max 0.25)."""
+    return _score_each(_score_xml_count, completions, gold_answers)
+
+
+def integer_answer_reward(completions: list[str], gold_answers: list[str]) -> list[float]:
+    """1.0 when the answer is a bare integer such as ``72``, ``-12`` or ``1,000``."""
+    return _score_each(_score_integer_answer, completions, gold_answers)
+
+
+def arithmetic_consistency_reward(completions: list[str], gold_answers: list[str]) -> list[float]:
+    """Fraction of distinct, non-trivial equations in the reasoning that hold (0.0 if none)."""
+    return _score_each(_score_arithmetic, completions, gold_answers)
+
+
+def grounded_arithmetic_reward(
+    completions: list[str], gold_answers: list[str], questions: list[str] | None = None
+) -> list[float]:
+    """0 unless the answer ends a chain of true equations rooted in the problem (grounding.py);
+    then the share of grounded steps among grounded and false ones. 0.0 without the questions."""
+    return _score_each(_score_grounded_arithmetic, completions, questions or [])
+
+
+# Rewards that also read the problem statement (score_completions passes `questions=`).
+QUESTION_REWARDS = frozenset({"grounded_arithmetic"})
+
+
+REWARD_FUNCTIONS: dict[str, Callable[..., list[float]]] = {
+    "correctness": correctness_reward,
+    "strict_format": strict_format_reward,
+    "soft_format": soft_format_reward,
+    "xml_count": xml_count_reward,
+    "integer_answer": integer_answer_reward,
+    "arithmetic_consistency": arithmetic_consistency_reward,
+    "grounded_arithmetic": grounded_arithmetic_reward,
+}
+
+
+DEFAULT_REWARD_WEIGHTS: dict[str, float] = {
+    "correctness": 2.0,
+    "strict_format": 0.5,
+    "soft_format": 0.25,
+    "xml_count": 0.25,
+    "integer_answer": 0.25,
+    "arithmetic_consistency": 0.25,
+}

@@ -1,0 +1,1 @@
+"""The run folder: checkpoints, signals, guards, metrics log, progress, trackers."""

@@ -1,0 +1,1 @@
+"""Tiny in-process models for tests and dry runs (no download)."""

@@ -1,0 +1,1 @@
+"""The GRPO and SFT loops, group collection and the optimizer step."""
