@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from smolgrpo.rewards.builtin import REWARD_FUNCTIONS
+from smolgrpo.rewards.builtin import REWARDS
 from smolgrpo.tasks.data import Problem, read_jsonl
 from smolgrpo.tasks.prompts import format_reference_response
 
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--show", type=int, default=5, help="solutions below the maximum shown")
     args = parser.parse_args(argv)
     problems = read_jsonl(args.path)
-    scores = reference_scores(problems, REWARD_FUNCTIONS[args.reward])
+    scores = reference_scores(problems, REWARDS[args.reward].function)
     at_maximum, total = count_at_maximum(scores)
     print(
         f"{args.reward}: {at_maximum} of {total} reference solutions at the maximum "

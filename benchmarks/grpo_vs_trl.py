@@ -118,7 +118,7 @@ def run_trl(settings: dict, forced_length: bool) -> dict:
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from smolgrpo.rewards.builtin import DEFAULT_REWARD_WEIGHTS, REWARD_FUNCTIONS
+    from smolgrpo.rewards.builtin import DEFAULT_REWARD_WEIGHTS, REWARDS
 
     torch.manual_seed(COMMON["seed"])
     model_dir, tokenizer, _, order, prompts, template = workload(settings)
@@ -127,7 +127,7 @@ def run_trl(settings: dict, forced_length: bool) -> dict:
     names = list(DEFAULT_REWARD_WEIGHTS)
 
     def make_reward(name):
-        function = REWARD_FUNCTIONS[name]
+        function = REWARDS[name].function
 
         def reward(prompts, completions, gold, **_):
             started = time.perf_counter()

@@ -27,18 +27,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import build_char_tokenizer, build_tiny_model  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from smolgrpo.rewards import builtin as rewards  # noqa: E402
 from smolgrpo.config.schema import load_config  # noqa: E402
 from smolgrpo.models import distributed as dist_utils  # noqa: E402
+from smolgrpo.rewards import builtin as rewards  # noqa: E402
 from smolgrpo.tasks.data import Problem  # noqa: E402
 from smolgrpo.training.trainer import Trainer  # noqa: E402
 
 
-def digits_reward(completions, golds):
+def digits_reward(completions, answers, **fields):
     """Fraction of digit characters; constant 0.5 for problems whose gold is 'c'."""
     return [
         0.5 if gold == "c" else (sum(c.isdigit() for c in text) / len(text) if text else 0.0)
-        for text, gold in zip(completions, golds)
+        for text, gold in zip(completions, answers)
     ]
 
 
@@ -100,7 +100,7 @@ def make_trainer(
 def main() -> None:
     out, scenario = Path(sys.argv[1]), sys.argv[2]
     torch.set_num_threads(1)
-    rewards.REWARD_FUNCTIONS["digits"] = digits_reward
+    rewards.REWARDS["digits"] = rewards.RewardSpec(digits_reward)
     rank = int(os.environ["RANK"])
     if scenario == "train":
         items = [Problem(f"Q{i}", f"#### {i}", str(i), f"toy:{i}") for i in range(8)]

@@ -54,7 +54,7 @@ def slow_forwards(seconds: float, folder: Path) -> None:
 
 
 if __name__ == "__main__":
-    rewards.REWARD_FUNCTIONS["digits"] = digits_reward
+    rewards.REWARDS["digits"] = rewards.RewardSpec(digits_reward)
     if os.environ.get("SLOW_FORWARD"):
         seconds, folder = os.environ["SLOW_FORWARD"].split(":", 1)
         slow_forwards(float(seconds), Path(folder))

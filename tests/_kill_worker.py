@@ -22,7 +22,7 @@ from smolgrpo.rewards import builtin as rewards
 from smolgrpo.runs import checkpoint
 
 
-def digits_reward(completions, golds):
+def digits_reward(completions, answers, **fields):
     """Fraction of digit characters: varied from the first step on a random model."""
     return [sum(c.isdigit() for c in text) / len(text) if text else 0.0 for text in completions]
 
@@ -41,7 +41,7 @@ def pause_in_checkpoint(step: int, marker: Path) -> None:
 
 
 if __name__ == "__main__":
-    rewards.REWARD_FUNCTIONS["digits"] = digits_reward
+    rewards.REWARDS["digits"] = rewards.RewardSpec(digits_reward)
     if os.environ.get("PAUSE_IN_CHECKPOINT"):
         step, marker = os.environ["PAUSE_IN_CHECKPOINT"].split(":", 1)
         pause_in_checkpoint(int(step), Path(marker))

@@ -111,18 +111,18 @@ def gsm8k_dir() -> Path:
 
 
 # ----------------------------------------------------------------------------- toy rewards
-def digits_reward(completions, golds):
+def digits_reward(completions, answers, **fields):
     """Fraction of the characters that are digits: varied from the first step, easy to raise."""
     return [sum(c.isdigit() for c in text) / len(text) if text else 0.0 for text in completions]
 
 
-def gated_reward(completions, golds):
+def gated_reward(completions, answers, **fields):
     """Constant for problems whose gold is 'c' (zero-std groups), digit fraction otherwise."""
-    varied = digits_reward(completions, golds)
-    return [0.5 if gold == "c" else value for gold, value in zip(golds, varied)]
+    varied = digits_reward(completions, answers)
+    return [0.5 if gold == "c" else value for gold, value in zip(answers, varied)]
 
 
-def constant_reward(completions, golds):
+def constant_reward(completions, answers, **fields):
     return [1.0] * len(completions)
 
 
@@ -131,6 +131,6 @@ def toy_rewards(monkeypatch):
     """Registers the toy rewards above under the names the trainer tests' configs use."""
     from smolgrpo.rewards import builtin as rewards
 
-    monkeypatch.setitem(rewards.REWARD_FUNCTIONS, "digits", digits_reward)
-    monkeypatch.setitem(rewards.REWARD_FUNCTIONS, "gated", gated_reward)
-    monkeypatch.setitem(rewards.REWARD_FUNCTIONS, "constant", constant_reward)
+    monkeypatch.setitem(rewards.REWARDS, "digits", rewards.RewardSpec(digits_reward))
+    monkeypatch.setitem(rewards.REWARDS, "gated", rewards.RewardSpec(gated_reward))
+    monkeypatch.setitem(rewards.REWARDS, "constant", rewards.RewardSpec(constant_reward))

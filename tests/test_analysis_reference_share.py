@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from smolgrpo.rewards.builtin import REWARD_FUNCTIONS
+from smolgrpo.rewards.builtin import REWARDS
 from smolgrpo.tasks.data import Problem
 
 SCRIPT = Path(__file__).parents[1] / "analysis" / "reward_reference_share.py"
@@ -40,6 +40,6 @@ def test_reference_scores_strip_the_calculator_annotations():
         gold="10",
         origin="literal:2",
     )
-    scores = script.reference_scores([natalia, pasted], REWARD_FUNCTIONS["grounded_arithmetic"])
+    scores = script.reference_scores([natalia, pasted], REWARDS["grounded_arithmetic"].function)
     assert scores == [1.0, 0.0]
     assert script.count_at_maximum(scores) == (1, 2)

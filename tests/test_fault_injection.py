@@ -131,7 +131,7 @@ def test_random_kills_and_resume_end_where_an_uninterrupted_run_ends(
     print(f"kill seed {seed} (replay with SMOLGRPO_KILL_SEED={seed})")
 
     # The reference: the same command, in this process, never interrupted.
-    monkeypatch.setitem(rewards.REWARD_FUNCTIONS, "digits", digits_reward)
+    monkeypatch.setitem(rewards.REWARDS, "digits", rewards.RewardSpec(digits_reward))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

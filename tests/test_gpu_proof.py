@@ -89,9 +89,11 @@ def test_a_run_stopped_by_the_time_limit_hands_on_its_checkpoint(tmp_path, monke
         "".join(json.dumps({"question": f"Q{i}", "answer": f"#### {i}"}) + "\n" for i in range(4))
     )
     monkeypatch.setitem(
-        rewards.REWARD_FUNCTIONS,
+        rewards.REWARDS,
         "digits",
-        lambda texts, _golds: [sum(c.isdigit() for c in t) / max(len(t), 1) for t in texts],
+        rewards.RewardSpec(
+            lambda texts, **_: [sum(c.isdigit() for c in t) / max(len(t), 1) for t in texts]
+        ),
     )
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(

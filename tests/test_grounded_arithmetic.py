@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from smolgrpo.rewards.arithmetic import unit_equations
-from smolgrpo.rewards.builtin import REWARD_FUNCTIONS
+from smolgrpo.rewards.builtin import REWARDS
 from smolgrpo.rewards.grounding import GROUNDING_CONSTANTS, grounded_steps, question_numbers
 from smolgrpo.rewards.scoring import score_completions
 
@@ -28,7 +28,7 @@ def response(reasoning: str, answer: str) -> str:
 
 
 def grounded(completion: str, question: str = NATALIA) -> float:
-    reward = REWARD_FUNCTIONS["grounded_arithmetic"]
+    reward = REWARDS["grounded_arithmetic"].function
     return reward([completion], ["72"], questions=[question])[0]
 
 

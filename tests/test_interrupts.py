@@ -90,14 +90,14 @@ def train_in_process(recipe: Path, run_dir: Path, *extra: str) -> int:
     argv = ["train", "--config", str(recipe), "--no-progress", "--output-dir", str(run_dir)]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    previous = rewards.REWARD_FUNCTIONS.get("digits")
-    rewards.REWARD_FUNCTIONS["digits"] = digits_reward
+    previous = rewards.REWARDS.get("digits")
+    rewards.REWARDS["digits"] = rewards.RewardSpec(digits_reward)
     try:
         return cli.main(argv + list(extra))
     finally:
         torch.set_num_threads(threads)
         if previous is None:
-            rewards.REWARD_FUNCTIONS.pop("digits", None)
+            rewards.REWARDS.pop("digits", None)
 
 
 class SlowRun:

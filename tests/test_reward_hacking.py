@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from smolgrpo.rewards.builtin import DEFAULT_REWARD_WEIGHTS, REWARD_FUNCTIONS
+from smolgrpo.rewards.builtin import DEFAULT_REWARD_WEIGHTS, REWARDS
 from smolgrpo.rewards.scoring import score_completions
 
 GOLD = "72"
@@ -111,7 +111,7 @@ ADVERSARIAL = {
 def best_time(function, text: str, runs: int = 3) -> float:
     times = []
     # Rewards that read the problem get the adversarial text as the problem too.
-    extra = {"questions": [text]} if function is REWARD_FUNCTIONS["grounded_arithmetic"] else {}
+    extra = {"questions": [text]} if function is REWARDS["grounded_arithmetic"].function else {}
     for _ in range(runs):
         started = time.perf_counter()
         function([text], [GOLD], **extra)
@@ -123,7 +123,7 @@ def best_time(function, text: str, runs: int = 3) -> float:
 def test_every_reward_is_fast_on_50k_characters(kind):
     text = ADVERSARIAL[kind]
     assert len(text) >= 50_000
-    for name, function in REWARD_FUNCTIONS.items():
+    for name, function in ((name, spec.function) for name, spec in REWARDS.items()):
         for completion in (text, response(text, "72")):
             seconds = best_time(function, completion)
             assert seconds < 0.05, f"{name} took {seconds * 1000:.1f} ms on {kind}"
@@ -173,10 +173,10 @@ def test_the_arithmetic_reward_does_not_execute_code(tmp_path, monkeypatch):
         "6 * 12 = 72",
     ]
     completions = [response(payload, "72") for payload in payloads]
-    for name, function in REWARD_FUNCTIONS.items():
+    for name, function in ((name, spec.function) for name, spec in REWARDS.items()):
         values = function(completions, [GOLD] * len(completions))
         assert all(0.0 <= value <= 1.0 for value in values), name
-    arithmetic = REWARD_FUNCTIONS["arithmetic_consistency"](completions, [GOLD] * len(payloads))
+    arithmetic = REWARDS["arithmetic_consistency"].function(completions, [GOLD] * len(payloads))
     assert arithmetic == [0.0] * 6 + [1.0]  # only the genuine equation counts
     assert not calls and not marker.exists()
 
@@ -197,14 +197,14 @@ GROUNDED_FARMS = {
 
 
 def grounded(completions: list[str]) -> list[float]:
-    reward = REWARD_FUNCTIONS["grounded_arithmetic"]
+    reward = REWARDS["grounded_arithmetic"].function
     return reward(completions, [GOLD] * len(completions), questions=[QUESTION] * len(completions))
 
 
 def test_grounded_arithmetic_pays_a_chain_from_the_problem():
     assert grounded([GROUNDED_HONEST]) == [1.0]
     # the old reward is farmed by every one of these; the grounded one by none
-    assert REWARD_FUNCTIONS["arithmetic_consistency"](
+    assert REWARDS["arithmetic_consistency"].function(
         [GROUNDED_FARMS["pasted true equations"]], [GOLD]
     ) == [1.0]
 
@@ -222,7 +222,7 @@ def test_pasted_equations_neither_pay_nor_dilute_and_false_ones_dilute():
 
 
 def test_grounded_arithmetic_without_the_problem_scores_zero():
-    reward = REWARD_FUNCTIONS["grounded_arithmetic"]
+    reward = REWARDS["grounded_arithmetic"].function
     assert reward([GROUNDED_HONEST], [GOLD]) == [0.0]
     totals = score_completions(
         [GROUNDED_HONEST], [GOLD], {"grounded_arithmetic": 1.0}, questions=[QUESTION]

@@ -12,9 +12,10 @@ from smolgrpo.rewards.answers import (
 )
 from smolgrpo.rewards.builtin import (
     DEFAULT_REWARD_WEIGHTS,
-    REWARD_FUNCTIONS,
+    REWARDS,
     arithmetic_consistency_reward,
     correctness_reward,
+    default_reward_weights,
     integer_answer_reward,
     soft_format_reward,
     strict_format_reward,
@@ -177,7 +178,7 @@ def test_correctness_rejects_answer_hacks(completion):
 
 def test_rewards_survive_garbage_and_non_strings():
     garbage = "\x00\x01\xff\ufffd<answer>\x00</answer>\udc80 = ) ( * / 0 = 5 / 0"
-    for reward in REWARD_FUNCTIONS.values():
+    for reward in (spec.function for spec in REWARDS.values()):
         scores = reward([garbage, None, 42, ""], ["72", "72", "72", "72"])  # type: ignore[list-item]
         assert len(scores) == 4
         assert all(0.0 <= s <= 1.0 for s in scores)
@@ -198,7 +199,7 @@ def test_long_completion_is_scored():
     assert result.per_reward["strict_format"] == [1.0]
     assert result.per_reward["arithmetic_consistency"] == [1.0]
     adversarial = ["(" * 50_000, "-" * 50_000 + "1 = 1", "=" * 50_000, "1," * 25_000, "9" * 50_000]
-    for reward in REWARD_FUNCTIONS.values():
+    for reward in (spec.function for spec in REWARDS.values()):
         scores = reward(adversarial, ["1"] * len(adversarial))
         assert all(isinstance(s, float) for s in scores)
 
@@ -327,8 +328,8 @@ def test_arithmetic_many_distinct_wrong_equations():
 
 def test_default_weights_name_registered_rewards():
     # grounded_arithmetic needs the problem text, so it is opt-in (the recipes turn it on)
-    assert set(DEFAULT_REWARD_WEIGHTS) == set(REWARD_FUNCTIONS) - {"grounded_arithmetic"}
-    assert set(REWARD_FUNCTIONS) == {
+    assert set(DEFAULT_REWARD_WEIGHTS) == set(REWARDS) - {"grounded_arithmetic"}
+    assert set(REWARDS) == {
         "correctness",
         "strict_format",
         "soft_format",
@@ -377,3 +378,40 @@ def test_score_completions_empty_batch():
     assert result.total == []
     assert all(values == [] for values in result.per_reward.values())
     assert not math.isnan(sum(result.total))
+
+
+def test_the_registry_holds_the_default_weights_once():
+    assert DEFAULT_REWARD_WEIGHTS == {
+        "correctness": 2.0,
+        "strict_format": 0.5,
+        "soft_format": 0.25,
+        "xml_count": 0.25,
+        "integer_answer": 0.25,
+        "arithmetic_consistency": 0.25,
+    }
+    assert default_reward_weights(numeric_answers=False) == {
+        "correctness": 2.0,
+        "strict_format": 0.5,
+        "soft_format": 0.25,
+        "xml_count": 0.25,
+    }
+
+
+def test_every_reward_takes_completions_and_fields_by_keyword():
+    fields = {"answers": ["52", "7"], "questions": ["q", "q"], "answer_check": None}
+    for name, spec in REWARDS.items():
+        scores = spec.function([GOOD, "no tags"], **fields)
+        assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores), name
+    assert REWARDS["correctness"].function([GOOD], answers=["52"]) == [1.0]
+
+
+def test_a_task_check_goes_through_the_correctness_reward_with_its_outcomes():
+    def check(answer, gold):
+        if answer == "boom":
+            raise SystemExit(1)
+        return 1.0 if answer == gold else 0.0
+
+    completions = [f"<reasoning>r</reasoning><answer>{a}</answer>" for a in ("yes", "no", "boom")]
+    result = score_completions(completions, ["yes"] * 3, {"correctness": 1.0}, answer_check=check)
+    assert result.per_reward["correctness"] == [1.0, 0.0, 0.0]
+    assert (result.timeouts, result.errors) == (0, 1)

@@ -100,14 +100,14 @@ def train_one_step(tmp_path, *overrides) -> tuple[Trainer, list[dict]]:
     return trainer, read_metrics(tmp_path / "run/metrics.jsonl")
 
 
-def varied_reward(completions, golds):
+def varied_reward(completions, answers, **fields):
     """A tiny random model almost never answers right: this gives its groups a spread."""
     return [len(completion) % 3 / 2 for completion in completions]
 
 
 @pytest.fixture(autouse=True)
 def toy_reward(monkeypatch):
-    monkeypatch.setitem(rewards.REWARD_FUNCTIONS, "varied", varied_reward)
+    monkeypatch.setitem(rewards.REWARDS, "varied", rewards.RewardSpec(varied_reward))
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py

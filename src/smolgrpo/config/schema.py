@@ -31,7 +31,7 @@ from smolgrpo.config.parse import apply_overrides, build_section, read_recipe
 from smolgrpo.config.parse import check_value as _check
 from smolgrpo.config.parse import one_of as _one_of
 from smolgrpo.errors import SmolGRPOError
-from smolgrpo.rewards.builtin import DEFAULT_REWARD_WEIGHTS, REWARD_FUNCTIONS
+from smolgrpo.rewards.builtin import DEFAULT_REWARD_WEIGHTS, REWARDS
 from smolgrpo.rewards.plugins import is_plugin, load_reward
 from smolgrpo.runs.tracking import check_report_to
 from smolgrpo.tasks import check_task_config, default_reward_weights, has_worked_solutions
@@ -129,9 +129,9 @@ class RewardConfig:
         for name, weight in self.weights.items():
             if is_plugin(name):
                 load_reward(name)  # importable and callable, or one line naming it
-            elif name not in REWARD_FUNCTIONS:
+            elif name not in REWARDS:
                 raise SmolGRPOError(
-                    f"rewards.weights: unknown reward '{name}' (valid: {', '.join(REWARD_FUNCTIONS)}"
+                    f"rewards.weights: unknown reward '{name}' (valid: {', '.join(REWARDS)}"
                     ", or module:function / file.py:function)"
                 )
             _check(

@@ -15,7 +15,6 @@ import itertools
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 REASONING_OPEN = "<reasoning>"
 
@@ -122,14 +121,19 @@ def _clamp(value: float) -> float:
     return min(1.0, max(0.0, value)) if math.isfinite(value) else 0.0
 
 
-@dataclass
-class AnswerChecks:
-    """A task's answer check over a batch: a score per answer, and per answer how the check
-    ended: "ok", "timeout" (stopped at its time limit, sandbox.py) or "error" (it raised,
-    exited, crashed or was stopped); a check that did not end "ok" scored 0."""
+class AnswerChecks(list):
+    """A task's answer check over a batch: a list of scores (what the correctness reward
+    returns), and per answer how the check ended in `statuses`: "ok", "timeout" (stopped at its
+    time limit, sandbox.py) or "error" (it raised, exited, crashed or was stopped); a check
+    that did not end "ok" scored 0."""
 
-    scores: list[float]
-    statuses: list[str] = field(default_factory=list)
+    def __init__(self, scores=(), statuses=None):
+        super().__init__(scores)
+        self.statuses: list[str] = list(statuses or [])
+
+    @property
+    def scores(self) -> list[float]:
+        return list(self)
 
     @property
     def timeouts(self) -> int:
@@ -168,6 +172,6 @@ def check_answers(
             value, status = 0.0, "error"
         else:
             status = "ok"
-        result.scores.append(_clamp(value))
+        result.append(_clamp(value))
         result.statuses.append(status)
     return result

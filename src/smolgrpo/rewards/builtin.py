@@ -9,8 +9,11 @@ A completion is the model's full response text and should look like::
     52
     </answer>
 
-Each reward function takes ``(completions, gold_answers)`` and returns one float in [0, 1] per
-completion. ``score_completions`` combines them with weights into the scalar GRPO reward.
+Each reward is ``(completions, **fields) -> list[float]``, one float in [0, 1] per completion;
+the fields are ``answers`` (the gold answers) and ``questions`` (one per completion) and the
+task's ``answer_check``, as TRL and open-r1 pass dataset columns. Built-in rewards are
+registered in ``REWARDS`` with their default weight (``register``); ``score_completions``
+(scoring.py) combines them with weights into the scalar GRPO reward.
 
 Design choices:
 
@@ -38,6 +41,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from smolgrpo.rewards.answers import (
     ALL_TAGS,
@@ -47,6 +51,7 @@ from smolgrpo.rewards.answers import (
     REASONING_OPEN,
     _clamp,
     answers_match,
+    check_answers,
     extract_answer,
     parse_number,
 )
@@ -130,11 +135,14 @@ def _score_grounded_arithmetic(completion: str, question: str | None) -> float:
 
 
 def _score_each(
-    score_one: Callable[[str, str | None], float], completions: list[str], gold_answers: list[str]
+    score_one: Callable[[str, str | None], float],
+    completions: list[str],
+    gold_answers: list[str] | None = None,
 ) -> list[float]:
-    """Apply score_one to each completion; any failure scores 0.0 instead of raising."""
+    """Apply score_one to each completion (with its gold answer or question, where given); any
+    failure scores 0.0 instead of raising."""
     try:
-        golds = list(gold_answers)
+        golds = list(gold_answers or [])
     except TypeError:
         golds = []
     scores = []
@@ -150,64 +158,93 @@ def _score_each(
     return scores
 
 
-def correctness_reward(completions: list[str], gold_answers: list[str]) -> list[float]:
-    """1.0 when the single <answer> block numerically matches the gold answer."""
-    return _score_each(_score_correctness, completions, gold_answers)
+# --------------------------------------------------------------------------- the registry
 
 
-def strict_format_reward(completions: list[str], gold_answers: list[str]) -> list[float]:
+@dataclass(frozen=True)
+class RewardSpec:
+    """A built-in reward: its function, its weight in the default recipe (0: only when a
+    recipe names it) and whether it only makes sense for numeric answers (then left out of the
+    defaults of tasks whose answers are words or expressions)."""
+
+    function: Callable[..., list[float]]
+    default_weight: float = 0.0
+    numbers_only: bool = False
+
+
+REWARDS: dict[str, RewardSpec] = {}
+
+
+def register(name: str, default_weight: float = 0.0, numbers_only: bool = False):
+    """Add a reward `(completions, **fields) -> list[float]` to REWARDS under `name`."""
+
+    def add(function: Callable[..., list[float]]) -> Callable[..., list[float]]:
+        REWARDS[name] = RewardSpec(function, default_weight, numbers_only)
+        return function
+
+    return add
+
+
+def default_reward_weights(numeric_answers: bool = True) -> dict[str, float]:
+    """The registered rewards that are on by default, with their weights; without numeric
+    answers, those that only make sense for numbers are left out."""
+    return {
+        name: spec.default_weight
+        for name, spec in REWARDS.items()
+        if spec.default_weight and (numeric_answers or not spec.numbers_only)
+    }
+
+
+# --------------------------------------------------------------------------- public rewards
+# Every reward is `(completions, **fields) -> list[float]`, one value in [0, 1] per completion;
+# the fields are `answers` and `questions` (one per completion) and the task's `answer_check`.
+
+
+@register("correctness", default_weight=2.0)
+def correctness_reward(completions, answers=None, answer_check=None, **fields) -> list[float]:
+    """1.0 when the single <answer> block is right: the task's `answer_check` (then the
+    returned list also says how each check ended, see check_answers), else GSM8K's numeric
+    match."""
+    if answer_check is None:
+        return _score_each(_score_correctness, completions, answers)
+    return check_answers(answer_check, [extract_answer(c) for c in completions], answers or [])
+
+
+@register("strict_format", default_weight=0.5)
+def strict_format_reward(completions, answers=None, **fields) -> list[float]:
     """1.0 when the text is exactly one <reasoning> block then one non-empty <answer> block."""
-    return _score_each(_score_strict_format, completions, gold_answers)
+    return _score_each(_score_strict_format, completions)
 
 
-def soft_format_reward(completions: list[str], gold_answers: list[str]) -> list[float]:
+@register("soft_format", default_weight=0.25)
+def soft_format_reward(completions, answers=None, **fields) -> list[float]:
     """1.0 when the first occurrences of the four tags appear in the right order."""
-    return _score_each(_score_soft_format, completions, gold_answers)
+    return _score_each(_score_soft_format, completions)
 
 
-def xml_count_reward(completions: list[str], gold_answers: list[str]) -> list[float]:
+@register("xml_count", default_weight=0.25)
+def xml_count_reward(completions, answers=None, **fields) -> list[float]:
     """0.25 per tag present exactly once, minus 0.001 per character after </answer> (max 0.25)."""
-    return _score_each(_score_xml_count, completions, gold_answers)
+    return _score_each(_score_xml_count, completions)
 
 
-def integer_answer_reward(completions: list[str], gold_answers: list[str]) -> list[float]:
+@register("integer_answer", default_weight=0.25, numbers_only=True)
+def integer_answer_reward(completions, answers=None, **fields) -> list[float]:
     """1.0 when the answer is a bare integer such as ``72``, ``-12`` or ``1,000``."""
-    return _score_each(_score_integer_answer, completions, gold_answers)
+    return _score_each(_score_integer_answer, completions)
 
 
-def arithmetic_consistency_reward(completions: list[str], gold_answers: list[str]) -> list[float]:
+@register("arithmetic_consistency", default_weight=0.25, numbers_only=True)
+def arithmetic_consistency_reward(completions, answers=None, **fields) -> list[float]:
     """Fraction of distinct, non-trivial equations in the reasoning that hold (0.0 if none)."""
-    return _score_each(_score_arithmetic, completions, gold_answers)
+    return _score_each(_score_arithmetic, completions)
 
 
-def grounded_arithmetic_reward(
-    completions: list[str], gold_answers: list[str], questions: list[str] | None = None
-) -> list[float]:
+@register("grounded_arithmetic", numbers_only=True)
+def grounded_arithmetic_reward(completions, answers=None, questions=None, **fields) -> list[float]:
     """0 unless the answer ends a chain of true equations rooted in the problem (grounding.py);
     then the share of grounded steps among grounded and false ones. 0.0 without the questions."""
     return _score_each(_score_grounded_arithmetic, completions, questions or [])
 
 
-# Rewards that also read the problem statement (score_completions passes `questions=`).
-QUESTION_REWARDS = frozenset({"grounded_arithmetic"})
-
-
-REWARD_FUNCTIONS: dict[str, Callable[..., list[float]]] = {
-    "correctness": correctness_reward,
-    "strict_format": strict_format_reward,
-    "soft_format": soft_format_reward,
-    "xml_count": xml_count_reward,
-    "integer_answer": integer_answer_reward,
-    "arithmetic_consistency": arithmetic_consistency_reward,
-    "grounded_arithmetic": grounded_arithmetic_reward,
-}
-
-
-DEFAULT_REWARD_WEIGHTS: dict[str, float] = {
-    "correctness": 2.0,
-    "strict_format": 0.5,
-    "soft_format": 0.25,
-    "xml_count": 0.25,
-    "integer_answer": 0.25,
-    "arithmetic_consistency": 0.25,
-}
+DEFAULT_REWARD_WEIGHTS: dict[str, float] = default_reward_weights()

@@ -13,7 +13,8 @@ The contract is the one the built-in rewards follow::
 
     def brevity(completions: list[str], answers: list[str], **fields) -> list[float]: ...
 
-`fields` holds `questions` (one per completion) and may grow, hence `**fields`. Unlike the
+`fields` holds `questions` (one per completion) and the task's `answer_check` (None for
+GSM8K), and may grow, hence `**fields`. Unlike the
 built-ins, a plug-in is trusted to score but not to be right: the import and the callable are
 checked when the config loads, and every call must return exactly one finite number per
 completion (a bool, a string, None, NaN or a wrong length is refused). Any failure is a
@@ -127,17 +128,14 @@ def check_scores(name: str, values, expected: int, where: str = "") -> list[floa
 
 
 def score_plugin(
-    name: str,
-    completions: list[str],
-    answers: list[str],
-    questions: list[str] | None,
-    step: int | None = None,
+    name: str, completions: list[str], fields: dict, step: int | None = None
 ) -> list[float]:
-    """Call the plug-in `name` and check what it returns (see the module docstring)."""
+    """Call the plug-in `name` as every reward is called, `(completions, **fields)`, and check
+    what it returns (see the module docstring)."""
     where = f"step {step}: " if step is not None else ""
     function = load_reward(name)
     try:
-        values = function(list(completions), list(answers), questions=questions)
+        values = function(list(completions), **fields)
     except KeyboardInterrupt:
         raise
     except BaseException as error:  # noqa: BLE001 - a user's bug (SystemExit too): one line

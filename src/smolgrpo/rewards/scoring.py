@@ -11,8 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from smolgrpo.rewards.answers import AnswerChecks, check_answers, extract_answer
-from smolgrpo.rewards.builtin import QUESTION_REWARDS, REWARD_FUNCTIONS
+from smolgrpo.rewards.builtin import REWARDS
 from smolgrpo.rewards.plugins import is_plugin, score_plugin
 
 
@@ -37,54 +36,36 @@ def score_completions(
 ) -> RewardResult:
     """Run every reward named in ``weights`` and sum them with those weights.
 
-    ``questions`` (one per completion) feed the rewards in QUESTION_REWARDS; without them those
-    rewards score 0. ``answer_check`` (a task's, see tasks/): the correctness reward scores
-    ``answer_check(extract_answer(completion), gold)`` instead of the numeric GSM8K match,
-    through `check_answers` (a sandboxed check gets the batch at once); the checks that timed
-    out or failed are counted in the result's ``timeouts`` and ``errors``.
+    Every reward, built-in (REWARDS) or a user's (a name with a colon, plugins.py), is called
+    the same way: ``reward(completions, answers=..., questions=..., answer_check=...)``.
+    ``answer_check`` is the task's (tasks/; None: GSM8K's numeric match). A reward whose list
+    says how its checks ended (`AnswerChecks`, the sandboxed checks) adds its timeouts and
+    errors to the result's counts.
 
     Rewards with weight 0 are still computed so they can be logged. An unknown reward name or
-    mismatched list lengths are caller/config errors and raise ValueError. A name with a colon
-    is a user's reward (reward_plugins.py): its failures are SmolGRPOErrors naming ``step``.
+    mismatched list lengths are caller/config errors and raise ValueError. A user's reward
+    that fails is a SmolGRPOError naming it and ``step``.
     """
-    unknown = sorted(
-        name for name in weights if name not in REWARD_FUNCTIONS and not is_plugin(name)
-    )
+    unknown = sorted(name for name in weights if name not in REWARDS and not is_plugin(name))
     if unknown:
-        raise ValueError(
-            f"unknown reward name(s) {unknown}; valid names are {sorted(REWARD_FUNCTIONS)}"
-        )
+        raise ValueError(f"unknown reward name(s) {unknown}; valid names are {sorted(REWARDS)}")
     completions = list(completions)
-    gold_answers = list(gold_answers)
-    if len(completions) != len(gold_answers):
+    fields = {"answers": list(gold_answers), "questions": questions, "answer_check": answer_check}
+    if len(completions) != len(fields["answers"]):
         raise ValueError(f"got {len(completions)} completions but {len(gold_answers)} gold answers")
     if questions is not None and len(questions) != len(completions):
         raise ValueError(f"got {len(completions)} completions but {len(questions)} questions")
-    per_reward, seconds, checked = {}, {}, AnswerChecks([])
+    result = RewardResult(total=[0.0] * len(completions), per_reward={})
     for name in weights:
         started = time.perf_counter()
         if is_plugin(name):
-            per_reward[name] = score_plugin(name, completions, gold_answers, questions, step)
-        elif name == "correctness" and answer_check is not None:
-            checked = check_answers(
-                answer_check, [extract_answer(c) for c in completions], gold_answers
-            )
-            per_reward[name] = checked.scores
-        elif name in QUESTION_REWARDS:
-            per_reward[name] = REWARD_FUNCTIONS[name](
-                completions, gold_answers, questions=questions
-            )
+            values = score_plugin(name, completions, fields, step)
         else:
-            per_reward[name] = REWARD_FUNCTIONS[name](completions, gold_answers)
-        seconds[name] = time.perf_counter() - started
-    total = [
-        sum(float(weights[name]) * per_reward[name][index] for name in weights)
-        for index in range(len(completions))
-    ]
-    return RewardResult(
-        total=total,
-        per_reward=per_reward,
-        seconds=seconds,
-        timeouts=checked.timeouts,
-        errors=checked.errors,
-    )
+            values = REWARDS[name].function(completions, **fields)
+        result.seconds[name] = time.perf_counter() - started
+        result.timeouts += getattr(values, "timeouts", 0)
+        result.errors += getattr(values, "errors", 0)
+        result.per_reward[name] = list(values)
+        for index, value in enumerate(values):
+            result.total[index] += float(weights[name]) * value
+    return result

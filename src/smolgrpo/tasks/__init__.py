@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.rewards.builtin import DEFAULT_REWARD_WEIGHTS
+from smolgrpo.rewards.builtin import default_reward_weights as default_reward_weights_for
 from smolgrpo.tasks.base import FIELD_MAPPED_TASKS, AnswerCheck, Task, task_title
 from smolgrpo.tasks.data import keep_short_solutions, load_problems, shuffle_and_limit
 
@@ -56,12 +57,7 @@ ANSWER_TYPES = ("number", "exact", "math")
 
 # Answers that are not plain numbers: no integer or arithmetic rewards, which would push a
 # model to write numbers where a word or an expression is the answer.
-TEXT_REWARD_WEIGHTS: dict[str, float] = {
-    "correctness": 2.0,
-    "strict_format": 0.5,
-    "soft_format": 0.25,
-    "xml_count": 0.25,
-}
+TEXT_REWARD_WEIGHTS: dict[str, float] = default_reward_weights_for(numeric_answers=False)
 
 
 def has_worked_solutions(data) -> bool:
