@@ -14,7 +14,7 @@ from smolgrpo.evaluation.evaluate import _is_correct
 from smolgrpo.reporting.model_card import build_model_card
 from smolgrpo.rewards.builtin import DEFAULT_REWARD_WEIGHTS
 from smolgrpo.rewards.scoring import score_completions
-from smolgrpo.tasks import TEXT_REWARD_WEIGHTS, build_task
+from smolgrpo.tasks import TASK_KINDS, TEXT_REWARD_WEIGHTS, build_task, saved_task_kind, task_kind
 from smolgrpo.tasks.data import load_problems
 from smolgrpo.tasks.files import check_exact, check_number, normalize_exact
 from smolgrpo.tasks.prompts import format_reference_response
@@ -103,6 +103,19 @@ def test_unknown_task_or_answer_type_is_one_line(override, message):
     with pytest.raises(SmolGRPOError) as error:
         load_config(None, [override])
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_each_task_value_is_one_kind():
+    assert list(TASK_KINDS) == ["gsm8k", "jsonl", "csv", "hub", "reasoning_gym"]
+    assert all(task_kind(name).name == name for name in TASK_KINDS)
+    with pytest.raises(SmolGRPOError, match=r"^config: unknown task 'gsm9k' for 'data.task'"):
+        task_kind("gsm9k")
+    # A config saved before there were tasks has no `task` key: GSM8K.
+    assert saved_task_kind({}) is task_kind("gsm8k")
+    assert saved_task_kind({"task": "reasoning_gym"}).card_tags({"gym_dataset": "countdown"}) == [
+        "reasoning-gym-countdown"
+    ]
+    assert task_kind("reasoning_gym").default_reward_weights(None) == TEXT_REWARD_WEIGHTS
 
 
 def test_math_answers_without_math_verify_name_the_extra(monkeypatch):

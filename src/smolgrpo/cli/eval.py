@@ -130,12 +130,13 @@ def _prompt_template_for(args):
 
 def _local_data(fields: dict) -> list[Path]:
     """The data files or folders on disk that the task reads (protected from --output-dir)."""
-    from smolgrpo.tasks.data import resolve_source
+    from smolgrpo.tasks import task_kind
 
-    if fields["task"] == "reasoning_gym" or fields["task"] == "hub":
+    source = task_kind(fields["task"]).local_source(fields)
+    if source is None:  # generated problems, or a hub dataset
         return []
-    source = Path(resolve_source(fields.get("source"))).expanduser()
-    return [source] if source.exists() else []
+    path = Path(source).expanduser()
+    return [path] if path.exists() else []
 
 
 def _settings(args, fields: dict, template, identity: dict) -> dict:
@@ -264,7 +265,7 @@ def run_eval(args) -> int:
         )
     metrics["time_s"] = round(metrics["time_s"] + spent, 2)
     metrics.update(model=args.model, split=args.split, device=describe_device(model))
-    if task.name != "gsm8k":
+    if task.kind.named_in_eval_metrics:
         metrics["task"] = task.title
     eval_output.write_metrics(output_dir, metrics)
     print_metrics(console, metrics)

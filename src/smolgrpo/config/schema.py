@@ -34,7 +34,7 @@ from smolgrpo.errors import SmolGRPOError
 from smolgrpo.rewards.builtin import DEFAULT_REWARD_WEIGHTS, REWARDS
 from smolgrpo.rewards.plugins import is_plugin, load_reward
 from smolgrpo.runs.tracking import check_report_to
-from smolgrpo.tasks import check_task_config, default_reward_weights, has_worked_solutions
+from smolgrpo.tasks import TASK_KINDS, task_kind
 from smolgrpo.tasks.prompts import DEFAULT_PREFILL, SYSTEM_PROMPT, PromptTemplate
 
 
@@ -105,7 +105,7 @@ class DataConfig:
         _check(steps is None or steps >= 1, "data.max_solution_steps", steps, ">= 1")
         timeout = self.gym_check_timeout_s
         _check(0 < timeout <= 600, "data.gym_check_timeout_s", timeout, "> 0 and <= 600")
-        check_task_config(self)
+        task_kind(self.task).check(self)
 
 
 @dataclass
@@ -332,8 +332,10 @@ class Config:
     def validate(self, weights_given: bool = False) -> Config:
         """`weights_given`: the recipe (or --set) wrote rewards.weights; otherwise the task's
         own default weights replace GSM8K's."""
-        if not weights_given and self.rewards.weights == DEFAULT_REWARD_WEIGHTS:
-            self.rewards.weights = default_reward_weights(self.data)
+        # An unknown data.task keeps these weights: data.validate reports it, in its turn.
+        keeps_defaults = not weights_given and self.rewards.weights == DEFAULT_REWARD_WEIGHTS
+        if keeps_defaults and self.data.task in TASK_KINDS:
+            self.rewards.weights = task_kind(self.data.task).default_reward_weights(self.data)
         for section in dataclasses.fields(self):
             validate = getattr(getattr(self, section.name), "validate", None)
             if validate:
@@ -343,7 +345,8 @@ class Config:
                 "config: model.fsdp cannot be combined with grpo.filter_zero_std_groups "
                 "(every rank must train on the same number of rows)"
             )
-        if self.grpo.guided_groups and not has_worked_solutions(self.data):
+        worked_solutions = task_kind(self.data.task).has_worked_solutions(self.data)
+        if self.grpo.guided_groups and not worked_solutions:
             raise SmolGRPOError(
                 "config: grpo.guided_groups needs worked solutions: data.task gsm8k, or "
                 f"jsonl/csv/hub with data.solution_field (not '{self.data.task}')"

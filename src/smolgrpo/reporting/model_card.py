@@ -25,7 +25,7 @@ from smolgrpo.reporting.report import (
     summarize_run,
     window_headings,
 )
-from smolgrpo.tasks.base import data_source_text
+from smolgrpo.tasks import saved_task_kind
 
 CARD_FILE = "README.md"
 EVAL_RESULTS_FILE = "eval_results.json"
@@ -60,15 +60,14 @@ def build_model_card(
     base_text, base_id = _base_model(str(model.get("name", "?")))
     method = "sft" if is_sft_run(rows) else "grpo"
     data = config.get("data") or {}
-    gsm8k = data.get("task", "gsm8k") == "gsm8k"  # configs saved before tasks have no key
-    task_tags = ["gsm8k", "math"] if gsm8k else [_task_tag(data)]
-    metadata = {"library_name": "transformers", "tags": [method, *task_tags, "smolgrpo"]}
+    kind = saved_task_kind(data)
+    metadata = {"library_name": "transformers", "tags": [method, *kind.card_tags(data), "smolgrpo"]}
     if base_id:
         metadata["base_model"] = base_id
         if base_id.startswith("HuggingFaceTB/SmolLM2"):
             metadata["license"] = "apache-2.0"  # the base model's licence carries over
-    if gsm8k:
-        metadata["datasets"] = ["openai/gsm8k"]
+    if kind.card_datasets(data):
+        metadata["datasets"] = kind.card_datasets(data)
     lines = [
         "---",
         yaml.safe_dump(metadata, sort_keys=False).strip(),
@@ -86,7 +85,7 @@ def build_model_card(
         "",
         "- A small model trained briefly on one dataset: it is a demonstration of GRPO, not a "
         "reliable calculator. Check every answer.",
-        f"- Trained and measured only on {_subject(data, 'GSM8K-style English word')} problems; "
+        f"- Trained and measured only on {kind.card_subject(data, 'limitations')} problems; "
         "expect little transfer to other tasks.",
         CHECK_LINE[method],
         f"- Training metrics are measured on {TRAINING_MEASURE[method]}; only the "
@@ -99,23 +98,10 @@ def build_model_card(
     return scrub_text("\n".join(lines) + "\n", config_paths(config), run_dir)
 
 
-def _task_tag(data: dict) -> str:
-    if data.get("task") == "reasoning_gym":
-        return f"reasoning-gym-{data.get('gym_dataset')}"
-    return str(data.get("task"))
-
-
-def _subject(data: dict, gsm8k_text: str = "grade-school math (GSM8K)") -> str:
-    """What the model was trained on, for the title and the limitations (the task's name)."""
-    from smolgrpo.tasks import task_title
-
-    return gsm8k_text if data.get("task", "gsm8k") == "gsm8k" else task_title(data)
-
-
 def _common_lines(config: dict) -> list[str]:
     data, prompt = config.get("data", {}), config.get("prompt", {})
     return [
-        f"- Data: {data_source_text(data)}"
+        f"- Data: {saved_task_kind(data).source_text(data)}"
         + (
             f", only problems solved in at most {data['max_solution_steps']} reference steps"
             if data.get("max_solution_steps")
@@ -184,11 +170,12 @@ def _grpo_lines(config: dict, base_text: str, rows: list[dict]) -> list[str]:
     )
     weights = (config.get("rewards") or {}).get("weights") or {}
     data = config.get("data") or {}
+    kind = saved_task_kind(data)
     return [
-        f"# GRPO fine-tune for {_subject(data)}",
+        f"# GRPO fine-tune for {kind.card_subject(data)}",
         "",
         f"Fine-tuned from {base_text} with GRPO (Group Relative Policy Optimization) by "
-        f"smolgrpo to answer {_subject(data, 'GSM8K')} problems in the format "
+        f"smolgrpo to answer {kind.card_subject(data, 'problems')} problems in the format "
         "`<reasoning>…</reasoning><answer>…</answer>`.",
         "",
         "## Training",

@@ -48,12 +48,10 @@ def public_path(text: str, run_dir: Path | str | None = None) -> str:
 def config_paths(config: dict) -> list[str]:
     """The local paths a saved config names: model, data source (as given and as resolved from
     $SMOLGRPO_DATA_DIR) and reward plug-in files."""
-    from smolgrpo.tasks.data import resolve_source
+    from smolgrpo.tasks import saved_task_kind
 
     model, data = config.get("model") or {}, config.get("data") or {}
-    found = [model.get("name"), data.get("source")]
-    if data.get("task", "gsm8k") == "gsm8k":
-        found.append(resolve_source(data.get("source")))
+    found = [model.get("name"), data.get("source"), saved_task_kind(data).local_source(data)]
     for name in ((config.get("rewards") or {}).get("weights") or {}).keys():
         if isinstance(name, str) and ":" in name:
             found.append(name.rsplit(":", 1)[0])

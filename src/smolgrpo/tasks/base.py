@@ -1,20 +1,25 @@
-"""The task record shared by every task module: `Task`, its human title and its data source.
+"""The records shared by every task module: `Task` (a loaded task) and `TaskKind` (what one
+`data.task` value means).
 
-A module of its own so that `tasks/__init__.py` (which picks a task) and the task modules
-(`files.py`, `gym.py`, which build one) both import it without importing each other."""
+A module of its own so that `kinds.py` (which registers the kinds) and the task modules
+(`files.py`, `gym.py`, which build a task) both import it without importing each other."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
+from smolgrpo.errors import SmolGRPOError
+from smolgrpo.rewards.builtin import DEFAULT_REWARD_WEIGHTS, default_reward_weights
 from smolgrpo.rewards.scoring import RewardResult, score_completions
-from smolgrpo.tasks.data import HUB_DATASET_ID, Problem, resolve_source, shuffle_and_limit
+from smolgrpo.tasks.data import Problem, shuffle_and_limit
 
 AnswerCheck = Callable[[str | None, str], float]
-# Tasks read through a field mapping (question/answer/solution columns, data.answer_type).
-FIELD_MAPPED_TASKS = ("jsonl", "csv", "hub")
+ANSWER_TYPES = ("number", "exact", "math")
+
+# Answers that are not plain numbers: no integer or arithmetic rewards, which would push a
+# model to write numbers where a word or an expression is the answer.
+TEXT_REWARD_WEIGHTS: dict[str, float] = default_reward_weights(numeric_answers=False)
 
 
 @dataclass(frozen=True)
@@ -22,10 +27,15 @@ class Task:
     """A loaded task: `load(split, limit, seed, shuffle)` gives its problems; `loader(split)`
     reads all of a split's problems, in order."""
 
-    name: str  # a TASK_NAMES entry
+    kind: TaskKind
     title: str  # for humans: "GSM8K", "countdown (reasoning-gym)", "JSONL `qa.jsonl`"
     loader: Callable[[str], list[Problem]]
     answer_check: AnswerCheck | None  # None: the GSM8K numeric check of rewards.py
+
+    @property
+    def name(self) -> str:
+        """The `data.task` value it was built from."""
+        return self.kind.name
 
     def load(
         self, split: str, limit: int | None = None, seed: int = 0, shuffle: bool = False
@@ -37,41 +47,74 @@ class Task:
         return score_completions(completions, golds, weights, questions, step, self.answer_check)
 
 
-def task_title(data: dict) -> str:
-    """A task's name for humans from a saved config's `data` mapping (model cards, reports)."""
-    task = data.get("task", "gsm8k")
-    if task == "reasoning_gym":
-        options = data.get("gym_config") or {}
-        shown = ", ".join(f"{key}={value}" for key, value in options.items())
-        return f"{data.get('gym_dataset', '?')} (reasoning-gym{'; ' + shown if shown else ''})"
-    if task in FIELD_MAPPED_TASKS:
-        kind = "hub dataset" if task == "hub" else task.upper()
-        return f"{kind} `{data.get('source')}` ({data.get('answer_type', 'number')} answers)"
-    return "GSM8K"
+class TaskKind:
+    """One `data.task` value (kinds.py registers one of each): how its config is checked, how
+    its `Task` is built, and what it says about itself.
+
+    `data` is a `DataConfig` for `check`, `build`, `has_worked_solutions` and
+    `default_reward_weights`; a saved config's `data` mapping (model cards, reports) for the
+    rest."""
+
+    name: str
+    # Reads question/answer(/solution) columns through data.question_field, ... (jsonl, csv, hub).
+    field_mapped = False
+    # Whether eval's metrics name the task (GSM8K's metrics stay as they were before tasks).
+    named_in_eval_metrics = True
+
+    def check(self, data) -> None:
+        """One-line errors for a `data:` section of this kind (config validation)."""
+        check_answer_type(data)
+        self.check_solution_steps(data)
+
+    def check_solution_steps(self, data) -> None:
+        if data.max_solution_steps is not None and not self.has_worked_solutions(data):
+            raise SmolGRPOError(
+                "config: data.max_solution_steps needs worked solutions to count steps in: "
+                f"task gsm8k, or jsonl/csv/hub with data.solution_field (not '{data.task}')"
+            )
+
+    def build(self, data) -> Task:
+        """The task a checked `DataConfig` describes."""
+        raise NotImplementedError
+
+    def has_worked_solutions(self, data) -> bool:
+        """Whether the problems carry worked steps (what SFT trains on and
+        `max_solution_steps` counts)."""
+        return False
+
+    def default_reward_weights(self, data) -> dict:
+        """The reward weights the task starts from when the config sets none of its own."""
+        return dict(DEFAULT_REWARD_WEIGHTS)
+
+    def title(self, data: dict) -> str:
+        """The task's name for humans (model cards, reports, eval metrics)."""
+        raise NotImplementedError
+
+    def source_text(self, data: dict) -> str:
+        """Where a run's problems came from (model cards)."""
+        raise NotImplementedError
+
+    def card_tags(self, data: dict) -> list[str]:
+        """The model card's metadata tags for the task."""
+        return [self.name]
+
+    def card_datasets(self, data: dict) -> list[str]:
+        """The hub datasets the model card's metadata names."""
+        return []
+
+    def card_subject(self, data: dict, wording: str = "heading") -> str:
+        """What the model was trained on, in the card's `heading`, `problems` or
+        `limitations` sentence."""
+        return self.title(data)
+
+    def local_source(self, data: dict) -> str | None:
+        """The file or folder on disk the problems are read from (None: generated, or hub)."""
+        return None
 
 
-def data_source_text(data: dict) -> str:
-    """Where a run's problems came from, from its saved config's `data` mapping (model cards).
-
-    `source: null` is resolved as loading resolves it: $SMOLGRPO_DATA_DIR, else the hub."""
-    task = data.get("task", "gsm8k")
-    if task == "reasoning_gym":
-        return (
-            f"reasoning-gym `{data.get('gym_dataset')}`, {data.get('gym_size')} generated "
-            f"problems (seed {data.get('gym_seed')})"
+def check_answer_type(data) -> None:
+    if data.answer_type not in ANSWER_TYPES:
+        raise SmolGRPOError(
+            f"config: unknown answer type '{data.answer_type}' for 'data.answer_type' "
+            f"(valid: {', '.join(ANSWER_TYPES)})"
         )
-    if task in FIELD_MAPPED_TASKS:
-        where = "hub dataset" if task == "hub" else f"local {task.upper()}"
-        return (
-            f"{where} `{data.get('source')}` (question `{data.get('question_field')}`"
-            f", answer `{data.get('answer_field')}`, {data.get('answer_type')} answers)"
-        )
-    source = resolve_source(data.get("source"))  # None: $SMOLGRPO_DATA_DIR, else the hub
-    split = data.get("train_split", "train")
-    path = Path(source).expanduser()
-    if source.endswith(".jsonl") or path.is_file():
-        return f"local JSONL file `{source}`"
-    if path.is_dir() or source.startswith((".", "/", "~")):
-        return f"local JSONL `{(Path(source) / f'{split}.jsonl').as_posix()}` (`{split}` split)"
-    name = "GSM8K" if source == HUB_DATASET_ID else "hub dataset"
-    return f"{name} `{split}` split from the hub (`{source}`)"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.rewards.answers import answers_match, parse_number
-from smolgrpo.tasks.base import Task, task_title
+from smolgrpo.tasks.base import Task, TaskKind
 from smolgrpo.tasks.data import Problem, jsonl_rows
 
 MATH_EXTRA_HINT = "pip install 'smolgrpo[math]'"
@@ -95,13 +95,16 @@ def _csv_rows(path: Path):
         raise SmolGRPOError(f"{path}: not a readable CSV file ({error})") from None
 
 
+_ROW_READERS = {"jsonl": _jsonl_rows, "csv": _csv_rows}
+
+
 def read_rows(
-    path: Path, kind: str, question_field: str, answer_field: str, solution_field=None
+    path: Path, file_format: str, question_field: str, answer_field: str, solution_field=None
 ) -> list[Problem]:
-    """Problems of a JSONL or CSV file through the field mapping. With `solution_field`, a
-    problem's solution is `<steps>\n#### <answer>`, GSM8K's shape, so a few-shot example shows
-    the steps as its reasoning (prompts.format_reference_response)."""
-    rows = _jsonl_rows(path) if kind == "jsonl" else _csv_rows(path)
+    """Problems of a JSONL or CSV file (`file_format`) through the field mapping. With
+    `solution_field`, a problem's solution is `<steps>\n#### <answer>`, GSM8K's shape, so a
+    few-shot example shows the steps as its reasoning (prompts.format_reference_response)."""
+    rows = _ROW_READERS[file_format](path)
     numbered = ((f"{path}:{line_number}", row) for line_number, row in rows)
     problems = map_rows(numbered, question_field, answer_field, solution_field)
     if not problems:
@@ -168,22 +171,25 @@ def resolve_file(source: str | None, split: str, kind: str) -> Path:
     return path
 
 
-def build_file_task(data):
+def read_file_split(data, split: str) -> list[Problem]:
+    """Problems of one split of a `jsonl` or `csv` task (`data.task` is the file format)."""
+    path = resolve_file(data.source, split, data.task)
+    return read_rows(
+        path,
+        data.task,
+        data.question_field,
+        data.answer_field,
+        data.solution_field,
+    )
 
+
+def build_file_task(data, kind: TaskKind, read_split) -> Task:
+    """A field-mapped task whose `read_split(data, split)` gives a split's problems
+    (`read_file_split`, `read_hub_rows`)."""
     answer_check = answer_check_for(data.answer_type)
 
     def load(split) -> list[Problem]:
-        if data.task == "hub":
-            problems = read_hub_rows(data, split)
-        else:
-            path = resolve_file(data.source, split, data.task)
-            problems = read_rows(
-                path,
-                data.task,
-                data.question_field,
-                data.answer_field,
-                data.solution_field,
-            )
+        problems = read_split(data, split)
         if data.answer_type == "number":  # a gold that is no number could never be matched
             for problem in problems:
                 if parse_number(problem.gold) is None:
@@ -193,4 +199,4 @@ def build_file_task(data):
                     )
         return problems
 
-    return Task(data.task, task_title(vars(data)), load, answer_check)
+    return Task(kind, kind.title(vars(data)), load, answer_check)

@@ -28,7 +28,7 @@ import zlib
 
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.rewards.sandbox import DEFAULT_TIMEOUT_S, SandboxedCheck
-from smolgrpo.tasks.base import Task, task_title
+from smolgrpo.tasks.base import Task, TaskKind
 from smolgrpo.tasks.data import Problem
 from smolgrpo.tasks.gym_arithmetic import ARITHMETIC_GAMES, arithmetic_check
 
@@ -120,8 +120,7 @@ def make_answer_check(name: str, options: dict | None = None, timeout_s: float =
     return SandboxedCheck({"kind": "gym", "name": name, "options": options}, timeout_s)
 
 
-def build_gym_task(data):
-
+def build_gym_task(data, kind: TaskKind) -> Task:
     name, size = data.gym_dataset, data.gym_size
     options = dict(data.gym_config or {})
 
@@ -136,4 +135,4 @@ def build_gym_task(data):
     check = make_answer_check(name, options, data.gym_check_timeout_s)
     if isinstance(check, SandboxedCheck):
         check.prepare()  # the worker's imports overlap the model's loading
-    return Task("reasoning_gym", task_title(vars(data)), load, check)
+    return Task(kind, kind.title(vars(data)), load, check)

@@ -43,12 +43,7 @@ from smolgrpo.models.loading import (
     mark_cache_sharing_failed,
 )
 from smolgrpo.runs import guards
-from smolgrpo.tasks import (
-    FIELD_MAPPED_TASKS,
-    build_task,
-    has_worked_solutions,
-    load_train_problems,
-)
+from smolgrpo.tasks import build_task, load_train_problems, task_kind
 from smolgrpo.tasks.data import Problem
 from smolgrpo.tasks.prompts import PromptTemplate, format_reference_response, render_prompt
 from smolgrpo.training.group_collection import prompts_for_rank
@@ -71,12 +66,12 @@ def load_sft_problems(config: Config) -> list[Problem]:
     """The train split, minus any problem whose question is also in the eval split."""
     data = config.data
     # The targets are worked solutions: GSM8K's, or a file task's data.solution_field column.
-    field_mapped = data.task in FIELD_MAPPED_TASKS
-    if not has_worked_solutions(data):
+    kind = task_kind(data.task)
+    if not kind.has_worked_solutions(data):
         raise SmolGRPOError(
             "sft needs worked solutions: data.task gsm8k, or jsonl/csv/hub with "
             f"data.solution_field (not '{data.task}'"
-            f"{' without data.solution_field' if field_mapped else ''})"
+            f"{' without data.solution_field' if kind.field_mapped else ''})"
         )
     if config.data.train_split == config.data.eval_split:
         raise SmolGRPOError(
