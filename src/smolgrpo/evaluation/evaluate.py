@@ -1,8 +1,9 @@
 """Evaluation: accuracy, format compliance and pass@k of a model on a task's split (GSM8K).
 
-Correctness uses the same `extract_answer` + `answers_match` as the training reward (or the same
-task check, see tasks/), so a number reported here means what the reward optimised. A second extractor, the last number in the text,
-measures a model that ignores the tag format (the untrained base model) fairly.
+Correctness is the training reward's own decision, `extract_answer` + `is_correct` (answers.py,
+with the task's check, see tasks/), so a number reported here means what the reward optimised.
+A second extractor, the last number in the text, measures a model that ignores the tag format
+(the untrained base model) fairly.
 
 pass@k uses the unbiased estimator of Chen et al. (2021), "Evaluating Large Language Models
 Trained on Code": with n samples of which c are correct, pass@k = 1 - C(n-c, k) / C(n, k).
@@ -25,11 +26,10 @@ from smolgrpo.errors import SmolGRPOError
 from smolgrpo.evaluation.majority import majority_correct
 from smolgrpo.generation.rollout import generate
 from smolgrpo.rewards.answers import (
-    AnswerChecks,
-    answers_match,
-    check_answers,
+    counts_as_correct,
     extract_answer,
     extract_last_number,
+    score_answers,
 )
 from smolgrpo.rewards.builtin import DEFAULT_REWARD_WEIGHTS
 from smolgrpo.rewards.scoring import score_completions
@@ -172,8 +172,8 @@ def evaluate(
             )
             answers = [extract_answer(response) for response in rollout.responses]
             last_numbers = [extract_last_number(response) for response in rollout.responses]
-            answer_checks = _check(answers, golds, answer_check)  # the reward's, remembered
-            last_checks = _check(last_numbers, golds, answer_check)
+            answer_checks = score_answers(answers, golds, answer_check)  # the reward's, remembered
+            last_checks = score_answers(last_numbers, golds, answer_check)
             for index, response in enumerate(rollout.responses):
                 problem = batch[index // num_samples]
                 answer, last_number = answers[index], last_numbers[index]
@@ -187,8 +187,8 @@ def evaluate(
                         "gold": problem.gold,
                         "extracted_answer": answer,
                         "extracted_last_number": last_number,
-                        "correct": answer_checks.scores[index] >= 1.0,
-                        "correct_last_number": last_checks.scores[index] >= 1.0,
+                        "correct": counts_as_correct(answer_checks.scores[index]),
+                        "correct_last_number": counts_as_correct(last_checks.scores[index]),
                         # how the answer's check ended: ok, timeout or error (sandbox.py)
                         "answer_check": answer_checks.statuses[index],
                         "completion_tokens": int(rollout.completion_lengths[index]),
@@ -232,19 +232,6 @@ def calculator_calls(forced_row) -> int:
     """How many results the calculator wrote into one completion: runs of forced tokens."""
     values = forced_row.tolist()
     return sum(1 for i, forced in enumerate(values) if forced and (i == 0 or not values[i - 1]))
-
-
-def _check(answers: list[str | None], golds: list[str], answer_check) -> AnswerChecks:
-    """A score per answer (1.0 is correct): GSM8K's numeric match, or the task's check, which
-    scores like a reward (a failing check is 0 and counted, never the end of an eval)."""
-    if answer_check is None:
-        scores = [1.0 if answers_match(a, g) else 0.0 for a, g in zip(answers, golds)]
-        return AnswerChecks(scores, ["ok"] * len(scores))
-    return check_answers(answer_check, answers, golds)
-
-
-def _is_correct(answer: str | None, gold: str, answer_check) -> bool:
-    return _check([answer], [gold], answer_check).scores[0] >= 1.0
 
 
 def summarize(records: list[dict], num_samples: int) -> dict:
