@@ -117,21 +117,19 @@ def run_lm_eval(model: str, test_file: Path, args) -> tuple[dict, list[dict]]:
 
 def run_smolgrpo(model: str, args) -> list[dict]:
     from smolgrpo.evaluation.evaluate import evaluate
+    from smolgrpo.evaluation.settings import EvalSettings
     from smolgrpo.models.loading import load_model_and_tokenizer
     from smolgrpo.tasks.data import load_problems
     from smolgrpo.tasks.prompts import PromptTemplate
 
     problems = load_problems(args.data, "test", args.limit)
     loaded, tokenizer = load_model_and_tokenizer(model, "cpu", "float32")
-    _, records = evaluate(
-        loaded,
-        tokenizer,
-        problems,
+    settings = EvalSettings(
         template=PromptTemplate(prefill=args.prefill, num_few_shot=0),
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
-        show_progress=True,
     )
+    _, records = evaluate(loaded, tokenizer, problems, settings, show_progress=True)
     return records
 
 

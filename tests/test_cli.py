@@ -144,6 +144,20 @@ def test_non_positive_numbers_exit_2(small_data, capsys, flag, value):
     assert flag in error_line(capsys)
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--temperature", "-1"], "--temperature must be >= 0, got -1.0"),
+        (["--temperature", "1", "--top-p", "0"], "--top-p must be in (0, 1], got 0.0"),
+        (["--num-samples", "2"], "pass@k with --num-samples > 1 needs --temperature > 0"),
+    ],
+)
+def test_bad_sampling_flags_are_errors_naming_the_flags(small_data, capsys, flags, message):
+    argv = ["eval", "--model", "/nonexistent/dir", "--data", str(small_data), *flags]
+    assert run_main(argv) == 2
+    assert error_line(capsys) == f"error: {message}"
+
+
 def test_bad_device_is_one_error_line(small_data, capsys):
     argv = ["eval", "--model", "/nonexistent/dir", "--data", str(small_data), "--device", "gpu"]
     assert run_main(argv) == 2

@@ -11,9 +11,11 @@ import torch
 import smolgrpo.evaluation.evaluate as evaluate_module
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.evaluation.evaluate import evaluate, pass_at_k, summarize, write_eval_outputs
+from smolgrpo.evaluation.settings import EvalSettings
 from smolgrpo.generation.rollout import Rollout
 from smolgrpo.rewards.builtin import DEFAULT_REWARD_WEIGHTS
 from smolgrpo.tasks.data import Problem
+from smolgrpo.tasks.prompts import PromptTemplate
 
 PROBLEMS = [
     Problem(question="What is 2+2?", solution="2+2=4\n#### 4", gold="4", origin="hand:1"),
@@ -149,14 +151,8 @@ def test_summarize_empty():
 
 
 def test_evaluate_tiny_model_greedy(tiny_model, char_tokenizer):
-    metrics, records = evaluate(
-        tiny_model,
-        char_tokenizer,
-        PROBLEMS,
-        batch_size=2,  # two batches, the second one short
-        max_new_tokens=6,
-        show_progress=False,
-    )
+    settings = EvalSettings(batch_size=2, max_new_tokens=6)  # two batches, the second short
+    metrics, records = evaluate(tiny_model, char_tokenizer, PROBLEMS, settings, show_progress=False)
     assert METRIC_KEYS <= set(metrics)
     assert {f"reward/{name}" for name in DEFAULT_REWARD_WEIGHTS} <= set(metrics)
     assert metrics["num_problems"] == 3 and metrics["num_samples"] == 1
@@ -181,7 +177,7 @@ def test_evaluate_stops_keeping_the_batches_done_or_raising(tiny_model, char_tok
     from smolgrpo.runs.interrupts import StopRequested
 
     batches = []
-    options = dict(batch_size=1, max_new_tokens=4, show_progress=False)
+    options = dict(settings=EvalSettings(batch_size=1, max_new_tokens=4), show_progress=False)
     stop = lambda: len(batches) == 2  # noqa: E731 - asked after the second batch
     metrics, records = evaluate(
         tiny_model,
@@ -212,16 +208,8 @@ def test_evaluate_stops_keeping_the_batches_done_or_raising(tiny_model, char_tok
 
 def test_evaluate_tiny_model_sampled_pass_at_k(tiny_model, char_tokenizer):
     torch.manual_seed(0)
-    metrics, records = evaluate(
-        tiny_model,
-        char_tokenizer,
-        PROBLEMS,
-        batch_size=2,
-        max_new_tokens=4,
-        num_samples=2,
-        temperature=1.0,
-        show_progress=False,
-    )
+    settings = EvalSettings(batch_size=2, max_new_tokens=4, num_samples=2, temperature=1.0)
+    metrics, records = evaluate(tiny_model, char_tokenizer, PROBLEMS, settings, show_progress=False)
     assert len(records) == 6
     assert metrics["num_problems"] == 3 and metrics["num_samples"] == 2
     assert "pass@1" in metrics and "pass@2" in metrics
@@ -235,24 +223,32 @@ def test_evaluate_tiny_model_sampled_pass_at_k(tiny_model, char_tokenizer):
 
 def test_evaluate_leaves_training_mode_alone(tiny_model, char_tokenizer):
     tiny_model.train()
-    evaluate(tiny_model, char_tokenizer, PROBLEMS[:1], max_new_tokens=2, show_progress=False)
+    settings = EvalSettings(max_new_tokens=2)
+    evaluate(tiny_model, char_tokenizer, PROBLEMS[:1], settings, show_progress=False)
     assert tiny_model.training
 
 
 @pytest.mark.parametrize(
-    ("options", "flag"),
+    ("options", "message"),
     [
-        ({"num_samples": 2, "temperature": 0.0}, "--temperature"),
-        ({"batch_size": 0}, "--batch-size"),
-        ({"max_new_tokens": 0}, "--max-new-tokens"),
-        ({"num_samples": 0}, "--num-samples"),
-        ({"temperature": -1.0}, "--temperature"),
-        ({"temperature": 1.0, "top_p": 0.0}, "--top-p"),
+        ({"num_samples": 2, "temperature": 0.0}, "num_samples > 1 needs temperature > 0"),
+        ({"batch_size": 0}, "batch_size must be at least 1, got 0"),
+        ({"max_new_tokens": 0}, "max_new_tokens must be at least 1"),
+        ({"num_samples": 0}, "num_samples must be at least 1"),
+        ({"temperature": -1.0}, "temperature must be >= 0, got -1.0"),
+        ({"temperature": 1.0, "top_p": 0.0}, r"top_p must be in \(0, 1\], got 0.0"),
     ],
 )
-def test_evaluate_bad_options_are_user_errors(tiny_model, char_tokenizer, options, flag):
-    with pytest.raises(SmolGRPOError, match=flag):
-        evaluate(tiny_model, char_tokenizer, PROBLEMS, show_progress=False, **options)
+def test_bad_eval_settings_are_user_errors_naming_the_setting(options, message):
+    with pytest.raises(SmolGRPOError, match=message) as caught:
+        EvalSettings(**options)
+    assert "--" not in str(caught.value)  # a library error: no flag names
+
+
+def test_eval_settings_defaults():
+    settings = EvalSettings(reward_weights={})
+    assert settings.template == PromptTemplate() and settings.few_shot is None
+    assert settings.reward_weights is DEFAULT_REWARD_WEIGHTS  # empty: the default rewards
 
 
 # --------------------------------------------------------------------------- same check as reward
@@ -312,7 +308,8 @@ def test_evaluate_uses_the_reward_answer_check(monkeypatch, char_tokenizer):
     golds = {"q1": "4", "q2": "1000", "q3": "4", "q4": "4", "q5": "4", "q6": "4", "q7": "4"}
     problems = [Problem(q, f"#### {g}", g, f"hand:{q}") for q, g in golds.items()]
     monkeypatch.setattr(evaluate_module, "generate", fake_generate_returning(responses))
-    metrics, records = evaluate(None, char_tokenizer, problems, batch_size=3, show_progress=False)
+    settings = EvalSettings(batch_size=3)
+    metrics, records = evaluate(None, char_tokenizer, problems, settings, show_progress=False)
     correct = [r["correct"] for r in records]
     assert correct == [True, True, False, False, False, False, False]
     # evaluation and the correctness reward can never disagree

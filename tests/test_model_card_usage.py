@@ -17,6 +17,7 @@ from conftest import build_char_tokenizer, build_tiny_model
 
 from smolgrpo.config.schema import load_config
 from smolgrpo.evaluation.evaluate import evaluate
+from smolgrpo.evaluation.settings import EvalSettings
 from smolgrpo.tasks.data import Problem
 from smolgrpo.tasks.prompts import PromptTemplate
 from smolgrpo.training.sft import SFTTrainer
@@ -53,7 +54,11 @@ def test_usage_snippet_prints_the_measured_format(tmp_path):
     final = trainer.train()
     template = PromptTemplate(**json.loads((final / "prompt_template.json").read_text()))
     metrics, records = evaluate(
-        trainer.model.eval(), tokenizer, [problem], template=template, show_progress=False
+        trainer.model.eval(),
+        tokenizer,
+        [problem],
+        EvalSettings(template=template),
+        show_progress=False,
     )
     assert metrics["strict_format_rate"] == 1.0 and metrics["accuracy"] == 1.0
     card = (final / "README.md").read_text()

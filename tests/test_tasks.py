@@ -10,8 +10,8 @@ import pytest
 
 from smolgrpo.config.schema import load_config
 from smolgrpo.errors import SmolGRPOError
-from smolgrpo.evaluation.evaluate import _is_correct
 from smolgrpo.reporting.model_card import build_model_card
+from smolgrpo.rewards.answers import is_correct
 from smolgrpo.rewards.builtin import DEFAULT_REWARD_WEIGHTS
 from smolgrpo.rewards.scoring import score_completions
 from smolgrpo.tasks import TASK_KINDS, TEXT_REWARD_WEIGHTS, build_task, saved_task_kind, task_kind
@@ -180,14 +180,14 @@ def test_correctness_reward_uses_the_task_check_on_the_extracted_answer():
 
 
 def test_eval_correctness_uses_the_task_check():
-    assert _is_correct("paris", "Paris", check_exact)
-    assert not _is_correct("72", "Paris", check_exact)
-    assert _is_correct("72.0", "72", None)
+    assert is_correct("paris", "Paris", check_exact)
+    assert not is_correct("72", "Paris", check_exact)
+    assert is_correct("72.0", "72", None)
 
     def broken(answer, gold):
         raise RuntimeError("boom")
 
-    assert not _is_correct("x", "x", broken)
+    assert not is_correct("x", "x", broken)
 
 
 # ----------------------------------------------------------------------------- model card

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -165,7 +166,25 @@ def _settings(args, fields: dict, template, identity: dict) -> dict:
     return json.loads(json.dumps(settings))  # as eval_config.json reads back (lists, not tuples)
 
 
+# The EvalSettings (evaluation/settings.py) that flags of the same name set, e.g. --top-p.
+FLAG_SETTINGS = ("batch_size", "max_new_tokens", "num_samples", "temperature", "top_p")
+
+
+def _flag_settings(args):
+    """The EvalSettings of the flags; its errors name the flags (`--top-p`), not the settings."""
+    from smolgrpo.evaluation.settings import EvalSettings
+
+    try:
+        return EvalSettings(**{name: getattr(args, name) for name in FLAG_SETTINGS})
+    except SmolGRPOError as error:
+        names = r"\b(" + "|".join(FLAG_SETTINGS) + r")\b"
+        message = re.sub(names, lambda match: "--" + match[1].replace("_", "-"), str(error))
+        raise SmolGRPOError(message) from None
+
+
 def run_eval(args) -> int:
+    from dataclasses import replace
+
     from rich.console import Console
 
     from smolgrpo.cli.task_args import task_fields_from_args
@@ -178,11 +197,7 @@ def run_eval(args) -> int:
     from smolgrpo.tasks import build_task
     from smolgrpo.tasks.prompts import select_few_shot
 
-    for name in ("batch_size", "max_new_tokens", "num_samples"):
-        if getattr(args, name) < 1:
-            raise SmolGRPOError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.num_samples > 1 and args.temperature <= 0:
-        raise SmolGRPOError("pass@k with --num-samples > 1 needs --temperature > 0")
+    sampling = _flag_settings(args)  # checked before anything loads
     if args.resume and args.overwrite:
         raise SmolGRPOError(
             "--resume continues the eval in --output-dir, --overwrite replaces it: pass one"
@@ -248,16 +263,14 @@ def run_eval(args) -> int:
             model,
             tokenizer,
             problems,
-            template=template,
-            few_shot=few_shot,
-            batch_size=args.batch_size,
-            max_new_tokens=args.max_new_tokens,
-            num_samples=args.num_samples,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            answer_check=task.answer_check,
+            replace(
+                sampling,
+                template=template,
+                few_shot=few_shot,
+                answer_check=task.answer_check,
+                calculator=Calculator(tokenizer) if args.calculator else None,
+            ),
             show_progress=not args.no_progress,
-            calculator=Calculator(tokenizer) if args.calculator else None,
             should_stop=stop,
             done=done,
             on_batch=save_batch,

@@ -1,8 +1,9 @@
 """Evaluation: accuracy, format compliance and pass@k of a model on a task's split (GSM8K).
 
-Correctness uses the same `extract_answer` + `answers_match` as the training reward (or the same
-task check, see tasks/), so a number reported here means what the reward optimised. A second extractor, the last number in the text,
-measures a model that ignores the tag format (the untrained base model) fairly.
+Correctness is the training reward's own decision, `extract_answer` + `is_correct` (answers.py,
+with the task's check, see tasks/), so a number reported here means what the reward optimised.
+A second extractor, the last number in the text, measures a model that ignores the tag format
+(the untrained base model) fairly.
 
 pass@k uses the unbiased estimator of Chen et al. (2021), "Evaluating Large Language Models
 Trained on Code": with n samples of which c are correct, pass@k = 1 - C(n-c, k) / C(n, k).
@@ -21,21 +22,19 @@ from pathlib import Path
 
 import torch
 
-from smolgrpo.errors import SmolGRPOError
 from smolgrpo.evaluation.majority import majority_correct
+from smolgrpo.evaluation.settings import EvalSettings
 from smolgrpo.generation.rollout import generate
 from smolgrpo.rewards.answers import (
-    AnswerChecks,
-    answers_match,
-    check_answers,
+    counts_as_correct,
     extract_answer,
     extract_last_number,
+    score_answers,
 )
-from smolgrpo.rewards.builtin import DEFAULT_REWARD_WEIGHTS
 from smolgrpo.rewards.scoring import score_completions
 from smolgrpo.runs.interrupts import StopRequested
 from smolgrpo.tasks.data import Problem
-from smolgrpo.tasks.prompts import PromptTemplate, render_prompt
+from smolgrpo.tasks.prompts import render_prompt
 
 
 def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
@@ -95,123 +94,117 @@ def evaluate(
     model,
     tokenizer,
     problems: list[Problem],
+    settings: EvalSettings | None = None,
     *,
-    template: PromptTemplate | None = None,
-    few_shot: list[Problem] | None = None,
-    batch_size: int = 16,
-    max_new_tokens: int = 256,
-    num_samples: int = 1,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    reward_weights: dict[str, float] | None = None,
-    answer_check=None,
     show_progress: bool = True,
-    synced: bool = False,
     should_stop=None,
-    calculator=None,
     done: list[dict] | None = None,
     on_batch=None,
     keep_partial: bool = False,
 ) -> tuple[dict, list[dict]]:
-    """(metrics, one sample record per completion) for `num_samples` completions per problem.
+    """(metrics, one sample record per completion) for `settings.num_samples` completions per
+    problem (EvalSettings, settings.py; None: the defaults).
 
-    `answer_check`: a task's `(answer, gold) -> score` (tasks/); None is GSM8K's numeric match.
-    `synced`: generation in step with the other ranks (FSDP; see `rollout.generate`).
     `should_stop()`, checked before each decode step of every batch: True raises
     `interrupts.StopRequested` (the periodic eval of a stopping run is dropped).
-    `calculator` (a calculator.Calculator, or None): write the result after each
-    "expression =" (calculator.py); each record then counts its `calculator_calls`.
     `done`: the records of an interrupted eval (`eval --resume`), which covered the first
     `len(done) // num_samples` problems; evaluation goes on from the next one.
     `on_batch(records)`: called with each finished batch's records (eval appends them to disk).
     `keep_partial`: a stop ends the loop instead of raising; the metrics of the problems done
     then carry `partial: True` and `num_problems_planned`."""
-    template = template or PromptTemplate()
-    reward_weights = reward_weights or DEFAULT_REWARD_WEIGHTS
-    # SmolGRPOError, not ValueError: these come straight from CLI flags and must print one
-    # `error:` line, not a traceback.
-    for name, value in (
-        ("batch_size", batch_size),
-        ("max_new_tokens", max_new_tokens),
-        ("num_samples", num_samples),
-    ):
-        if value < 1:
-            raise SmolGRPOError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    if num_samples > 1 and temperature <= 0:
-        raise SmolGRPOError("pass@k with --num-samples > 1 needs --temperature > 0")
-    if temperature < 0:
-        raise SmolGRPOError(f"--temperature must be >= 0, got {temperature}")
-    if not 0 < top_p <= 1:
-        raise SmolGRPOError(f"--top-p must be in (0, 1], got {top_p}")
+    settings = settings or EvalSettings()
     records: list[dict] = list(done or [])
-    first = len(records) // num_samples
+    first = len(records) // settings.num_samples
     start = time.perf_counter()
     progress = _make_progress(show_progress)
     with progress, _StopGuard(keep_partial) as stop_guard:
         task = progress.add_task("eval", total=len(problems), completed=first, accuracy="-")
-        for offset in range(first, len(problems), batch_size):
-            batch = problems[offset : offset + batch_size]
-            prompts = [render_prompt(tokenizer, p.question, template, few_shot) for p in batch]
-            rollout = generate(
-                model,
-                tokenizer,
-                prompts,
-                num_generations=num_samples,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                prefill=template.prefill,
-                synced=synced,
-                should_stop=should_stop,
-                calculator=calculator,
-            )
-            golds = [p.gold for p in batch for _ in range(num_samples)]
-            questions = [p.question for p in batch for _ in range(num_samples)]
-            scored = score_completions(
-                rollout.responses, golds, reward_weights, questions, answer_check=answer_check
-            )
-            answers = [extract_answer(response) for response in rollout.responses]
-            last_numbers = [extract_last_number(response) for response in rollout.responses]
-            answer_checks = _check(answers, golds, answer_check)  # the reward's, remembered
-            last_checks = _check(last_numbers, golds, answer_check)
-            for index, response in enumerate(rollout.responses):
-                problem = batch[index // num_samples]
-                answer, last_number = answers[index], last_numbers[index]
-                records.append(
-                    {
-                        "problem_index": offset + index // num_samples,
-                        "origin": problem.origin,
-                        "sample_index": index % num_samples,
-                        "prompt": prompts[index // num_samples],
-                        "completion": response,
-                        "gold": problem.gold,
-                        "extracted_answer": answer,
-                        "extracted_last_number": last_number,
-                        "correct": answer_checks.scores[index] >= 1.0,
-                        "correct_last_number": last_checks.scores[index] >= 1.0,
-                        # how the answer's check ended: ok, timeout or error (sandbox.py)
-                        "answer_check": answer_checks.statuses[index],
-                        "completion_tokens": int(rollout.completion_lengths[index]),
-                        "truncated": bool(rollout.truncated[index]),
-                        "rewards": {name: v[index] for name, v in scored.per_reward.items()},
-                        "total_reward": scored.total[index],
-                    }
-                )
-                if rollout.forced_mask is not None:
-                    records[-1]["calculator_calls"] = calculator_calls(rollout.forced_mask[index])
+        for offset in range(first, len(problems), settings.batch_size):
+            batch = problems[offset : offset + settings.batch_size]
+            finished = evaluate_batch(model, tokenizer, batch, offset, settings, should_stop)
+            records += finished
             if on_batch is not None:
-                on_batch(records[-len(rollout.responses) :])
+                on_batch(finished)
             accuracy = sum(r["correct"] for r in records) / len(records)
             progress.update(task, advance=len(batch), accuracy=f"{accuracy:.1%}")
-    metrics = summarize(records, num_samples)
+    metrics = summarize(records, settings.num_samples)
     metrics["time_s"] = round(time.perf_counter() - start, 2)
-    metrics.update(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
-    if calculator is not None:
+    metrics.update(
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+    )
+    if settings.calculator is not None:
         calls = sum(r["calculator_calls"] for r in records)
         metrics.update(calculator=True, mean_calculator_calls=calls / max(len(records), 1))
     if stop_guard.stopped:
         metrics.update(partial=True, num_problems_planned=len(problems))
     return metrics, records
+
+
+def evaluate_batch(
+    model, tokenizer, batch: list[Problem], offset: int, settings: EvalSettings, should_stop=None
+) -> list[dict]:
+    """The records of one batch of problems, the first of which is problem number `offset`."""
+    template = settings.template
+    prompts = [render_prompt(tokenizer, p.question, template, settings.few_shot) for p in batch]
+    rollout = generate(
+        model,
+        tokenizer,
+        prompts,
+        num_generations=settings.num_samples,
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        prefill=template.prefill,
+        synced=settings.synced,
+        should_stop=should_stop,
+        calculator=settings.calculator,
+    )
+    return score_batch(batch, offset, prompts, rollout, settings)
+
+
+def score_batch(
+    batch: list[Problem], offset: int, prompts: list[str], rollout, settings: EvalSettings
+) -> list[dict]:
+    """One record per completion of `rollout` (prompts in order, `num_samples` each): its
+    answers, whether they are right, and every reward of `settings.reward_weights`."""
+    num_samples, answer_check = settings.num_samples, settings.answer_check
+    responses = rollout.responses
+    golds = [p.gold for p in batch for _ in range(num_samples)]
+    questions = [p.question for p in batch for _ in range(num_samples)]
+    scored = score_completions(
+        responses, golds, settings.reward_weights, questions, answer_check=answer_check
+    )
+    answers = [extract_answer(response) for response in responses]
+    last_numbers = [extract_last_number(response) for response in responses]
+    answer_checks = score_answers(answers, golds, answer_check)  # the reward's, remembered
+    last_checks = score_answers(last_numbers, golds, answer_check)
+    records = []
+    for index, response in enumerate(responses):
+        problem = batch[index // num_samples]
+        record = {
+            "problem_index": offset + index // num_samples,
+            "origin": problem.origin,
+            "sample_index": index % num_samples,
+            "prompt": prompts[index // num_samples],
+            "completion": response,
+            "gold": problem.gold,
+            "extracted_answer": answers[index],
+            "extracted_last_number": last_numbers[index],
+            "correct": counts_as_correct(answer_checks.scores[index]),
+            "correct_last_number": counts_as_correct(last_checks.scores[index]),
+            # how the answer's check ended: ok, timeout or error (sandbox.py)
+            "answer_check": answer_checks.statuses[index],
+            "completion_tokens": int(rollout.completion_lengths[index]),
+            "truncated": bool(rollout.truncated[index]),
+            "rewards": {name: values[index] for name, values in scored.per_reward.items()},
+            "total_reward": scored.total[index],
+        }
+        if rollout.forced_mask is not None:
+            record["calculator_calls"] = calculator_calls(rollout.forced_mask[index])
+        records.append(record)
+    return records
 
 
 class _StopGuard:
@@ -232,19 +225,6 @@ def calculator_calls(forced_row) -> int:
     """How many results the calculator wrote into one completion: runs of forced tokens."""
     values = forced_row.tolist()
     return sum(1 for i, forced in enumerate(values) if forced and (i == 0 or not values[i - 1]))
-
-
-def _check(answers: list[str | None], golds: list[str], answer_check) -> AnswerChecks:
-    """A score per answer (1.0 is correct): GSM8K's numeric match, or the task's check, which
-    scores like a reward (a failing check is 0 and counted, never the end of an eval)."""
-    if answer_check is None:
-        scores = [1.0 if answers_match(a, g) else 0.0 for a, g in zip(answers, golds)]
-        return AnswerChecks(scores, ["ok"] * len(scores))
-    return check_answers(answer_check, answers, golds)
-
-
-def _is_correct(answer: str | None, gold: str, answer_check) -> bool:
-    return _check([answer], [gold], answer_check).scores[0] >= 1.0
 
 
 def summarize(records: list[dict], num_samples: int) -> dict:

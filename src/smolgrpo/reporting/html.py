@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from smolgrpo.reporting.format import format_value, is_number, window_headings
-from smolgrpo.rewards.answers import answers_match, extract_answer
+from smolgrpo.rewards import answers
 
 STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0;
@@ -243,10 +243,9 @@ def is_correct(completion: dict, gold) -> bool:
     """The logged correctness reward when there is one, else the reward's own check."""
     rewards = completion.get("rewards") or {}
     if is_number(rewards.get("correctness")):
-        return rewards["correctness"] == 1.0
-    return gold is not None and answers_match(
-        extract_answer(str(completion.get("text", ""))), str(gold)
-    )
+        return answers.counts_as_correct(rewards["correctness"])
+    text = str(completion.get("text", ""))
+    return gold is not None and answers.is_correct(answers.extract_answer(text), str(gold))
 
 
 def _samples_section(samples: dict[int, list[dict]], config: dict) -> str:
@@ -290,7 +289,7 @@ def _prompt_block(number: int, record: dict, weights: dict) -> str:
 
 def _completion_item(completion: dict, gold, correct: bool, weights: dict) -> str:
     text = str(completion.get("text", ""))
-    extracted = extract_answer(text)
+    extracted = answers.extract_answer(text)
     rewards = completion.get("rewards") or {}
     chips = "".join(
         f'<li class="{"full" if value == 1 else ""}" title="weight {e(weights.get(name, "?"))}">'

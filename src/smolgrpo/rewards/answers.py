@@ -3,10 +3,11 @@
 `extract_answer` takes the single `<answer>` block (several blocks, nested tags or none give
 None); `parse_number` reads a number the way GSM8K writes one (ASCII digits only, commas in
 thousands, no fractions); `answers_match` compares numerically. `is_correct` is the one
-correctness decision: the correctness reward, eval, the report and the paired tests all use it
-(or the records it produced), so training and evaluation never disagree. `check_answers` runs a
-task's own check over a batch (a sandboxed one at once), scoring a failed check 0 and saying
-how each check ended.
+correctness decision, and `counts_as_correct` turns a correctness score (`score_answers`, or
+one read from a log) into right or wrong: the correctness reward, eval, the report and the
+paired tests all use them (or the records they produced), so training and evaluation never
+disagree. `check_answers` runs a task's own check over a batch (a sandboxed one at once),
+scoring a failed check 0 and saying how each check ended.
 """
 
 from __future__ import annotations
@@ -117,6 +118,22 @@ def answers_match(predicted: str | None, gold: str) -> bool:
     return abs(predicted_value - gold_value) <= 1e-6 * max(1.0, abs(gold_value))
 
 
+# The score of a right answer: a correctness score (the reward's, a task check's, or one read
+# back from a log) means right only at full credit; partial credit is still wrong.
+CORRECT = 1.0
+
+
+def counts_as_correct(score: float) -> bool:
+    """Whether a correctness score means the answer is right (NaN and partial credit: no)."""
+    return score >= CORRECT
+
+
+def is_correct(answer: str | None, gold: str | None, answer_check: Callable | None = None) -> bool:
+    """The one correctness decision: `answer` (as `extract_answer` read it) against `gold`, by
+    the task's `answer_check` (a check that fails is wrong) or else GSM8K's numeric match."""
+    return counts_as_correct(score_answers([answer], [gold], answer_check).scores[0])
+
+
 def _clamp(value: float) -> float:
     return min(1.0, max(0.0, value)) if math.isfinite(value) else 0.0
 
@@ -175,3 +192,17 @@ def check_answers(
         result.append(_clamp(value))
         result.statuses.append(status)
     return result
+
+
+def score_answers(
+    answers: list[str | None],
+    gold_answers: list[str | None],
+    answer_check: Callable[[str | None, str], float] | None = None,
+) -> AnswerChecks:
+    """A correctness score per answer (`CORRECT` is right): GSM8K's numeric match, or the task's
+    check through `check_answers`, which scores like a reward (a failing check is 0 and
+    counted, never the end of an eval)."""
+    if answer_check is None:
+        scores = [CORRECT if answers_match(a, g) else 0.0 for a, g in zip(answers, gold_answers)]
+        return AnswerChecks(scores, ["ok"] * len(scores))
+    return check_answers(answer_check, answers, gold_answers)

@@ -28,8 +28,8 @@ Design choices:
   GSM8K answers never need them, so any non-ASCII numeric character makes an answer unparseable.
 * Fractions such as ``3/4`` are read as two numbers and rejected: GSM8K gold answers are plain
   numbers, and accepting ``a/b`` would invite answers like ``144/2`` that hide the arithmetic.
-* The correctness reward and the evaluator share ``extract_answer`` and ``answers_match`` so the
-  training signal and the reported accuracy can never disagree.
+* The correctness reward and the evaluator share ``extract_answer`` and ``is_correct`` (answers.py)
+  so the training signal and the reported accuracy can never disagree.
 * ``DEFAULT_REWARD_WEIGHTS``: correctness dominates. The format pieces give partial credit so a
   base model, which rarely writes the tags, still gets a non-zero and varied reward within a
   group (GRPO learns nothing from a group with identical rewards). Arithmetic consistency is
@@ -47,12 +47,13 @@ from smolgrpo.rewards.answers import (
     ALL_TAGS,
     ANSWER_CLOSE,
     ANSWER_OPEN,
+    CORRECT,
     REASONING_CLOSE,
     REASONING_OPEN,
     _clamp,
-    answers_match,
     check_answers,
     extract_answer,
+    is_correct,
     parse_number,
 )
 from smolgrpo.rewards.arithmetic import ARITHMETIC_SCAN_CHARS, check_equations
@@ -62,7 +63,7 @@ _INTEGER_ANSWER_RE = re.compile(r"[-+\u2212]?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)
 
 
 def _score_correctness(completion: str, gold: str | None) -> float:
-    return 1.0 if answers_match(extract_answer(completion), gold) else 0.0
+    return CORRECT if is_correct(extract_answer(completion), gold) else 0.0
 
 
 def _score_strict_format(completion: str, _gold: str | None) -> float:

@@ -7,6 +7,7 @@ import statistics
 import torch
 
 from smolgrpo.models import distributed as dist_utils
+from smolgrpo.rewards.answers import counts_as_correct
 
 
 def step_metrics(
@@ -25,7 +26,7 @@ def step_metrics(
     metrics["reward_mean"] = statistics.fmean(totals)
     metrics["reward_std"] = statistics.pstdev(totals)
     if "correctness" in rewards:
-        metrics["accuracy"] = statistics.fmean(v == 1.0 for v in rewards["correctness"])
+        metrics["accuracy"] = statistics.fmean(counts_as_correct(v) for v in rewards["correctness"])
     for name in ("strict_format", "soft_format"):
         if name in rewards:
             metrics[f"{name}_rate"] = statistics.fmean(v == 1.0 for v in rewards[name])

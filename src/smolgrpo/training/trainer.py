@@ -431,6 +431,7 @@ class Trainer:
 
     def periodic_eval(self) -> dict:
         from smolgrpo.evaluation.evaluate import evaluate
+        from smolgrpo.evaluation.settings import EvalSettings
 
         self.phase("evaluating")
         result = {}
@@ -442,10 +443,7 @@ class Trainer:
             rng_state = torch.get_rng_state()  # evaluation must not shift the training RNG
             try:
                 with self.autocast():
-                    metrics, _ = evaluate(
-                        self.model,
-                        self.tokenizer,
-                        self.eval_problems,
+                    settings = EvalSettings(
                         template=self.template,
                         few_shot=self.few_shot,
                         batch_size=self.config.run.eval_batch_size,
@@ -453,8 +451,14 @@ class Trainer:
                         reward_weights=self.config.rewards.weights,
                         answer_check=self.task.answer_check,
                         calculator=self.calculator,
-                        show_progress=False,
                         synced=self.sharded,
+                    )
+                    metrics, _ = evaluate(
+                        self.model,
+                        self.tokenizer,
+                        self.eval_problems,
+                        settings,
+                        show_progress=False,
                         should_stop=self.stop_pending,
                     )
             except StopRequested:  # the step is finished and kept; only its eval is lost
