@@ -21,7 +21,8 @@ How it is built:
   truncates prompt + response. Problems whose question also appears in the eval split are dropped
   (there are none in GSM8K; the check guards other data), so no test problem is trained on.
 
-Run it with `smolgrpo sft --config recipes/cpu-sft.yaml`.
+Run it with `smolgrpo sft --config recipes/cpu-sft.yaml` (trainer.run_training with
+`trainer_class=SFTTrainer`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from smolgrpo.models.loading import (
     forward_after_prefix,
     mark_cache_sharing_failed,
 )
-from smolgrpo.runs import guards
 from smolgrpo.tasks import (
     FIELD_MAPPED_TASKS,
     build_task,
@@ -314,16 +314,3 @@ class SFTTrainer(Trainer):
             nll_sum += float(nll.detach())
             correct_sum += float(correct)
         return nll_sum, correct_sum
-
-
-def run_sft(
-    config: Config, resume: bool = False, overwrite: bool = False, show_progress: bool = True
-):
-    try:
-        with guards.resource_errors(config):
-            trainer = SFTTrainer(
-                config, resume=resume, overwrite=overwrite, show_progress=show_progress
-            )
-            return trainer.train()
-    finally:
-        dist_utils.shutdown()

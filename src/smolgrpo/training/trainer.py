@@ -470,11 +470,17 @@ class Trainer:
 
 
 def run_training(
-    config: Config, resume: bool = False, overwrite: bool = False, show_progress: bool = True
+    config: Config,
+    resume: bool = False,
+    overwrite: bool = False,
+    show_progress: bool = True,
+    trainer_class: type[Trainer] = Trainer,
 ) -> Path | None:
+    """Train with `trainer_class` (Trainer for GRPO, sft.SFTTrainer for supervised) and shut
+    the process group down; out-of-memory and disk-full errors become one-line user errors."""
     try:
         with guards.resource_errors(config):  # out of memory / disk full: say what to change
-            trainer = Trainer(
+            trainer = trainer_class(
                 config, resume=resume, overwrite=overwrite, show_progress=show_progress
             )
             return trainer.train()
