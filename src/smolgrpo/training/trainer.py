@@ -29,7 +29,6 @@ import torch
 
 from smolgrpo.config.schema import Config
 from smolgrpo.errors import warn
-from smolgrpo.generation.rollout import Rollout
 from smolgrpo.models import distributed as dist_utils
 from smolgrpo.models import fsdp
 from smolgrpo.runs import guards
@@ -46,7 +45,7 @@ from smolgrpo.tasks import build_task, load_train_problems
 from smolgrpo.tasks.data import Problem
 from smolgrpo.tasks.prompts import select_few_shot
 from smolgrpo.training.batching import GroupBatch, PromptStream, build_group_batch
-from smolgrpo.training.group_collection import collect_groups
+from smolgrpo.training.group_collection import CollectedGroups, collect_groups
 from smolgrpo.training.policy_update import train_on_batch
 
 
@@ -262,7 +261,7 @@ class Trainer:
         return None
 
     # ------------------------------------------------------------------ one step
-    def collect_groups(self) -> tuple[list[Rollout], list[torch.Tensor], list[Problem], dict]:
+    def collect_groups(self) -> CollectedGroups:
         """Rollouts, rewards and advantages for this step (group_collection.py)."""
         return collect_groups(self)
 
@@ -279,16 +278,16 @@ class Trainer:
         step_started = time.perf_counter()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        rollouts, advantages, problems, stats = self.collect_groups()
+        groups = self.collect_groups()
         self.phase("training")
         backward_started = time.perf_counter()
         # Decided globally: a rank that kept no group must still join the other ranks' update.
-        if dist_utils.any_true(bool(rollouts)):
+        if dist_utils.any_true(bool(groups.rollouts)):
             batch = None
-            if rollouts:
+            if groups.rollouts:
                 batch = build_group_batch(
-                    rollouts,
-                    advantages,
+                    groups.rollouts,
+                    groups.advantages,
                     self.tokenizer.pad_token_id,
                     self.config.grpo.mask_truncated_completions,
                 )
@@ -304,9 +303,8 @@ class Trainer:
 
         return step_metrics(
             self,
-            stats,
+            groups,
             losses,
-            problems,
             timings={
                 "step_s": time.perf_counter() - step_started,
                 "train_s": time.perf_counter() - backward_started,
