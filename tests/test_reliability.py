@@ -207,7 +207,7 @@ def test_is_disk_full():
 
 
 # ----------------------------------------------------------------------------- out of memory
-def test_out_of_memory_while_training_names_the_settings_to_lower(tmp_path, monkeypatch):
+def test_out_of_memory_while_training_names_the_settings_to_lower(tmp_path):
     config = make_config(tmp_path, "sampling.num_generations=4", "optim.micro_batch_size=8")
 
     class OutOfMemoryTrainer(trainer_module.Trainer):
@@ -221,9 +221,8 @@ def test_out_of_memory_while_training_names_the_settings_to_lower(tmp_path, monk
         def train_step(self):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(trainer_module, "Trainer", OutOfMemoryTrainer)
     with pytest.raises(SmolGRPOError) as info:
-        trainer_module.run_training(config, show_progress=False)
+        trainer_module.run_training(config, show_progress=False, trainer_class=OutOfMemoryTrainer)
     assert str(info.value) == (
         "CUDA out of memory while training; lower optim.micro_batch_size (now 8), "
         "sampling.num_generations (now 4) or sampling.max_completion_length (now 6), or set "

@@ -73,11 +73,10 @@ def add_run_arguments(parser) -> None:
     )
 
 
-def run_train(args, run=None) -> int:
+def run_train(args, trainer_class=None) -> int:
     from smolgrpo.config.schema import load_config
+    from smolgrpo.training.trainer import Trainer, run_training
 
-    if run is None:
-        from smolgrpo.training.trainer import run_training as run
     overrides = list(args.overrides)
     if args.output_dir:
         overrides.append(f"run.output_dir={args.output_dir}")
@@ -87,8 +86,12 @@ def run_train(args, run=None) -> int:
 
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
-    final = run(
-        config, resume=args.resume, overwrite=args.overwrite, show_progress=not args.no_progress
+    final = run_training(
+        config,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        show_progress=not args.no_progress,
+        trainer_class=trainer_class or Trainer,
     )
     if final is not None:
         print(f"saved the trained model to {final} (evaluate it: smolgrpo eval --model {final})")
@@ -96,9 +99,9 @@ def run_train(args, run=None) -> int:
 
 
 def run_sft_command(args) -> int:
-    from smolgrpo.training.sft import run_sft
+    from smolgrpo.training.sft import SFTTrainer
 
-    return run_train(args, run=run_sft)
+    return run_train(args, trainer_class=SFTTrainer)
 
 
 def add_report_parser(subparsers) -> None:

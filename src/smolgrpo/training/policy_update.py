@@ -2,8 +2,9 @@
 
 `train_on_batch(trainer, batch)` runs `grpo.num_iterations` optimizer steps on one generation
 batch: the loss of each micro-batch (grpo.py) over the completion log-probs (logprobs.py) is
-backpropagated, gradients are summed across ranks, clipped and applied, unless the step is not
-finite (guards.py), in which case the update is skipped on every rank alike.
+backpropagated, then optimizer_step.py sums the gradients across ranks, clips and applies them,
+unless the step is not finite (guards.py), in which case the update is skipped on every rank
+alike. Each iteration is judged on its own loss.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import torch
 
 from smolgrpo.algo.loss import grpo_loss
 from smolgrpo.models import distributed as dist_utils
-from smolgrpo.models import fsdp
-from smolgrpo.runs import guards
 from smolgrpo.training.batching import GroupBatch
 from smolgrpo.training.log_probs import completion_log_probs
+from smolgrpo.training.optimizer_step import optimizer_step
 
 
 def train_on_batch(trainer, batch: GroupBatch | None) -> dict:
@@ -25,6 +25,7 @@ def train_on_batch(trainer, batch: GroupBatch | None) -> dict:
     every collective (token counts, gradient all-reduce) with a zero gradient.
     """
     config = trainer.config
+    num_iterations = config.grpo.num_iterations
     rows = 0 if batch is None else batch.completion_ids.shape[0]
     micro = config.optim.micro_batch_size
     slices = [slice(i, min(i + micro, rows)) for i in range(0, rows, micro)]
@@ -34,6 +35,43 @@ def train_on_batch(trainer, batch: GroupBatch | None) -> dict:
     local_tokens = 0.0 if batch is None else float(batch.completion_mask.sum())
     global_tokens = max(dist_utils.all_sum(local_tokens), 1.0)
     global_rows = dist_utils.all_sum(float(rows))
+    old_log_probs, ref_log_probs = fixed_log_probs(trainer, batch, slices)
+    totals = {"loss": 0.0, "clip_fraction": 0.0, "kl": 0.0, "grad_norm": 0.0}
+    entropy_sum = 0.0  # over this rank's valid tokens, first pass only
+    for iteration in range(num_iterations):
+        iteration_loss = 0.0  # this optimizer step's own loss: the NaN guard judges it alone
+        for part in slices:
+            if iteration == 0:  # after the first optimizer update, the step is finished
+                trainer.check_stop()
+            output, entropy = micro_batch_loss(
+                trainer, batch, part, old_log_probs, ref_log_probs, global_tokens
+            )
+            weight = micro_batch_weight(config.grpo.loss_type, part, global_rows)
+            (output.loss * weight).backward()
+            if iteration == 0:
+                entropy_sum += float((entropy * batch.completion_mask[part]).sum())
+            share = (part.stop - part.start) / rows / num_iterations
+            loss = float(output.loss.detach())
+            iteration_loss += loss * weight
+            totals["loss"] += loss * weight / num_iterations
+            totals["clip_fraction"] += float(output.clip_fraction) * share
+            if output.kl is not None:
+                totals["kl"] += float(output.kl) * share
+        grad_norm, skipped = optimizer_step(trainer, iteration_loss)
+        totals["grad_norm"] += grad_norm / num_iterations
+        if skipped:
+            totals["bad_steps"] = totals.get("bad_steps", 0) + 1
+    totals["loss"] = dist_utils.all_sum(totals["loss"])
+    totals["entropy"] = dist_utils.all_sum(entropy_sum) / global_tokens
+    return totals
+
+
+def fixed_log_probs(
+    trainer, batch: GroupBatch | None, slices: list[slice]
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(old policy's, reference model's) completion log-probs (N, C), each None when unused:
+    the old ones for num_iterations > 1, the reference ones for the KL term."""
+    config = trainer.config
     old_log_probs = ref_log_probs = None
     if slices and (config.grpo.num_iterations > 1 or trainer.reference_model is not None):
         with torch.no_grad(), trainer.autocast():
@@ -43,64 +81,46 @@ def train_on_batch(trainer, batch: GroupBatch | None) -> dict:
                 ref_log_probs = all_log_probs(
                     trainer, trainer.reference_model, batch, slices
                 )  # (N, C)
-    totals = {"loss": 0.0, "clip_fraction": 0.0, "kl": 0.0, "grad_norm": 0.0}
-    entropy_sum = 0.0  # over this rank's valid tokens, first pass only
-    for iteration in range(config.grpo.num_iterations):
-        iteration_loss = 0.0  # this optimizer step's own loss: the NaN guard judges it alone
-        for part in slices:
-            if iteration == 0:  # after the first optimizer update, the step is finished
-                trainer.check_stop()
-            with trainer.autocast():
-                log_probs, entropy = completion_log_probs_of(
-                    trainer, trainer.model, batch, part, return_entropy=True
-                )  # (n, C), (n, C)
-                output = grpo_loss(
-                    log_probs,
-                    None if old_log_probs is None else old_log_probs[part],
-                    batch.advantages[part],
-                    batch.completion_mask[part],
-                    loss_type=config.grpo.loss_type,
-                    epsilon=config.grpo.epsilon,
-                    epsilon_high=config.grpo.epsilon_high,
-                    beta=config.grpo.beta,
-                    ref_log_probs=None if ref_log_probs is None else ref_log_probs[part],
-                    max_completion_length=config.sampling.max_completion_length,
-                    num_items_in_batch=global_tokens,
-                )
-            # grpo and dr_grpo average over the rows of their micro-batch: weight each
-            # micro-batch by its share of all rows so the sum is the full-batch loss.
-            weight = (
-                1.0
-                if config.grpo.loss_type in ("dapo", "bnpo")
-                else (part.stop - part.start) / global_rows
-            )
-            (output.loss * weight).backward()
-            if iteration == 0:
-                entropy_sum += float((entropy * batch.completion_mask[part]).sum())
-            share = (part.stop - part.start) / rows / config.grpo.num_iterations
-            iteration_loss += float(output.loss.detach()) * weight
-            totals["loss"] += float(output.loss.detach()) * weight / config.grpo.num_iterations
-            totals["clip_fraction"] += float(output.clip_fraction) * share
-            if output.kl is not None:
-                totals["kl"] += float(output.kl) * share
-        if not trainer.sharded:  # FSDP has already reduce-scattered (summed) the gradients
-            dist_utils.all_reduce_gradients(trainer.model)
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in trainer.model.parameters() if p.requires_grad], config.optim.max_grad_norm
+    return old_log_probs, ref_log_probs
+
+
+def micro_batch_loss(
+    trainer,
+    batch: GroupBatch,
+    part: slice,
+    old_log_probs: torch.Tensor | None,
+    ref_log_probs: torch.Tensor | None,
+    global_tokens: float,
+):
+    """(the GRPO loss output, the entropy (n, C)) of the micro-batch `part` of `batch`."""
+    config = trainer.config
+    with trainer.autocast():
+        log_probs, entropy = completion_log_probs_of(
+            trainer, trainer.model, batch, part, return_entropy=True
+        )  # (n, C), (n, C)
+        output = grpo_loss(
+            log_probs,
+            None if old_log_probs is None else old_log_probs[part],
+            batch.advantages[part],
+            batch.completion_mask[part],
+            loss_type=config.grpo.loss_type,
+            epsilon=config.grpo.epsilon,
+            epsilon_high=config.grpo.epsilon_high,
+            beta=config.grpo.beta,
+            ref_log_probs=None if ref_log_probs is None else ref_log_probs[part],
+            max_completion_length=config.sampling.max_completion_length,
+            num_items_in_batch=global_tokens,
         )
-        grad_norm = fsdp.local_value(grad_norm)
-        totals["grad_norm"] += float(grad_norm) / config.grpo.num_iterations
-        # NaN/inf in log-probs, loss or gradients: skip the update on every rank alike (the
-        # zero_grad below drops the gradients); the scheduler still steps, to stay on time.
-        if dist_utils.any_true(not guards.is_finite_step(iteration_loss, grad_norm)):
-            totals["bad_steps"] = totals.get("bad_steps", 0) + 1
-        else:
-            trainer.optimizer.step()
-        guards.step_schedule(trainer.scheduler)
-        trainer.optimizer.zero_grad(set_to_none=True)
-    totals["loss"] = dist_utils.all_sum(totals["loss"])
-    totals["entropy"] = dist_utils.all_sum(entropy_sum) / global_tokens
-    return totals
+    return output, entropy
+
+
+def micro_batch_weight(loss_type: str, part: slice, global_rows: float) -> float:
+    """grpo and dr_grpo average over the rows of their micro-batch: each micro-batch is
+    weighted by its share of all rows so the sum is the full-batch loss (dapo and bnpo
+    already divide by the step's global token count)."""
+    if loss_type in ("dapo", "bnpo"):
+        return 1.0
+    return (part.stop - part.start) / global_rows
 
 
 def all_log_probs(trainer, model, batch: GroupBatch, slices: list[slice]) -> torch.Tensor:

@@ -21,7 +21,8 @@ How it is built:
   truncates prompt + response. Problems whose question also appears in the eval split are dropped
   (there are none in GSM8K; the check guards other data), so no test problem is trained on.
 
-Run it with `smolgrpo sft --config recipes/cpu-sft.yaml`.
+Run it with `smolgrpo sft --config recipes/cpu-sft.yaml` (trainer.run_training with
+`trainer_class=SFTTrainer`).
 """
 
 from __future__ import annotations
@@ -35,18 +36,17 @@ import torch
 from smolgrpo.config.schema import Config
 from smolgrpo.errors import SmolGRPOError, warn
 from smolgrpo.models import distributed as dist_utils
-from smolgrpo.models import fsdp
 from smolgrpo.models.loading import (
     CACHE_SHARING_ERRORS,
     cache_sharing_failed,
     forward_after_prefix,
     mark_cache_sharing_failed,
 )
-from smolgrpo.runs import guards
 from smolgrpo.tasks import build_task, load_train_problems, task_kind
 from smolgrpo.tasks.data import Problem
 from smolgrpo.tasks.prompts import PromptTemplate, format_reference_response, render_prompt
 from smolgrpo.training.group_collection import prompts_for_rank
+from smolgrpo.training.optimizer_step import optimizer_step
 from smolgrpo.training.trainer import Trainer
 
 
@@ -245,55 +245,20 @@ class SFTTrainer(Trainer):
         problems = prompts_for_rank(
             self.stream.take(config.optim.prompts_per_step), self.rank, self.world_size
         )
-        examples = [
-            encode_example(
-                self.tokenizer,
-                problem,
-                self.template,
-                self.few_shot,
-                config.sft.max_length,
-                self.eos_token_id,
-            )
-            for problem in problems
-        ]
-        # Micro-batches of similar lengths pad less (12-19% fewer tokens on GSM8K); the loss is
-        # a sum over all the step's targets, so the order changes nothing else.
-        examples.sort(key=lambda example: len(example[0]))
-        micro = config.optim.micro_batch_size
+        examples = self.encode_examples(problems)
         local_tokens = float(sum(sum(mask[1:]) for _, mask in examples))
         global_tokens = max(dist_utils.all_sum(local_tokens), 1.0)
-        nll_sum = correct_sum = 0.0
-        for start in range(0, len(examples), micro):
-            self.check_stop()
-            batch = build_sft_batch(examples[start : start + micro], self.tokenizer.pad_token_id)
-            batch = SFTBatch(*(t.to(self.device) for t in dataclasses.astuple(batch)))
-            with self.autocast():
-                nll, correct = sft_token_nll(
-                    self.model, batch, not self.sharded, not config.model.gradient_checkpointing
-                )
-            (nll / global_tokens).backward()
-            nll_sum += float(nll.detach())
-            correct_sum += float(correct)
+        nll_sum, correct_sum = self.accumulate_gradients(examples, global_tokens)
         self.check_stop()
-        if not self.sharded:
-            dist_utils.all_reduce_gradients(self.model)
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in self.model.parameters() if p.requires_grad], config.optim.max_grad_norm
-        )
-        grad_norm = fsdp.local_value(grad_norm)
         loss = dist_utils.all_sum(nll_sum) / global_tokens
-        bad = dist_utils.any_true(not guards.is_finite_step(loss, grad_norm))
-        if not bad:
-            self.optimizer.step()
-        guards.step_schedule(self.scheduler)
-        self.optimizer.zero_grad(set_to_none=True)
+        grad_norm, bad = optimizer_step(self, loss)
         self.step += 1
         elapsed = time.perf_counter() - started
         metrics = {
             "step": self.step,
             "loss": loss,
             "token_accuracy": dist_utils.all_sum(correct_sum) / global_tokens,
-            "grad_norm": float(grad_norm),
+            "grad_norm": grad_norm,
             "bad_steps": int(bad),
             "learning_rate": self.scheduler.get_last_lr()[0],
             "examples": int(dist_utils.all_sum(float(len(problems)))),
@@ -305,15 +270,42 @@ class SFTTrainer(Trainer):
             metrics["peak_memory_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         return metrics, []
 
-
-def run_sft(
-    config: Config, resume: bool = False, overwrite: bool = False, show_progress: bool = True
-):
-    try:
-        with guards.resource_errors(config):
-            trainer = SFTTrainer(
-                config, resume=resume, overwrite=overwrite, show_progress=show_progress
+    def encode_examples(self, problems: list[Problem]) -> list[tuple[list[int], list[int]]]:
+        """(token ids, loss mask) of each problem, shortest first."""
+        examples = [
+            encode_example(
+                self.tokenizer,
+                problem,
+                self.template,
+                self.few_shot,
+                self.config.sft.max_length,
+                self.eos_token_id,
             )
-            return trainer.train()
-    finally:
-        dist_utils.shutdown()
+            for problem in problems
+        ]
+        # Micro-batches of similar lengths pad less (12-19% fewer tokens on GSM8K); the loss is
+        # a sum over all the step's targets, so the order changes nothing else.
+        examples.sort(key=lambda example: len(example[0]))
+        return examples
+
+    def accumulate_gradients(
+        self, examples: list[tuple[list[int], list[int]]], global_tokens: float
+    ) -> tuple[float, float]:
+        """Backward of the mean NLL over micro-batches; (summed NLL, correct targets) here."""
+        micro = self.config.optim.micro_batch_size
+        nll_sum = correct_sum = 0.0
+        for start in range(0, len(examples), micro):
+            self.check_stop()
+            batch = build_sft_batch(examples[start : start + micro], self.tokenizer.pad_token_id)
+            batch = SFTBatch(*(t.to(self.device) for t in dataclasses.astuple(batch)))
+            with self.autocast():
+                nll, correct = sft_token_nll(
+                    self.model,
+                    batch,
+                    not self.sharded,
+                    not self.config.model.gradient_checkpointing,
+                )
+            (nll / global_tokens).backward()
+            nll_sum += float(nll.detach())
+            correct_sum += float(correct)
+        return nll_sum, correct_sum

@@ -8,18 +8,19 @@ import torch
 
 from smolgrpo.models import distributed as dist_utils
 from smolgrpo.rewards.answers import counts_as_correct
+from smolgrpo.training.group_collection import CollectedGroups, GroupStats
 
 
 def step_metrics(
-    trainer, stats: dict, losses: dict, problems: list, timings: dict
+    trainer, groups: CollectedGroups, losses: dict, timings: dict
 ) -> tuple[dict, list]:
     """(one metrics.jsonl row, the sample records for samples/step_N.jsonl) for a step."""
-    G = stats.get("rows_per_group", trainer.config.sampling.num_generations)  # sampled rows
-    rewards = {name: dist_utils.gather_objects(values) for name, values in stats["rewards"].items()}
-    totals = dist_utils.gather_objects(stats["totals"])
-    lengths = dist_utils.gather_objects(stats["lengths"])
-    groups = dist_utils.all_sum(stats["groups_generated"])
-    generated_tokens = dist_utils.all_sum(stats["generated_tokens"])
+    stats = groups.stats
+    rewards = {name: dist_utils.gather_objects(values) for name, values in stats.rewards.items()}
+    totals = dist_utils.gather_objects(stats.totals)
+    lengths = dist_utils.gather_objects(stats.lengths)
+    group_count = dist_utils.all_sum(stats.groups_generated)
+    generated_tokens = dist_utils.all_sum(stats.generated_tokens)
     metrics = {"step": trainer.step}
     for name, values in rewards.items():
         metrics[f"reward/{name}"] = statistics.fmean(values)
@@ -40,45 +41,51 @@ def step_metrics(
         learning_rate=trainer.scheduler.get_last_lr()[0],
         completion_length_mean=statistics.fmean(lengths),
         completion_length_max=max(lengths),
-        truncation_rate=dist_utils.all_sum(stats["truncated"]) / max(len(lengths), 1),
-        frac_zero_std_groups=dist_utils.all_sum(stats["zero_std_groups"]) / max(groups, 1),
-        groups_generated=int(groups),
-        groups_trained=int(dist_utils.all_sum(len(problems))),
+        truncation_rate=dist_utils.all_sum(stats.truncated) / max(len(lengths), 1),
+        frac_zero_std_groups=dist_utils.all_sum(stats.zero_std_groups) / max(group_count, 1),
+        groups_generated=int(group_count),
+        groups_trained=int(dist_utils.all_sum(len(groups.problems))),
         generated_tokens=int(generated_tokens),
         tokens_per_s=generated_tokens / max(timings["step_s"], 1e-9),
         step_time_s=timings["step_s"],
-        generation_s=stats["generation_s"],
-        reward_s=stats["reward_s"],
+        generation_s=stats.generation_s,
+        reward_s=stats.reward_s,
         **{
             f"reward_time_s/{name}": dist_utils.all_max(seconds)  # the slowest rank's
-            for name, seconds in stats.get("reward_times", {}).items()
+            for name, seconds in stats.reward_times.items()
         },
         train_s=timings["train_s"],
         # answer checks scored 0 because they timed out or failed (sandbox.py), all ranks
-        reward_timeouts=int(dist_utils.all_sum(stats.get("reward_timeouts", 0))),
-        reward_errors=int(dist_utils.all_sum(stats.get("reward_errors", 0))),
+        reward_timeouts=int(dist_utils.all_sum(stats.reward_timeouts)),
+        reward_errors=int(dist_utils.all_sum(stats.reward_errors)),
     )
     if trainer.config.sampling.calculator:  # tokens the calculator wrote (not in the loss)
-        metrics["calculator_tokens"] = int(dist_utils.all_sum(stats.get("calculator_tokens", 0)))
+        metrics["calculator_tokens"] = int(dist_utils.all_sum(stats.calculator_tokens))
     if trainer.device.type == "cuda":
         metrics["peak_memory_mb"] = torch.cuda.max_memory_allocated(trainer.device) / 2**20
+    return metrics, sample_records(stats, trainer.step, trainer.config.run.log_num_prompts)
+
+
+def sample_records(stats: GroupStats, step: int, num_prompts: int) -> list[dict]:
+    """The first `num_prompts` groups of this rank, each with its sampled completions."""
+    G = stats.rows_per_group  # the sampled rows of a group (G - 1 with guided groups)
     samples = []
-    for index, problem in enumerate(stats["problems"][: trainer.config.run.log_num_prompts]):
+    for index, problem in enumerate(stats.problems[:num_prompts]):
         rows = range(index * G, (index + 1) * G)
         samples.append(
             {
-                "step": trainer.step,
+                "step": step,
                 "origin": problem.origin,
                 "question": problem.question,
                 "gold": problem.gold,
                 "completions": [
                     {
-                        "text": stats["responses"][row],
-                        "total_reward": stats["totals"][row],
-                        "rewards": {name: stats["rewards"][name][row] for name in stats["rewards"]},
+                        "text": stats.responses[row],
+                        "total_reward": stats.totals[row],
+                        "rewards": {name: stats.rewards[name][row] for name in stats.rewards},
                     }
                     for row in rows
                 ],
             }
         )
-    return metrics, samples
+    return samples

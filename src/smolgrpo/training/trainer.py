@@ -29,7 +29,6 @@ import torch
 
 from smolgrpo.config.schema import Config
 from smolgrpo.errors import warn
-from smolgrpo.generation.rollout import Rollout
 from smolgrpo.models import distributed as dist_utils
 from smolgrpo.models import fsdp
 from smolgrpo.runs import guards
@@ -46,7 +45,7 @@ from smolgrpo.tasks import build_task, load_train_problems
 from smolgrpo.tasks.data import Problem
 from smolgrpo.tasks.prompts import select_few_shot
 from smolgrpo.training.batching import GroupBatch, PromptStream, build_group_batch
-from smolgrpo.training.group_collection import collect_groups
+from smolgrpo.training.group_collection import CollectedGroups, collect_groups
 from smolgrpo.training.policy_update import train_on_batch
 
 
@@ -89,29 +88,10 @@ class Trainer:
             raise
 
     def _set_up(self, config, resume, model, tokenizer, train_problems, eval_problems) -> None:
-        from smolgrpo.training.run_setup import (
-            TimeShare,
-            build_optimizer,
-            frozen_copy,
-            setup_model,
-            write_run_files,
-        )
+        from smolgrpo.training.run_setup import TimeShare, build_optimizer, write_run_files
 
         dist_utils.barrier()
-        random.seed(config.run.seed)
-        torch.manual_seed(config.run.seed)  # for what set-up draws (LoRA's init)
-        self.model, self.tokenizer, self.device, self.autocast_dtype = setup_model(
-            config, model, tokenizer, self.rank, sharded=self.sharded
-        )
-        # Seeded again after loading: what a loader drew (a cold cache converts the embedded
-        # model once, building it with a random init) must not shift the sampled completions.
-        torch.manual_seed(config.run.seed + self.rank)  # ranks sample different completions
-        dist_utils.broadcast_parameters(self.model)
-        self.reference_model = None
-        if config.grpo.beta > 0:  # only built when the KL term is on (never sharded)
-            self.reference_model = frozen_copy(self.model).to(self.device)
-        if self.sharded:  # after the broadcast: all ranks shard the same weights
-            fsdp.shard_model(self.model)
+        self._load_model(config, model, tokenizer)
         self.template, self.task = config.prompt.template(), build_task(config.data)
         self.train_problems = (
             train_problems
@@ -148,6 +128,26 @@ class Trainer:
             self._resume()
             if self.is_main:  # only now that the checkpoint has loaded
                 write_run_files(self.run_dir, config)
+
+    def _load_model(self, config: Config, model, tokenizer) -> None:
+        """The policy (broadcast from rank 0, then sharded under FSDP) and, for the KL term,
+        a frozen reference copy."""
+        from smolgrpo.training.run_setup import frozen_copy, setup_model
+
+        random.seed(config.run.seed)
+        torch.manual_seed(config.run.seed)  # for what set-up draws (LoRA's init)
+        self.model, self.tokenizer, self.device, self.autocast_dtype = setup_model(
+            config, model, tokenizer, self.rank, sharded=self.sharded
+        )
+        # Seeded again after loading: what a loader drew (a cold cache converts the embedded
+        # model once, building it with a random init) must not shift the sampled completions.
+        torch.manual_seed(config.run.seed + self.rank)  # ranks sample different completions
+        dist_utils.broadcast_parameters(self.model)
+        self.reference_model = None
+        if config.grpo.beta > 0:  # only built when the KL term is on (never sharded)
+            self.reference_model = frozen_copy(self.model).to(self.device)
+        if self.sharded:  # after the broadcast: all ranks shard the same weights
+            fsdp.shard_model(self.model)
 
     def release_run_folder(self, failed: bool = False) -> None:
         """Give back the run folder's lock (at the end of `train`, or when set-up fails)."""
@@ -262,7 +262,7 @@ class Trainer:
         return None
 
     # ------------------------------------------------------------------ one step
-    def collect_groups(self) -> tuple[list[Rollout], list[torch.Tensor], list[Problem], dict]:
+    def collect_groups(self) -> CollectedGroups:
         """Rollouts, rewards and advantages for this step (group_collection.py)."""
         return collect_groups(self)
 
@@ -279,16 +279,16 @@ class Trainer:
         step_started = time.perf_counter()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        rollouts, advantages, problems, stats = self.collect_groups()
+        groups = self.collect_groups()
         self.phase("training")
         backward_started = time.perf_counter()
         # Decided globally: a rank that kept no group must still join the other ranks' update.
-        if dist_utils.any_true(bool(rollouts)):
+        if dist_utils.any_true(bool(groups.rollouts)):
             batch = None
-            if rollouts:
+            if groups.rollouts:
                 batch = build_group_batch(
-                    rollouts,
-                    advantages,
+                    groups.rollouts,
+                    groups.advantages,
                     self.tokenizer.pad_token_id,
                     self.config.grpo.mask_truncated_completions,
                 )
@@ -304,9 +304,8 @@ class Trainer:
 
         return step_metrics(
             self,
-            stats,
+            groups,
             losses,
-            problems,
             timings={
                 "step_s": time.perf_counter() - step_started,
                 "train_s": time.perf_counter() - backward_started,
@@ -324,7 +323,6 @@ class Trainer:
     def _train(self) -> Path | None:
         from smolgrpo.runs.metrics_log import MetricsLogger
         from smolgrpo.runs.progress import TrainProgress
-        from smolgrpo.training.run_setup import refresh_learning_rate, save_final_model
 
         config = self.config
         logger = MetricsLogger(self.run_dir, enabled=self.is_main, config=config)  # + trackers
@@ -341,28 +339,14 @@ class Trainer:
             while self.step < config.optim.max_steps:
                 iteration_started = time.monotonic()
                 if config.optim.schedule_length == "time":  # validated: a time limit is set
-                    used = self.training_time_s() / budget  # the same on all ranks below
-                    self.time_share.fraction = dist_utils.all_sum(used) / self.world_size
-                    refresh_learning_rate(self.scheduler)
+                    self._refresh_time_share()
                 step_start = self._step_start_state()
                 try:
                     metrics, samples = self.train_step()
                 except StopRequested:  # nothing of the step was applied: put back its start
                     self._restore_step_start(step_start)
                     return self._stop(cut_short=True)
-                if config.run.eval_every and self.step % config.run.eval_every == 0:
-                    metrics.update(self.periodic_eval())
-                logger.log(
-                    metrics,
-                    samples
-                    if self.step % config.run.log_samples_every == 0 or self.step == 1
-                    else None,
-                )
-                progress.update(metrics)
-                # Raises before any checkpoint of a diverged run can replace a good one.
-                self.bad_steps_in_a_row = guards.count_bad_steps(
-                    self.bad_steps_in_a_row, metrics, config.optim.max_bad_steps, self.run_dir
-                )
+                self._record_step(metrics, samples, logger)
                 stop = dist_utils.any_true(self.stop_signal.requested)  # all ranks stop together
                 # Another step would run past the time limit (the last one's time as its
                 # estimate): end here as at max_steps. All ranks decide together.
@@ -378,14 +362,46 @@ class Trainer:
                 if stop:
                     return self._stop(cut_short=False)
                 if out_of_time and self.step < config.optim.max_steps:
-                    self.stopped_by_time_limit = True
-                    if self.is_main:
-                        print(
-                            f"run.time_limit_s ({config.run.time_limit_s:g} s) reached: "
-                            f"stopping after step {self.step} of {config.optim.max_steps}",
-                            flush=True,
-                        )
+                    self._stop_at_time_limit()
                     break
+        return self._save_final_model()
+
+    def _refresh_time_share(self) -> None:
+        """A time-length schedule: the learning rate for the share of run.time_limit_s used."""
+        from smolgrpo.training.run_setup import refresh_learning_rate
+
+        used = self.training_time_s() / self.config.run.time_limit_s  # the same on all ranks
+        self.time_share.fraction = dist_utils.all_sum(used) / self.world_size
+        refresh_learning_rate(self.scheduler)
+
+    def _record_step(self, metrics: dict, samples: list, logger) -> None:
+        """Periodic eval, the metrics row (and samples), the progress bar, the NaN streak."""
+        config = self.config
+        if config.run.eval_every and self.step % config.run.eval_every == 0:
+            metrics.update(self.periodic_eval())
+        logger.log(
+            metrics,
+            samples if self.step % config.run.log_samples_every == 0 or self.step == 1 else None,
+        )
+        self.progress.update(metrics)
+        # Raises before any checkpoint of a diverged run can replace a good one.
+        self.bad_steps_in_a_row = guards.count_bad_steps(
+            self.bad_steps_in_a_row, metrics, config.optim.max_bad_steps, self.run_dir
+        )
+
+    def _stop_at_time_limit(self) -> None:
+        self.stopped_by_time_limit = True
+        if self.is_main:
+            print(
+                f"run.time_limit_s ({self.config.run.time_limit_s:g} s) reached: "
+                f"stopping after step {self.step} of {self.config.optim.max_steps}",
+                flush=True,
+            )
+
+    def _save_final_model(self) -> Path | None:
+        """The `final/` folder (rank 0; gathered from all ranks' shards under FSDP)."""
+        from smolgrpo.training.run_setup import save_final_model
+
         final = None
         full_state = fsdp.full_state_dict(self.model) if self.sharded else None  # collective
         if self.is_main:
@@ -474,11 +490,17 @@ class Trainer:
 
 
 def run_training(
-    config: Config, resume: bool = False, overwrite: bool = False, show_progress: bool = True
+    config: Config,
+    resume: bool = False,
+    overwrite: bool = False,
+    show_progress: bool = True,
+    trainer_class: type[Trainer] = Trainer,
 ) -> Path | None:
+    """Train with `trainer_class` (Trainer for GRPO, sft.SFTTrainer for supervised) and shut
+    the process group down; out-of-memory and disk-full errors become one-line user errors."""
     try:
         with guards.resource_errors(config):  # out of memory / disk full: say what to change
-            trainer = Trainer(
+            trainer = trainer_class(
                 config, resume=resume, overwrite=overwrite, show_progress=show_progress
             )
             return trainer.train()
