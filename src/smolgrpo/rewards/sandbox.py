@@ -29,6 +29,11 @@ This is containment, not a proof: Python code inside a child can reach what the 
 audit (writing to a descriptor it still holds, say). What the limits guarantee is that a hostile
 answer cannot outlive its deadline, take the machine's memory, start a process, touch a file or
 the network, or read the user's tokens from the environment.
+
+The code is in three parts: this module is the caller's side (`CheckPool`, which talks to the
+host under deadlines and replaces it when it fails, and `SandboxedCheck`, the check the tasks
+use); sandbox_host.py is the host's loop, which forks and reaps the children; sandbox_child.py
+locks a child down (limits, descriptors, the audit hook) and runs one check.
 """
 
 from __future__ import annotations
@@ -40,21 +45,20 @@ import os
 import re
 import select
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from typing import NamedTuple
 
 from smolgrpo.errors import SmolGRPOError, warn
+from smolgrpo.rewards.sandbox_host import is_score, kill_group
 
 DEFAULT_TIMEOUT_S = 1.0
 DEFAULT_MEMORY_MB = 1024
 STARTUP_S = 120.0  # the host's first answer includes its imports (reasoning-gym: ~2 s)
-MAX_MESSAGE_BYTES = 4096  # a child's result line; anything longer is an error
 CACHE_SIZE = 4096  # (check, answer, gold) outcomes kept: eval re-checks what the reward checked
 
 # Variables a worker keeps (and only if they also pass SECRET_NAME): what a C library needs to
@@ -89,13 +93,11 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-# --------------------------------------------------------------------------- the caller's side
-
 _BOOT = (
     "import json, sys\n"
     "hello = json.loads(sys.stdin.buffer.readline())\n"
     "sys.path[:] = hello['sys_path']\n"
-    "from smolgrpo.rewards.sandbox import host_main\n"
+    "from smolgrpo.rewards.sandbox_host import host_main\n"
     "host_main(hello)\n"
 )
 
@@ -166,7 +168,7 @@ class CheckPool:
                 process.wait(timeout=1)
             except (OSError, subprocess.TimeoutExpired):
                 pass
-            _kill_group(process.pid)
+            kill_group(process.pid)
             try:
                 process.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -291,22 +293,10 @@ def _read_reply(reply: dict, request_id: int, count: int) -> list[Outcome]:
         if not (isinstance(result, list) and len(result) == 2):
             raise _HostFailure("an unreadable result")
         status, score = result
-        if status not in ("ok", "timeout", "error") or not _is_score(score):
+        if status not in ("ok", "timeout", "error") or not is_score(score):
             raise _HostFailure("an unreadable result")
         outcomes.append(Outcome(float(score) if status == "ok" else 0.0, status))
     return outcomes
-
-
-def _is_score(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _kill_group(pid: int) -> None:
-    for kill in (os.killpg, os.kill):
-        try:
-            kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError, OSError):
-            pass
 
 
 _POOL: CheckPool | None = None
@@ -369,396 +359,3 @@ class SandboxedCheck:
 
     def __call__(self, answer: str | None, gold: str) -> float:
         return self.check_batch([answer], [gold])[0].score
-
-
-# --------------------------------------------------------------------------- the host's side
-
-
-def host_main(hello: dict) -> None:
-    """The host's loop: one JSON request per line on stdin, one JSON reply per request."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller decides when the host stops
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    sys.dont_write_bytecode = True
-    checks: dict[str, object] = {}
-    out = sys.stdout.buffer
-    for line in sys.stdin.buffer:
-        request = json.loads(line)
-        if "prepare" in request:
-            try:
-                _host_check(checks, request["prepare"])
-            except Exception:  # noqa: BLE001 - reported by the request that uses it
-                pass
-            continue
-        try:
-            check = _host_check(checks, request["check"])
-        except Exception as error:  # noqa: BLE001 - the caller prints it as one line
-            text = " ".join(str(error).split()) or type(error).__name__
-            reply = {"id": request["id"], "error": f"cannot build the answer check: {text}"}
-        else:
-            golds = request["golds"]
-            results = _check_items(
-                check,
-                [(answer, golds[index]) for answer, index in request["items"]],
-                float(request["timeout_s"]),
-                int(hello["workers"]),
-                int(hello["memory_mb"]),
-            )
-            reply = {"id": request["id"], "results": results}
-        out.write(json.dumps(reply).encode() + b"\n")
-        out.flush()
-
-
-def _host_check(checks: dict, spec: dict):
-    key = json.dumps(spec, sort_keys=True)
-    if key not in checks:
-        if spec["kind"] == "gym":
-            import reasoning_gym
-
-            dataset = reasoning_gym.create_dataset(
-                spec["name"], size=1, seed=0, **(spec.get("options") or {})
-            )
-            # A warm-up on the dataset's own answer (no model output): the lazy imports and
-            # caches a check needs are then in the host, and every child starts with them.
-            try:
-                entry = dataset[0]
-                dataset.score_answer(
-                    str(entry["answer"]), json.loads(json.dumps(entry, default=str))
-                )
-            except Exception:  # noqa: BLE001 - only a warm-up
-                pass
-
-            def check(answer: str, gold: str, dataset=dataset) -> float:
-                return dataset.score_answer(answer, json.loads(gold))
-
-        elif spec["kind"] == "function":
-            import importlib
-
-            module, _, name = spec["target"].rpartition(":")
-            check = getattr(importlib.import_module(module), name)
-        else:
-            raise ValueError(f"unknown check kind {spec['kind']!r}")
-        checks[key] = check
-    return checks[key]
-
-
-class _Child:
-    __slots__ = ("pid", "index", "started", "data", "fd", "status")
-
-    def __init__(self, pid: int, index: int, fd: int):
-        self.pid, self.index, self.fd = pid, index, fd  # fd: None once the pipe is closed
-        self.started, self.data, self.status = time.monotonic(), b"", None
-
-
-def _check_items(check, items, timeout_s, workers, memory_mb) -> list[list]:
-    """[status, score] per item, each checked in a child of its own, `workers` at a time."""
-    results: list[list | None] = [None] * len(items)
-    pending = deque(range(len(items)))
-    running: list[_Child] = []
-    address_space = _address_space_bytes() + memory_mb * 2**20
-    while pending or running:
-        while pending and len(running) < workers:
-            index = pending.popleft()
-            child = _fork_child(check, items[index], timeout_s, address_space, index)
-            if child is None:
-                results[index] = ["error", 0.0]
-            else:
-                running.append(child)
-        if not running:
-            continue
-        wait = min(child.started + timeout_s for child in running) - time.monotonic()
-        if any(child.fd is None for child in running):
-            wait = min(wait, 0.002)  # a child that closed its pipe: poll for its exit
-        fds = [child.fd for child in running if child.fd is not None]
-        if fds:
-            ready = set(select.select(fds, [], [], max(wait, 0.0))[0])
-        else:
-            ready = set()
-            time.sleep(max(wait, 0.0))
-        for child in running:
-            if child.fd in ready:
-                chunk = os.read(child.fd, 1 << 12)
-                child.data += chunk
-                if not chunk or len(child.data) > MAX_MESSAGE_BYTES:
-                    os.close(child.fd)
-                    child.fd = None
-        still_running = []
-        for child in running:
-            finished = _reap(child, block=False)
-            if not finished and time.monotonic() >= child.started + timeout_s:
-                _kill_group(child.pid)
-                _reap(child, block=True)
-                child.status = "timeout"
-                finished = True
-            if finished:
-                if child.fd is not None:
-                    _drain(child)
-                results[child.index] = _result_of(child)
-            else:
-                still_running.append(child)
-        running = still_running
-    return results
-
-
-def _drain(child: _Child) -> None:
-    """Read what an ended child left in its pipe, then close it."""
-    os.set_blocking(child.fd, False)
-    try:
-        while len(child.data) <= MAX_MESSAGE_BYTES:
-            chunk = os.read(child.fd, 1 << 12)
-            if not chunk:
-                break
-            child.data += chunk
-    except BlockingIOError:  # a process it left behind still holds the pipe
-        pass
-    os.close(child.fd)
-    child.fd = None
-
-
-def _reap(child: _Child, block: bool) -> bool:
-    """Whether the child has ended (reaped now); its group is killed once it has."""
-    try:
-        pid, status = os.waitpid(child.pid, 0 if block else os.WNOHANG)
-    except ChildProcessError:
-        pid, status = child.pid, 1
-    if pid == 0:
-        return False
-    if child.status is None:
-        child.status = "exit0" if os.waitstatus_to_exitcode(status) == 0 else "crashed"
-    _kill_group(child.pid)  # anything it left behind in its group
-    return True
-
-
-def _result_of(child: _Child) -> list:
-    if child.status != "exit0" or len(child.data) > MAX_MESSAGE_BYTES:
-        return ["timeout" if child.status == "timeout" else "error", 0.0]
-    lines = child.data.split(b"\n")
-    if len(lines) != 2 or lines[1]:  # exactly one line, newline-terminated
-        return ["error", 0.0]
-    try:
-        message = json.loads(lines[0])
-        status, score = message["status"], message["score"]
-    except (ValueError, KeyError, TypeError):
-        return ["error", 0.0]
-    if status != "ok" or not _is_score(score):
-        return ["error", 0.0]
-    return ["ok", float(score)]
-
-
-def _fork_child(check, item, timeout_s, address_space, index) -> _Child | None:
-    read_end, write_end = os.pipe()
-    try:
-        pid = os.fork()
-    except OSError:
-        os.close(read_end)
-        os.close(write_end)
-        return None
-    if pid == 0:  # the child: never returns
-        try:
-            os.close(read_end)
-            _child_main(check, item, write_end, timeout_s, address_space)
-        finally:
-            os._exit(70)
-    try:
-        os.setpgid(pid, pid)  # also done by the child: whichever runs first
-    except OSError:
-        pass
-    os.close(write_end)
-    return _Child(pid, index, read_end)
-
-
-def _address_space_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        return 1 << 30
-
-
-# --------------------------------------------------------------------------- a child
-
-
-class SandboxViolation(BaseException):
-    """Raised by the audit hook; a BaseException, so a dataset's `except Exception` does not
-    swallow it (and a bare `except:` that does still leaves the answer scored 0)."""
-
-
-_BLOCKED_EVENTS = (
-    "os.system",
-    "os.exec",
-    "os.posix_spawn",
-    "os.spawn",
-    "os.fork",
-    "os.forkpty",
-    "os.kill",
-    "os.killpg",
-    "os.putenv",
-    "os.unsetenv",
-    "os.remove",
-    "os.rename",
-    "os.rmdir",
-    "os.mkdir",
-    "os.chmod",
-    "os.chown",
-    "os.chflags",
-    "os.lchown",
-    "os.link",
-    "os.symlink",
-    "os.truncate",
-    "os.utime",
-    "os.setxattr",
-    "os.removexattr",
-    "os.chdir",
-    "subprocess.",
-    "pty.",
-    "socket.",
-    "ctypes.",
-    "shutil.",
-    "signal.pthread_kill",
-    "resource.setrlimit",
-    "resource.prlimit",
-    "mmap.",
-    "webbrowser.",
-    "urllib.",
-    "http.",
-    "ftplib.",
-    "smtplib.",
-    "imaplib.",
-    "poplib.",
-    "nntplib.",
-    "telnetlib.",
-    "winreg.",
-    "_winapi.",
-)
-_PATH_EVENTS = ("open", "os.listdir", "os.scandir", "glob.glob", "os.walk")
-_PRIVATE_ROOTS = ("/proc", "/sys", "/dev")
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-_DUNDER = re.compile(r"\w*__\w*")
-
-
-class _Guard:
-    """The child's audit hook (see the module docstring)."""
-
-    def __init__(self, answer: str):
-        self.dunders = set(_DUNDER.findall(answer))
-        self.tripped: str | None = None
-
-    def __call__(self, event: str, args: tuple) -> None:
-        reason = self._reason(event, args)
-        if reason is not None:
-            if self.tripped is None:
-                self.tripped = reason
-            raise SandboxViolation(reason)
-
-    def _reason(self, event: str, args: tuple) -> str | None:
-        if event.startswith(_BLOCKED_EVENTS):
-            return event
-        if event in _PATH_EVENTS and args:
-            if event == "open" and _opens_for_writing(args):
-                return "open for writing"
-            if _private_path(args[0]):
-                return f"{event} under /proc, /sys or /dev"
-        if event == "compile" and self.dunders and args:
-            if any(name in _source_names(args[0]) for name in self.dunders):
-                return "code compiled from a __name__ of the answer"
-        return None
-
-
-def _opens_for_writing(args: tuple) -> bool:
-    mode = args[1] if len(args) > 1 else None
-    flags = args[2] if len(args) > 2 else 0
-    if isinstance(mode, str) and any(c in mode for c in "wax+"):
-        return True
-    return isinstance(flags, int) and bool(flags & _WRITE_FLAGS)
-
-
-def _private_path(path) -> bool:
-    if isinstance(path, int) or path is None:
-        return False
-    try:
-        text = os.fsdecode(path)
-        real = os.path.realpath(os.path.abspath(text))
-    except (TypeError, ValueError, OSError):
-        return True
-    if real in ("/dev/null", "/dev/urandom"):
-        return False
-    return any(real == root or real.startswith(root + "/") for root in _PRIVATE_ROOTS)
-
-
-def _source_names(source) -> str:
-    if isinstance(source, bytes | bytearray | memoryview):
-        return bytes(source).decode("utf-8", "replace")
-    if isinstance(source, str):
-        return source
-    import ast
-
-    if isinstance(source, ast.AST):  # sympy's evaluate=False path compiles a tree
-        names = []
-        for node in ast.walk(source):
-            for field in ("id", "attr", "name", "arg"):
-                value = getattr(node, field, None)
-                if isinstance(value, str):
-                    names.append(value)
-            if isinstance(getattr(node, "value", None), str):
-                names.append(node.value)
-        return " ".join(names)
-    return ""
-
-
-def _child_main(check, item, result_fd: int, timeout_s: float, address_space: int) -> None:
-    import random
-    import resource
-
-    os.setpgid(0, 0)
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-        signal.signal(getattr(signal, name), signal.SIG_DFL)
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes fail instead of killing
-    _die_with_parent()
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    soft_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    top = min(soft_files if soft_files > 0 else 1024, 1024)
-    fd = random.randrange(max(top // 2, 3), top)  # not a descriptor number to guess
-    os.dup2(result_fd, fd)
-    os.closerange(3, fd)
-    os.closerange(fd + 1, max(top, 1024))
-
-    cpu = math.ceil(timeout_s) + 1
-    for limit, value in (
-        (resource.RLIMIT_CORE, 0),
-        (resource.RLIMIT_FSIZE, 0),
-        (resource.RLIMIT_NPROC, 0),
-        (resource.RLIMIT_CPU, cpu),
-        (resource.RLIMIT_AS, address_space),
-    ):
-        try:
-            hard = value + 1 if limit == resource.RLIMIT_CPU else value
-            resource.setrlimit(limit, (value, hard))
-        except (ValueError, OSError):
-            pass
-    answer, gold = item
-    guard = _Guard(answer)
-    sys.addaudithook(guard)
-    try:
-        message = {"status": "ok", "score": float(check(answer, gold))}
-        if not math.isfinite(message["score"]):
-            message = {"status": "error", "score": 0.0}
-    except BaseException:  # noqa: BLE001 - SystemExit, MemoryError, the hook's violation
-        message = {"status": "error", "score": 0.0}
-    if guard.tripped is not None:  # even if the dataset's bare `except:` swallowed it
-        message = {"status": "error", "score": 0.0}
-    os.write(fd, json.dumps(message).encode() + b"\n")
-    os._exit(0)
-
-
-def _die_with_parent() -> None:
-    """PR_SET_PDEATHSIG: the kernel kills this child if the host dies (Linux only)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
-        if os.getppid() == 1:  # the host died before prctl: nobody will read the result
-            os._exit(71)
-    except Exception:  # noqa: BLE001 - no libc or no prctl: the CPU limit still ends it
-        pass
