@@ -481,7 +481,7 @@ def test_unchanged_resume_says_nothing_and_failed_load_rewrites_no_run_file(
     def broken_load(*args, **kwargs):
         raise SmolGRPOError("cannot load")
 
-    monkeypatch.setattr("smolgrpo.training.trainer.load_checkpoint", broken_load)
+    monkeypatch.setattr("smolgrpo.training.resume.load_checkpoint", broken_load)
     changed = make_config(tmp_path, "optim.max_steps=3", "prompt.system_prompt=Other")
     with pytest.raises(SmolGRPOError, match="cannot load"):
         make_trainer(changed, resume=True)

@@ -10,6 +10,7 @@ import argparse
 import json
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from smolgrpo.errors import SmolGRPOError
@@ -182,20 +183,39 @@ def _flag_settings(args):
         raise SmolGRPOError(message) from None
 
 
-def run_eval(args) -> int:
-    from dataclasses import replace
+@dataclass
+class _EvalPlan:
+    """What the command line resolves to, all checked before the model loads."""
 
+    sampling: object  # EvalSettings from the sampling flags (_flag_settings)
+    template: object  # the PromptTemplate
+    fields: dict  # the task's DataConfig fields
+    task: object
+    output_dir: Path
+    action: str  # what check_output_dir decided: "resume", "replace", ...
+    identity: dict  # the model's identity (a resumed eval must be of the same model)
+    settings: dict  # recorded in the output folder (_settings)
+
+
+def run_eval(args) -> int:
     from rich.console import Console
 
+    plan = _resolve_settings(args)
+    console = Console(stderr=True, markup=False)  # paths and model text are never markup
+    problems, few_shot = _load_problems(args, plan)
+    model, tokenizer = _load_model(args, console, len(problems))
+    done, spent = _prepare_output_dir(args, plan, console, len(problems))
+    metrics, stop_name = _run(args, plan, model, tokenizer, problems, few_shot, done, spent)
+    _write_results(args, plan, console, metrics, model, stop_name, spent)
+    return 0
+
+
+def _resolve_settings(args) -> _EvalPlan:
+    """Check the flags, build the prompt and the task, and check the output folder."""
     from smolgrpo.cli.task_args import task_fields_from_args
     from smolgrpo.config.schema import DataConfig
     from smolgrpo.evaluation import output_folder as eval_output
-    from smolgrpo.evaluation.evaluate import describe_device, evaluate
-    from smolgrpo.generation.calculator import Calculator
-    from smolgrpo.models.loading import load_model_and_tokenizer
-    from smolgrpo.runs.interrupts import StopSignal
     from smolgrpo.tasks import build_task
-    from smolgrpo.tasks.prompts import select_few_shot
 
     sampling = _flag_settings(args)  # checked before anything loads
     if args.resume and args.overwrite:
@@ -204,7 +224,6 @@ def run_eval(args) -> int:
         )
     if args.resume and not args.output_dir:
         raise SmolGRPOError("--resume needs --output-dir (the eval folder to continue)")
-    console = Console(stderr=True, markup=False)  # paths and model text are never markup
     template = _prompt_template_for(args)
     fields = task_fields_from_args(args)
     task = build_task(DataConfig(**fields))
@@ -220,33 +239,71 @@ def run_eval(args) -> int:
     settings = _settings(args, fields, template, identity)
     if action == "resume":
         eval_output.check_resume_settings(output_dir, settings, identity)
-    problems = task.load(args.split, args.limit, args.seed, args.shuffle)
+    return _EvalPlan(sampling, template, fields, task, output_dir, action, identity, settings)
+
+
+def _load_problems(args, plan: _EvalPlan) -> tuple[list, list]:
+    """The problems to score and the few-shot examples (from the train split)."""
+    from smolgrpo.tasks.prompts import select_few_shot
+
+    problems = plan.task.load(args.split, args.limit, args.seed, args.shuffle)
     few_shot = []
-    if template.num_few_shot > 0:
-        few_shot = select_few_shot(task.load("train"), template.num_few_shot, args.seed)
+    if plan.template.num_few_shot > 0:
+        few_shot = select_few_shot(plan.task.load("train"), plan.template.num_few_shot, args.seed)
+    return problems, few_shot
+
+
+def _load_model(args, console, num_problems: int):
+    from smolgrpo.evaluation.evaluate import describe_device
+    from smolgrpo.models.loading import load_model_and_tokenizer
+
     started = time.perf_counter()
     model, tokenizer = load_model_and_tokenizer(
         args.model, args.device, args.dtype, args.trust_remote_code, args.allow_pickle
     )
     console.print(
         f"loaded {args.model} in {time.perf_counter() - started:.1f}s on {describe_device(model)}; "
-        f"{len(problems)} problems from split '{args.split}'",
+        f"{num_problems} problems from split '{args.split}'",
         soft_wrap=True,
     )
+    return model, tokenizer
+
+
+def _prepare_output_dir(args, plan: _EvalPlan, console, num_problems: int) -> tuple[list, float]:
+    """Seed, then either pick up a resumed eval (its samples, time spent and RNG state) or
+    start the output folder (replacing an earlier eval only now that the model has loaded)."""
     import torch
+
+    from smolgrpo.evaluation import output_folder as eval_output
 
     torch.manual_seed(args.seed)
     done, spent = [], 0.0
-    if action == "resume":
-        done, spent = eval_output.resume_from(output_dir)  # also the RNG state to go on from
+    if plan.action == "resume":
+        done, spent = eval_output.resume_from(plan.output_dir)  # also the RNG state to go on from
         console.print(
-            f"resuming {output_dir}: {len(done) // args.num_samples} of {len(problems)} "
+            f"resuming {plan.output_dir}: {len(done) // args.num_samples} of {num_problems} "
             "problems done",
             soft_wrap=True,
         )
     else:  # the model and data loaded: only now is an earlier eval replaced
-        eval_output.start_output_dir(output_dir, settings, identity, replace=action == "replace")
-        template.save(output_dir / PROMPT_TEMPLATE_FILE)
+        eval_output.start_output_dir(
+            plan.output_dir, plan.settings, plan.identity, replace=plan.action == "replace"
+        )
+        plan.template.save(plan.output_dir / PROMPT_TEMPLATE_FILE)
+    return done, spent
+
+
+def _run(args, plan: _EvalPlan, model, tokenizer, problems, few_shot, done, spent):
+    """Evaluate, appending each finished batch to samples.jsonl; returns the metrics and the
+    name of the signal that stopped the eval, if one did."""
+    from dataclasses import replace
+
+    from smolgrpo.evaluation import output_folder as eval_output
+    from smolgrpo.evaluation.evaluate import evaluate
+    from smolgrpo.generation.calculator import Calculator
+    from smolgrpo.runs.interrupts import StopSignal
+
+    output_dir = plan.output_dir
     session_start = time.perf_counter()
     written = [len(done)]
 
@@ -264,10 +321,10 @@ def run_eval(args) -> int:
             tokenizer,
             problems,
             replace(
-                sampling,
-                template=template,
+                plan.sampling,
+                template=plan.template,
                 few_shot=few_shot,
-                answer_check=task.answer_check,
+                answer_check=plan.task.answer_check,
                 calculator=Calculator(tokenizer) if args.calculator else None,
             ),
             show_progress=not args.no_progress,
@@ -276,22 +333,30 @@ def run_eval(args) -> int:
             on_batch=save_batch,
             keep_partial=True,
         )
+    return metrics, stop.signal_name
+
+
+def _write_results(args, plan: _EvalPlan, console, metrics, model, stop_name, spent) -> None:
+    """metrics.json (partial when stopped), the table, and one line saying what was written."""
+    from smolgrpo.evaluation import output_folder as eval_output
+    from smolgrpo.evaluation.evaluate import describe_device
+
+    output_dir = plan.output_dir
     metrics["time_s"] = round(metrics["time_s"] + spent, 2)
     metrics.update(model=args.model, split=args.split, device=describe_device(model))
-    if task.kind.named_in_eval_metrics:
-        metrics["task"] = task.title
+    if plan.task.kind.named_in_eval_metrics:
+        metrics["task"] = plan.task.title
     eval_output.write_metrics(output_dir, metrics)
     print_metrics(console, metrics)
     if metrics.get("partial"):
         console.print(
-            f"{stop.signal_name or 'stopped'}: {metrics['num_problems']} of "
+            f"{stop_name or 'stopped'}: {metrics['num_problems']} of "
             f"{metrics['num_problems_planned']} problems done; wrote the partial "
             f"{output_dir}/metrics.json (continue: the same command with --resume)",
             soft_wrap=True,
         )
     else:
         console.print(f"wrote {output_dir}/metrics.json and samples.jsonl", soft_wrap=True)
-    return 0
 
 
 def print_metrics(console, metrics: dict) -> None:

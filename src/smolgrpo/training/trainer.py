@@ -32,21 +32,16 @@ from smolgrpo.errors import warn
 from smolgrpo.models import distributed as dist_utils
 from smolgrpo.models import fsdp
 from smolgrpo.runs import guards
-from smolgrpo.runs.checkpoint import (
-    latest_good_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    recorded_config,
-    rng_state,
-    save_checkpoint,
-)
+from smolgrpo.runs.checkpoint import list_checkpoints
 from smolgrpo.runs.interrupts import StopRequested, StopSignal, restore_rng, rng_snapshot
 from smolgrpo.tasks import build_task, load_train_problems
 from smolgrpo.tasks.data import Problem
 from smolgrpo.tasks.prompts import select_few_shot
 from smolgrpo.training.batching import GroupBatch, PromptStream, build_group_batch
 from smolgrpo.training.group_collection import CollectedGroups, collect_groups
+from smolgrpo.training.periodic_eval import periodic_eval
 from smolgrpo.training.policy_update import train_on_batch
+from smolgrpo.training.resume import check_recorded_config, resume_from_checkpoint, write_checkpoint
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -81,7 +76,7 @@ class Trainer:
             weakref.finalize(self, self.run_folder.lock.release)
         try:
             if self.is_main and resume:
-                self._check_resume_config()
+                check_recorded_config(self)  # before the model loads (resume.py)
             self._set_up(config, resume, model, tokenizer, train_problems, eval_problems)
         except BaseException:
             self.release_run_folder(failed=True)
@@ -125,7 +120,7 @@ class Trainer:
         self.progress = None  # the running loop's TrainProgress, told each step's phase
         self.bad_steps_in_a_row = 0  # NaN/inf steps skipped in a row (guards.py)
         if resume:
-            self._resume()
+            resume_from_checkpoint(self)  # resume.py
             if self.is_main:  # only now that the checkpoint has loaded
                 write_run_files(self.run_dir, config)
 
@@ -155,58 +150,7 @@ class Trainer:
         if folder is not None:
             folder.release(failed=failed)
 
-    # ------------------------------------------------------------------ resume / stop
-    def _check_resume_config(self) -> None:
-        """Before the model loads: refuse a recipe that changes what the checkpoints hold (the
-        model, its LoRA shape, the task), compared with the newest recorded config."""
-        from smolgrpo.training.resume_check import check_resume_config
-
-        for path in reversed(list_checkpoints(self.run_dir)):
-            recorded = recorded_config(path)
-            if recorded is not None:  # the fixed keys are the same in all of a run's checkpoints
-                check_resume_config(path, recorded, self.config.to_dict())
-                return
-
-    def _resume(self) -> None:
-        from smolgrpo.training.resume_check import (
-            apply_optimizer_settings,
-            changes,
-            describe_changes,
-        )
-
-        checkpoint = latest_good_checkpoint(self.run_dir)
-        if checkpoint is None:
-            if self.is_main:
-                from smolgrpo.runs.metrics_log import truncate_metrics
-
-                truncate_metrics(self.run_dir / "metrics.jsonl", 0)  # rows of the lost steps
-                warn(f"{self.run_dir}: no checkpoint to resume from; starting at step 0")
-            return
-        state = load_checkpoint(
-            checkpoint,
-            self.model,
-            self.optimizer,
-            self.scheduler,
-            rank=self.rank,
-            sharded=self.sharded,
-        )
-        # The recipe's optimizer settings and schedule, not the checkpoint's (resume_check.py).
-        apply_optimizer_settings(self.optimizer, self.scheduler, self.config)
-        self.step = self.saved_step = state["step"]
-        self.train_time_s = float(state.get("train_time_s", 0.0))
-        self.stream = PromptStream(self.train_problems, self.config.run.seed, **state["data"])
-        if self.is_main:
-            from smolgrpo.runs.metrics_log import truncate_metrics
-
-            truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
-            print(f"resumed from {checkpoint} (step {self.step})")
-            found = changes(state.get("config") or {}, self.config.to_dict())
-            if found:
-                warn(
-                    f"resuming step {self.step} with a changed recipe, applied from here on: "
-                    f"{describe_changes(found)}"
-                )
-
+    # ------------------------------------------------------------------ stop
     # A stop (signal or request_stop) is honoured at the next check point: between decode
     # steps, between micro-batches before the step's first optimizer update, in periodic eval.
     # The step in progress is then dropped: the state captured at its start (RNG, prompt-stream
@@ -421,72 +365,12 @@ class Trainer:
             self.progress.phase(name)
 
     def save_checkpoint(self) -> None:
-        self.phase("saving")
-        rank_rng_states = dist_utils.gather_objects([rng_state()])  # every rank's own RNG
-        model_state = optimizer_state = None
-        if self.sharded:  # gathered from all ranks' shards (collective), on rank 0
-            model_state = fsdp.trainable_full_state(self.model)
-            optimizer_state = fsdp.full_optimizer_state(self.model, self.optimizer)
-        if self.is_main:
-            save_checkpoint(
-                self.run_dir,
-                self.step,
-                self.model,
-                self.optimizer,
-                self.scheduler,
-                self.stream.state(),
-                keep=self.config.run.keep_checkpoints,
-                train_time_s=self.training_time_s(),
-                config=self.config.to_dict(),
-                rank_rng_states=rank_rng_states,
-                model_state=model_state,
-                optimizer_state=optimizer_state,
-            )
-        self.saved_step = self.step
-        dist_utils.barrier()
+        """Checkpoint this step (resume.py)."""
+        write_checkpoint(self)
 
     def periodic_eval(self) -> dict:
-        from smolgrpo.evaluation.evaluate import evaluate
-        from smolgrpo.evaluation.settings import EvalSettings
-
-        self.phase("evaluating")
-        result = {}
-        if self.is_main or self.sharded:  # under FSDP every rank takes part in each forward
-            if self.eval_problems is None:
-                self.eval_problems = self.task.load(
-                    self.config.data.eval_split, self.config.run.eval_limit
-                )
-            rng_state = torch.get_rng_state()  # evaluation must not shift the training RNG
-            try:
-                with self.autocast():
-                    settings = EvalSettings(
-                        template=self.template,
-                        few_shot=self.few_shot,
-                        batch_size=self.config.run.eval_batch_size,
-                        max_new_tokens=self.config.sampling.max_completion_length,
-                        reward_weights=self.config.rewards.weights,
-                        answer_check=self.task.answer_check,
-                        calculator=self.calculator,
-                        synced=self.sharded,
-                    )
-                    metrics, _ = evaluate(
-                        self.model,
-                        self.tokenizer,
-                        self.eval_problems,
-                        settings,
-                        show_progress=False,
-                        should_stop=self.stop_pending,
-                    )
-            except StopRequested:  # the step is finished and kept; only its eval is lost
-                metrics, self.eval_cut_short = None, True
-            finally:
-                torch.set_rng_state(rng_state)
-            if self.is_main and metrics is not None:
-                from smolgrpo.runs.metrics_log import PERIODIC_EVAL_KEYS
-
-                result = {f"eval/{k}": metrics[k] for k in PERIODIC_EVAL_KEYS}
-        dist_utils.barrier()
-        return result
+        """The `eval/` metrics of run.eval_every (periodic_eval.py)."""
+        return periodic_eval(self)
 
 
 def run_training(
