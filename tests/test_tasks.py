@@ -155,7 +155,7 @@ def test_number_check_is_the_gsm8k_match():
 
 def test_math_check_accepts_equivalent_forms():
     pytest.importorskip("math_verify")
-    from smolgrpo.tasks.files import check_math
+    from smolgrpo.rewards.math_answers import check_math
 
     assert check_math("1/2", "\\frac{1}{2}") == 1.0
     assert check_math("0.5", "\\frac{1}{2}") == 1.0
@@ -163,6 +163,22 @@ def test_math_check_accepts_equivalent_forms():
     assert check_math("\\sqrt{2}", "2^{1/2}") == 1.0
     assert check_math("3", "4") == 0.0
     assert check_math(None, "4") == 0.0
+
+
+def test_math_answers_are_checked_in_the_sandbox_never_in_process(tmp_path):
+    pytest.importorskip("math_verify")
+    from smolgrpo.rewards.sandbox import SandboxedCheck
+
+    source = write_jsonl(tmp_path / "qa.jsonl", [{"question": "half?", "answer": "\\frac{1}{2}"}])
+    task = build_task(
+        data_config("data.task=jsonl", f"data.source={source}", "data.answer_type=math")
+    )
+    assert isinstance(task.answer_check, SandboxedCheck)
+    marker = tmp_path / "MARKER"
+    hostile = [f"__import__('os').system('touch {marker}')", "9**9**9**9", "exit()"]
+    outcomes = task.answer_check.check_batch(["0.5", "1/3", *hostile], ["\\frac{1}{2}"] * 5)
+    assert [outcome.score for outcome in outcomes] == [1.0, 0.0, 0.0, 0.0, 0.0]
+    assert not marker.exists()
 
 
 def test_correctness_reward_uses_the_task_check_on_the_extracted_answer():

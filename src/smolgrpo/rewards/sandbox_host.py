@@ -94,6 +94,11 @@ def _host_check(checks: dict, spec: dict):
 
             module, _, name = spec["target"].rpartition(":")
             check = getattr(importlib.import_module(module), name)
+            if spec.get("warm_up"):  # our own constant input: the check's lazy imports load here
+                try:
+                    check(*spec["warm_up"])
+                except Exception:  # noqa: BLE001 - only a warm-up
+                    pass
         else:
             raise ValueError(f"unknown check kind {spec['kind']!r}")
         checks[key] = check

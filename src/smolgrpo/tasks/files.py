@@ -12,6 +12,8 @@ stripped; no `####` needed). `data.answer_type` picks the comparison with the mo
 * `exact`: equal after stripping, casefolding and collapsing runs of whitespace.
 * `math`: symbolic equivalence with `math-verify` (`pip install 'smolgrpo[math]'`), so
   `\\frac{1}{2}`, `1/2` and `0.5` all match. A bare answer is read as inline LaTeX (`$...$`).
+  math-verify parses the answer with sympy (built on `eval`), so the check runs in the sandbox
+  (rewards/sandbox.py, `data.gym_check_timeout_s` per answer), never in this process.
 
 A column the mapping names but a row lacks is a one-line error naming file, line and column
 (for a hub dataset: `id[split]:row`).
@@ -24,10 +26,12 @@ from pathlib import Path
 
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.rewards.answers import answers_match, parse_number
+from smolgrpo.rewards.sandbox import DEFAULT_TIMEOUT_S, SandboxedCheck
 from smolgrpo.tasks.base import Task, TaskKind
 from smolgrpo.tasks.data import Problem, jsonl_rows
 
 MATH_EXTRA_HINT = "pip install 'smolgrpo[math]'"
+MATH_CHECK = "smolgrpo.rewards.math_answers:check_math"
 
 
 def normalize_exact(text: str) -> str:
@@ -45,22 +49,7 @@ def check_exact(predicted: str | None, gold: str) -> float:
     return 1.0 if normalize_exact(predicted) == normalize_exact(gold) else 0.0
 
 
-def _as_latex(text: str) -> str:
-    return text if "$" in text or "\\boxed" in text else f"${text}$"
-
-
-def check_math(predicted: str | None, gold: str) -> float:
-    from math_verify import parse, verify
-
-    if predicted is None:
-        return 0.0
-    gold_parsed, predicted_parsed = parse(_as_latex(gold)), parse(_as_latex(predicted))
-    if not gold_parsed or not predicted_parsed:
-        return 0.0
-    return 1.0 if verify(gold_parsed, predicted_parsed) else 0.0
-
-
-def answer_check_for(answer_type: str):
+def answer_check_for(answer_type: str, timeout_s: float = DEFAULT_TIMEOUT_S):
     if answer_type == "math":
         try:
             import math_verify  # noqa: F401
@@ -68,7 +57,11 @@ def answer_check_for(answer_type: str):
             raise SmolGRPOError(
                 f"data.answer_type 'math' needs the math-verify package: {MATH_EXTRA_HINT}"
             ) from None
-        return check_math
+        # math-verify runs sympy on the answer: never in this process (math_answers.py)
+        return SandboxedCheck(
+            {"kind": "function", "target": MATH_CHECK, "warm_up": ["1/2", "\\frac{1}{2}"]},
+            timeout_s,
+        )
     return {"number": check_number, "exact": check_exact}[answer_type]
 
 
@@ -186,7 +179,7 @@ def read_file_split(data, split: str) -> list[Problem]:
 def build_file_task(data, kind: TaskKind, read_split) -> Task:
     """A field-mapped task whose `read_split(data, split)` gives a split's problems
     (`read_file_split`, `read_hub_rows`)."""
-    answer_check = answer_check_for(data.answer_type)
+    answer_check = answer_check_for(data.answer_type, data.gym_check_timeout_s)
 
     def load(split) -> list[Problem]:
         problems = read_split(data, split)
