@@ -328,7 +328,8 @@ def test_arithmetic_many_distinct_wrong_equations():
 
 def test_default_weights_name_registered_rewards():
     # grounded_arithmetic needs the problem text, so it is opt-in (the recipes turn it on)
-    assert set(DEFAULT_REWARD_WEIGHTS) == set(REWARDS) - {"grounded_arithmetic"}
+    opt_in = {"grounded_arithmetic", "overlong_penalty"}  # overlong: needs a buffer too
+    assert set(DEFAULT_REWARD_WEIGHTS) == set(REWARDS) - opt_in
     assert set(REWARDS) == {
         "correctness",
         "strict_format",
@@ -337,6 +338,7 @@ def test_default_weights_name_registered_rewards():
         "integer_answer",
         "arithmetic_consistency",
         "grounded_arithmetic",
+        "overlong_penalty",
     }
     assert max(DEFAULT_REWARD_WEIGHTS, key=DEFAULT_REWARD_WEIGHTS.get) == "correctness"
 

@@ -30,6 +30,11 @@ How this module departs from the paper (each departure is a switch, defaults in 
 * KL uses Schulman's k3 estimator ("Approximating KL Divergence", 2020,
   http://joschu.net/blog/kl-approx.html): unbiased, always >= 0, low variance. Like DAPO and TRL we
   default to ``beta = 0`` (no reference model).
+* GSPO (Zheng et al. 2025, "Group Sequence Policy Optimization", arXiv:2507.18071)
+  [``importance_sampling_level="token"``]: with ``"sequence"`` every token of completion i uses
+  the length-normalised sequence ratio ``s_i = exp(1/|o_i| sum_t (logp_it - logp_old_it))``,
+  clipped to ``[1 - sequence_epsilon, 1 + sequence_epsilon]`` (default 3e-4, the paper's range:
+  a mean log-ratio moves far less than a token's). See :func:`sequence_log_ratio`.
 * Advantages add ``eps = 1e-4`` to the std, and the std is Bessel-corrected (``unbiased=True``),
   both exactly as TRL's ``GRPOTrainer`` does; a group of identical rewards thus gets advantage 0.
 
@@ -44,6 +49,22 @@ import torch
 from torch import Tensor
 
 VALID_LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo")
+VALID_IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
+
+
+def sequence_log_ratio(log_probs: Tensor, old_log_probs: Tensor, mask: Tensor) -> Tensor:
+    """GSPO's per-token log-ratio ``sg(m_i) + logp_it - sg(logp_it)`` (the "GSPO-token" form).
+
+    ``m_i = 1/|o_i| sum_t mask_it (logp_it - old_it)`` is the mean log-ratio of row i, so the
+    value at every token is ``log s_i``, and ``d s_it / d logp_it = s_i``. Summed over the
+    |o_i| tokens this is the gradient of GSPO's sequence objective, whose ``s_i`` depends on
+    every token with ``d s_i / d logp_it = s_i / |o_i|`` (TRL's (B, 1) ratio): both give the
+    same loss and the same gradient for every ``loss_type``. Inputs (B, C), masked to 0 off
+    the completion; returns (B, C).
+    """
+    lengths = mask.sum(dim=1).clamp(min=1.0)  # (B,)
+    mean_log_ratio = ((log_probs - old_log_probs) * mask).sum(dim=1) / lengths  # (B,)
+    return mean_log_ratio.detach().unsqueeze(1) + log_probs - log_probs.detach()  # (B, C)
 
 
 def kl_k3(log_probs: Tensor, ref_log_probs: Tensor) -> Tensor:
@@ -82,6 +103,8 @@ def grpo_loss(
     ref_log_probs: Tensor | None = None,
     max_completion_length: int | None = None,
     num_items_in_batch: float | None = None,
+    importance_sampling_level: str = "token",
+    sequence_epsilon: float = 3e-4,
 ) -> LossOutput:
     """Clipped GRPO surrogate ``-min(rho * A, clip(rho, 1 - eps, 1 + eps_high) * A) + beta * KL``.
 
@@ -98,6 +121,10 @@ def grpo_loss(
             when DDP averages gradients over ranks) so that summing micro-batch losses yields the
             full-batch loss exactly. Ignored by "grpo" and "dr_grpo", whose normalisers don't
             depend on the batch's token count.
+        importance_sampling_level: "token" (the ratio above) or "sequence" (GSPO: each token
+            uses its row's ratio ``s_i``, see :func:`sequence_log_ratio`, clipped to
+            ``[1 - sequence_epsilon, 1 + sequence_epsilon]``; ``epsilon``/``epsilon_high`` are
+            then unused). On-policy (old = None) both levels give the same loss and gradient.
     """
     if loss_type not in VALID_LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {VALID_LOSS_TYPES}, got {loss_type!r}")
@@ -105,7 +132,14 @@ def grpo_loss(
         raise ValueError("loss_type='dr_grpo' needs max_completion_length")
     if beta > 0.0 and ref_log_probs is None:
         raise ValueError("beta > 0 needs ref_log_probs")
+    if importance_sampling_level not in VALID_IMPORTANCE_SAMPLING_LEVELS:
+        raise ValueError(
+            f"importance_sampling_level must be one of {VALID_IMPORTANCE_SAMPLING_LEVELS}, "
+            f"got {importance_sampling_level!r}"
+        )
     epsilon_high = epsilon if epsilon_high is None else epsilon_high
+    if importance_sampling_level == "sequence":
+        epsilon = epsilon_high = sequence_epsilon
 
     valid = completion_mask.bool()  # (B, C)
     mask = valid.to(log_probs.dtype)  # (B, C)
@@ -118,7 +152,11 @@ def grpo_loss(
         old_log_probs = old_log_probs.detach().masked_fill(~valid, 0.0)  # (B, C)
 
     token_advantages = advantages.detach().to(log_probs.dtype).unsqueeze(1)  # (B, 1)
-    ratio = torch.exp(log_probs - old_log_probs)  # (B, C)
+    if importance_sampling_level == "sequence":
+        log_ratio = sequence_log_ratio(log_probs, old_log_probs, mask)  # (B, C)
+    else:
+        log_ratio = log_probs - old_log_probs  # (B, C)
+    ratio = torch.exp(log_ratio)  # (B, C)
     clipped_ratio = torch.clamp(ratio, 1.0 - epsilon, 1.0 + epsilon_high)  # (B, C)
     per_token_loss = -torch.minimum(
         ratio * token_advantages, clipped_ratio * token_advantages

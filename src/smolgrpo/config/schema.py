@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from smolgrpo.algo.advantages import VALID_SCALE_REWARDS
-from smolgrpo.algo.loss import VALID_LOSS_TYPES
+from smolgrpo.algo.loss import VALID_IMPORTANCE_SAMPLING_LEVELS, VALID_LOSS_TYPES
 from smolgrpo.config.parse import apply_overrides, build_section, read_recipe
 from smolgrpo.config.parse import check_value as _check
 from smolgrpo.config.parse import one_of as _one_of
@@ -124,8 +124,12 @@ class PromptConfig:
 @dataclass
 class RewardConfig:
     weights: dict = field(default_factory=lambda: dict(DEFAULT_REWARD_WEIGHTS))
+    # DAPO's soft overlong penalty (the `overlong_penalty` reward, in [-1, 0]): the last
+    # `overlong_buffer` tokens before sampling.max_completion_length cost up to 1. 0: off.
+    overlong_buffer: int = 0
 
     def validate(self) -> None:
+        _check(self.overlong_buffer >= 0, "rewards.overlong_buffer", self.overlong_buffer, ">= 0")
         for name, weight in self.weights.items():
             if is_plugin(name):
                 load_reward(name)  # importable and callable, or one line naming it
@@ -192,6 +196,10 @@ class GRPOConfig:
     scale_rewards: str = "group"
     epsilon: float = 0.2
     epsilon_high: float | None = 0.28
+    # GSPO: "sequence" uses each completion's length-normalised ratio for all its tokens,
+    # clipped to 1 +- sequence_epsilon (algo/loss.py); "token": the per-token ratio.
+    importance_sampling_level: str = "token"
+    sequence_epsilon: float = 3e-4  # GSPO's clip range of the sequence ratio, both sides
     num_iterations: int = 1
     mask_truncated_completions: bool = False
     filter_zero_std_groups: bool = False  # dynamic sampling (DAPO): refill with informative groups
@@ -219,6 +227,13 @@ class GRPOConfig:
             self.epsilon_high,
             "> 0, or null for no upper clip of its own",
         )
+        _check(
+            self.importance_sampling_level in VALID_IMPORTANCE_SAMPLING_LEVELS,
+            "grpo.importance_sampling_level",
+            self.importance_sampling_level,
+            _one_of(VALID_IMPORTANCE_SAMPLING_LEVELS),
+        )
+        _check(self.sequence_epsilon > 0, "grpo.sequence_epsilon", self.sequence_epsilon, "> 0")
         _check(self.num_iterations >= 1, "grpo.num_iterations", self.num_iterations, ">= 1")
         _check(
             self.max_refill_rounds >= 0, "grpo.max_refill_rounds", self.max_refill_rounds, ">= 0"
@@ -353,6 +368,12 @@ class Config:
             )
         if self.model.fsdp and self.model.lora:
             raise SmolGRPOError("config: model.fsdp cannot be combined with model.lora (yet)")
+        buffer, limit = self.rewards.overlong_buffer, self.sampling.max_completion_length
+        _check(buffer <= limit, "rewards.overlong_buffer", buffer, f"<= {limit} (max length)")
+        if self.rewards.weights.get("overlong_penalty") and not buffer:
+            raise SmolGRPOError(
+                "config: rewards.weights.overlong_penalty needs overlong_buffer > 0"
+            )
         if self.optim.schedule_length == "time" and not self.run.time_limit_s:
             raise SmolGRPOError(
                 "config: optim.schedule_length 'time' needs run.time_limit_s > 0 (the time to "

@@ -173,8 +173,13 @@ def score_batch(
     responses = rollout.responses
     golds = [p.gold for p in batch for _ in range(num_samples)]
     questions = [p.question for p in batch for _ in range(num_samples)]
+    extra = {
+        "completion_tokens": rollout.completion_lengths.tolist(),
+        "max_completion_length": settings.max_new_tokens,
+        "overlong_buffer": settings.overlong_buffer,
+    }
     scored = score_completions(
-        responses, golds, settings.reward_weights, questions, answer_check=answer_check
+        responses, golds, settings.reward_weights, questions, None, answer_check, extra
     )
     answers = [extract_answer(response) for response in responses]
     last_numbers = [extract_last_number(response) for response in responses]

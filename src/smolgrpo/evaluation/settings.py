@@ -38,6 +38,7 @@ class EvalSettings:
     answer_check: Callable[[str | None, str], float] | None = None
     calculator: object | None = None
     synced: bool = False
+    overlong_buffer: int = 0  # the overlong_penalty reward's buffer (rewards.overlong_buffer)
 
     def __post_init__(self) -> None:
         self.template = self.template or PromptTemplate()

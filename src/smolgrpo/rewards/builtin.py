@@ -248,4 +248,21 @@ def grounded_arithmetic_reward(completions, answers=None, questions=None, **fiel
     return _score_each(_score_grounded_arithmetic, completions, questions or [])
 
 
+@register("overlong_penalty")
+def overlong_penalty_reward(
+    completions,
+    completion_tokens=None,
+    max_completion_length=None,
+    overlong_buffer=0,
+    **fields,
+) -> list[float]:
+    """DAPO's soft overlong penalty, the one reward in [-1, 0] (a penalty, so weight > 0):
+    with L tokens, budget Lmax and buffer Lb, 0 if L <= Lmax - Lb, (Lmax - Lb - L) / Lb if
+    L <= Lmax, -1 beyond. 0.0 for all when the lengths, the budget or the buffer are missing."""
+    if not completion_tokens or not max_completion_length or not overlong_buffer:
+        return [0.0] * len(completions)
+    start = max_completion_length - overlong_buffer  # the penalty starts after this many tokens
+    return [max(-1.0, min(0.0, (start - length) / overlong_buffer)) for length in completion_tokens]
+
+
 DEFAULT_REWARD_WEIGHTS: dict[str, float] = default_reward_weights()

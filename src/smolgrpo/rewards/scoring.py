@@ -1,7 +1,7 @@
 """Scoring a batch: every reward named in the weights, summed with its weight.
 
 `score_completions` calls each reward with the same fields (`answers`, `questions`, the task's
-`answer_check`, `step`), records each reward's values and wall time for logging, and counts
+`answer_check`, `step`, and the caller's `extra_fields`), records each reward's values and wall time for logging, and counts
 the answer checks that timed out or failed (reasoning-gym's, run in the sandbox).
 """
 
@@ -33,6 +33,7 @@ def score_completions(
     questions: list[str] | None = None,
     step: int | None = None,
     answer_check: Callable[[str | None, str], float] | None = None,
+    extra_fields: dict | None = None,
 ) -> RewardResult:
     """Run every reward named in ``weights`` and sum them with those weights.
 
@@ -43,7 +44,9 @@ def score_completions(
     errors to the result's counts.
 
     Rewards with weight 0 are still computed so they can be logged. An unknown reward name or
-    mismatched list lengths are caller/config errors and raise ValueError. A user's reward
+    mismatched list lengths are caller/config errors and raise ValueError. ``extra_fields``
+    are added to the fields every reward gets: the trainer and `eval` pass `completion_tokens`
+    (one int per completion), `max_completion_length` and `overlong_buffer` (overlong_penalty). A user's reward
     that fails is a SmolGRPOError naming it and ``step``.
     """
     unknown = sorted(name for name in weights if name not in REWARDS and not is_plugin(name))
@@ -51,6 +54,7 @@ def score_completions(
         raise ValueError(f"unknown reward name(s) {unknown}; valid names are {sorted(REWARDS)}")
     completions = list(completions)
     fields = {"answers": list(gold_answers), "questions": questions, "answer_check": answer_check}
+    fields.update(extra_fields or {})
     if len(completions) != len(fields["answers"]):
         raise ValueError(f"got {len(completions)} completions but {len(gold_answers)} gold answers")
     if questions is not None and len(questions) != len(completions):

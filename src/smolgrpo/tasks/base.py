@@ -42,9 +42,13 @@ class Task:
     ) -> list[Problem]:
         return shuffle_and_limit(self.loader(split), limit, seed, shuffle)
 
-    def score(self, completions, golds, weights, questions=None, step=None) -> RewardResult:
+    def score(
+        self, completions, golds, weights, questions=None, step=None, extra_fields=None
+    ) -> RewardResult:
         """`rewards.score_completions` with this task's correctness check."""
-        return score_completions(completions, golds, weights, questions, step, self.answer_check)
+        return score_completions(
+            completions, golds, weights, questions, step, self.answer_check, extra_fields
+        )
 
 
 class TaskKind:

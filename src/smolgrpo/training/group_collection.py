@@ -109,7 +109,14 @@ def collect_groups(trainer) -> CollectedGroups:
         rollout, is_reference = sample_groups(trainer, problems, stats)
         trainer.phase("scoring")
         rewards, advantages, zero_std = score_groups(
-            trainer.task, problems, rollout.responses, is_reference, config, trainer.step + 1, stats
+            trainer.task,
+            problems,
+            rollout.responses,
+            is_reference,
+            config,
+            trainer.step + 1,
+            stats,
+            rollout.completion_lengths.tolist(),
         )
         keep = ~zero_std if config.grpo.filter_zero_std_groups else torch.ones_like(zero_std)
         if keep.any():
@@ -174,6 +181,7 @@ def score_groups(
     config: Config,
     step: int,
     stats: GroupStats,
+    completion_tokens: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(rewards (n * G,), advantages (n * G,), zero-std groups (n,)) of one round's groups.
 
@@ -183,7 +191,12 @@ def score_groups(
     started = time.perf_counter()
     golds = [p.gold for p in problems for _ in range(G)]
     questions = [p.question for p in problems for _ in range(G)]
-    scored = task.score(responses, golds, config.rewards.weights, questions, step)
+    extra = {
+        "completion_tokens": completion_tokens,
+        "max_completion_length": config.sampling.max_completion_length,
+        "overlong_buffer": config.rewards.overlong_buffer,
+    }
+    scored = task.score(responses, golds, config.rewards.weights, questions, step, extra)
     stats.add_scores(scored, (~is_reference).tolist(), time.perf_counter() - started)
     rewards = torch.tensor(scored.total, dtype=torch.float32)  # (n * G,)
     scale = "none" if config.grpo.scale_rewards == "batch" else config.grpo.scale_rewards

@@ -45,6 +45,7 @@ def _evaluate(trainer) -> dict:
         batch_size=trainer.config.run.eval_batch_size,
         max_new_tokens=trainer.config.sampling.max_completion_length,
         reward_weights=trainer.config.rewards.weights,
+        overlong_buffer=trainer.config.rewards.overlong_buffer,
         answer_check=trainer.task.answer_check,
         calculator=trainer.calculator,
         synced=trainer.sharded,

@@ -106,6 +106,8 @@ def micro_batch_loss(
             loss_type=config.grpo.loss_type,
             epsilon=config.grpo.epsilon,
             epsilon_high=config.grpo.epsilon_high,
+            importance_sampling_level=config.grpo.importance_sampling_level,
+            sequence_epsilon=config.grpo.sequence_epsilon,
             beta=config.grpo.beta,
             ref_log_probs=None if ref_log_probs is None else ref_log_probs[part],
             max_completion_length=config.sampling.max_completion_length,
