@@ -182,7 +182,7 @@ def eval_stage(proof: Proof, model: Path, name: str, budget_s: float | None = No
 
 
 def recipe_steps(path: Path, overrides: list[str]) -> int:
-    from smolgrpo.config.schema import load_config
+    from smolgrpo.config.loading import load_config
 
     return load_config(path, overrides).optim.max_steps
 

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from smolgrpo.config.schema import load_config
+from smolgrpo.config.loading import load_config
 from smolgrpo.models.loading import load_model_and_tokenizer
 from smolgrpo.tasks.prompts import PromptTemplate
 from smolgrpo.training.sft import (

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import build_char_tokenizer, build_tiny_model  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from smolgrpo.config.schema import load_config  # noqa: E402
+from smolgrpo.config.loading import load_config  # noqa: E402
 from smolgrpo.models import distributed as dist_utils  # noqa: E402
 from smolgrpo.rewards import builtin as rewards  # noqa: E402
 from smolgrpo.tasks.data import Problem  # noqa: E402

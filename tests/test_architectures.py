@@ -9,7 +9,7 @@ import torch
 from conftest import TINY_ARCHITECTURES, build_char_tokenizer, build_tiny_architecture
 from test_trainer import make_config, problems
 
-from smolgrpo.config.schema import load_config
+from smolgrpo.config.loading import load_config
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.generation.rollout import DecodeSettings, decode, encode_prompts, eos_token_ids
 from smolgrpo.models import loading as modeling

@@ -130,7 +130,7 @@ def test_eval_and_train_with_the_calculator(tmp_path, monkeypatch, capsys):
     """Through the real entry points on a tiny model: eval --calculator reports its calls and
     sampling.calculator trains and logs calculator_tokens (the random model rarely writes
     "3+4=", so the numbers here are counts, whatever they are)."""
-    from smolgrpo.config.schema import load_config
+    from smolgrpo.config.loading import load_config
     from smolgrpo.runs.metrics_log import read_metrics
     from smolgrpo.tasks.data import Problem
     from smolgrpo.training.trainer import Trainer
@@ -166,7 +166,7 @@ def test_eval_and_train_with_the_calculator(tmp_path, monkeypatch, capsys):
 
 def test_calculator_tokens_metric_counts_the_forced_tokens(tmp_path, monkeypatch):
     """The step's `calculator_tokens` is the number of forced tokens its rollouts hold."""
-    from smolgrpo.config.schema import load_config
+    from smolgrpo.config.loading import load_config
     from smolgrpo.generation.rollout import Rollout
     from smolgrpo.runs.metrics_log import read_metrics
     from smolgrpo.tasks.data import Problem

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from smolgrpo.config.schema import Config, load_config
+from smolgrpo.config.loading import load_config
+from smolgrpo.config.schema import Config
 from smolgrpo.errors import SmolGRPOError
 
 RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))

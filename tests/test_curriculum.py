@@ -8,7 +8,7 @@ import json
 import pytest
 from conftest import build_char_tokenizer, build_tiny_model
 
-from smolgrpo.config.schema import load_config
+from smolgrpo.config.loading import load_config
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.tasks import build_task, load_train_problems
 from smolgrpo.tasks.data import Problem, keep_short_solutions, solution_steps

@@ -163,7 +163,7 @@ def test_fsdp_matches_plain_training_and_resumes(tmp_path):
 
 
 def test_fsdp_refuses_dynamic_sampling_and_uneven_prompts(capsys):
-    from smolgrpo.config.schema import load_config
+    from smolgrpo.config.loading import load_config
     from smolgrpo.errors import SmolGRPOError
     from smolgrpo.models import fsdp
 

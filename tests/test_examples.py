@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from smolgrpo.config.schema import load_config
+from smolgrpo.config.loading import load_config
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.rewards.arithmetic import check_equations
 from smolgrpo.tasks import build_task

@@ -16,7 +16,7 @@ import json
 
 import pytest
 
-from smolgrpo.config.schema import load_config
+from smolgrpo.config.loading import load_config
 from smolgrpo.training.trainer import Trainer
 
 EXPECTED = [

@@ -10,7 +10,7 @@ import torch
 from conftest import build_char_tokenizer, build_tiny_model
 
 from smolgrpo.algo.advantages import group_advantages
-from smolgrpo.config.schema import load_config
+from smolgrpo.config.loading import load_config
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.generation.rollout import Rollout
 from smolgrpo.tasks.data import Problem

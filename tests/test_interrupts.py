@@ -26,7 +26,7 @@ from conftest import build_char_tokenizer, build_tiny_model, digits_reward
 from safetensors.torch import load_file
 
 from smolgrpo.cli import main as cli
-from smolgrpo.config.schema import load_config
+from smolgrpo.config.loading import load_config
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.generation.rollout import generate
 from smolgrpo.rewards import builtin as rewards

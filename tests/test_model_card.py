@@ -9,7 +9,7 @@ import pytest
 import yaml
 from _report_run import write_fake_eval, write_fake_run
 
-from smolgrpo.config.schema import load_config
+from smolgrpo.config.loading import load_config
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.reporting.model_card import build_model_card, refresh_model_card
 from smolgrpo.runs.metrics_log import read_metrics

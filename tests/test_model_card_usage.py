@@ -15,7 +15,7 @@ import re
 
 from conftest import build_char_tokenizer, build_tiny_model
 
-from smolgrpo.config.schema import load_config
+from smolgrpo.config.loading import load_config
 from smolgrpo.evaluation.evaluate import evaluate
 from smolgrpo.evaluation.settings import EvalSettings
 from smolgrpo.tasks.data import Problem

@@ -12,7 +12,7 @@ import torch
 from conftest import build_char_tokenizer, build_tiny_model
 from test_trainer import make_config, problems, snapshot
 
-from smolgrpo.config.schema import load_config
+from smolgrpo.config.loading import load_config
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.runs.checkpoint import (
     MANIFEST,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import build_char_tokenizer, build_tiny_model
 
-from smolgrpo.config.schema import load_config
+from smolgrpo.config.loading import load_config
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.tasks.data import Problem, load_problems
 from smolgrpo.tasks.prompts import PromptTemplate, format_reference_response

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from smolgrpo.config.schema import load_config
+from smolgrpo.config.loading import load_config
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.reporting.model_card import build_model_card
 from smolgrpo.rewards.answers import is_correct

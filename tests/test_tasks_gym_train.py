@@ -11,7 +11,7 @@ from conftest import build_char_tokenizer, build_tiny_model
 from test_trainer import make_config
 
 from smolgrpo.cli import main as cli
-from smolgrpo.config.schema import load_config
+from smolgrpo.config.loading import load_config
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.rewards import builtin as rewards
 from smolgrpo.runs.metrics_log import read_metrics

@@ -10,7 +10,7 @@ import pytest
 from conftest import build_char_tokenizer, build_tiny_model
 
 from smolgrpo.cli import main as cli
-from smolgrpo.config.schema import load_config
+from smolgrpo.config.loading import load_config
 from smolgrpo.runs import tracking
 from smolgrpo.runs.metrics_log import read_metrics
 from smolgrpo.tasks.data import Problem

@@ -12,7 +12,7 @@ import torch
 from conftest import build_char_tokenizer, build_tiny_model, digits_reward
 from safetensors.torch import load_file
 
-from smolgrpo.config.schema import load_config
+from smolgrpo.config.loading import load_config
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.runs.checkpoint import (
     MANIFEST,

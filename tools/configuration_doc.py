@@ -142,7 +142,7 @@ def probe_value(default, annotation: str):
 
 def allowed_values(section: str, key: str, default, annotation: str) -> str:
     """What the validation allows for `section.key`, quoted from its own error message."""
-    from smolgrpo.config.schema import config_from_dict
+    from smolgrpo.config.loading import config_from_dict
     from smolgrpo.errors import SmolGRPOError
 
     value = probe_value(default, annotation)

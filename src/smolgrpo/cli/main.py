@@ -74,7 +74,7 @@ def add_run_arguments(parser) -> None:
 
 
 def run_train(args, trainer_class=None) -> int:
-    from smolgrpo.config.schema import load_config
+    from smolgrpo.config.loading import load_config
     from smolgrpo.training.trainer import Trainer, run_training
 
     overrides = list(args.overrides)

@@ -27,7 +27,6 @@ import yaml
 
 from smolgrpo.algo.advantages import VALID_SCALE_REWARDS
 from smolgrpo.algo.loss import VALID_IMPORTANCE_SAMPLING_LEVELS, VALID_LOSS_TYPES
-from smolgrpo.config.parse import apply_overrides, build_section, read_recipe
 from smolgrpo.config.parse import check_value as _check
 from smolgrpo.config.parse import one_of as _one_of
 from smolgrpo.errors import SmolGRPOError
@@ -386,34 +385,3 @@ class Config:
 
     def save(self, path: Path) -> None:
         path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
-
-
-def config_from_dict(raw: dict, origin: str = "config", overridden: tuple = ()) -> Config:
-    """`overridden`: the `section.key`s that `--set` gave (their errors name the --set)."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise SmolGRPOError(f"{origin}: top level must be a mapping of sections")
-    sections = {f.name: f for f in dataclasses.fields(Config)}
-    built = {}
-    for name, values in raw.items():
-        if name not in sections:
-            where = next((f"--set {k}" for k in overridden if k.split(".")[0] == name), origin)
-            raise SmolGRPOError(f"{where}: unknown section '{name}' (valid: {', '.join(sections)})")
-        built[name] = build_section(
-            sections[name].default_factory, values or {}, name, origin, overridden
-        )
-    weights_given = isinstance(raw.get("rewards"), dict) and "weights" in raw["rewards"]
-    return Config(**built).validate(weights_given)
-
-
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    raw: dict = {}
-    origin = "config"
-    if path is not None:
-        origin = str(path)
-        raw = read_recipe(Path(path))
-    overrides = overrides or []
-    raw = apply_overrides(raw, overrides)  # checks each is section.key=value
-    overridden = tuple(override.split("=", 1)[0] for override in overrides)
-    return config_from_dict(raw, origin, overridden)
