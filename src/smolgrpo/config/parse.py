@@ -1,6 +1,6 @@
 """Parsing a recipe's raw YAML mapping: reading the file, `--set section.key=value` overrides,
 one section's keys checked against its dataclass (unknown keys and wrong types as one-line errors
-naming the file or the --set), and the one-line value check the sections in config.py use."""
+naming the file or the --set), and the one-line value check the sections in schema.py use."""
 
 from __future__ import annotations
 

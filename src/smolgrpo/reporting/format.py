@@ -1,5 +1,5 @@
 """How report numbers are read and shown (metric series, terminal table, report.html, model
-card), apart from report.py so that report_html.py and report_plots.py can use them without
+card), apart from report.py so that html.py and plots.py can use them without
 importing report.py, which imports them."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Reads what training wrote (`config.yaml`, `metrics.jsonl`, `samples/step_N.jsonl`) and writes to
 `RUN_DIR/report/`: one PNG per group of metrics, `summary.json` (means over the first and last N
-steps, the last periodic eval) and `report.html` (see `report_html.py`). A plot whose metrics
+steps, the last periodic eval) and `report.html` (see `html.py`). A plot whose metrics
 were not logged (no periodic eval, no KL) is skipped, not drawn empty.
 
     smolgrpo report runs/cpu-long --smooth 5

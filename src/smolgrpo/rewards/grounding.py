@@ -14,7 +14,7 @@ in order of appearance:
   4` alone grounds nothing). `8 + 2 = 10` pasted into any solution is ungrounded.
 * ``grounded``: true, non-trivial, every operand grounded. Its result grounds later steps.
 
-The reward built on it (rewards.py) pays a solution whose final answer is the result of a
+The reward built on it (builtin.py) pays a solution whose final answer is the result of a
 grounded step, so the answer is the end of a chain of true equations rooted in the problem.
 Everything here is linear in the text with bounded work per equation (arithmetic.py's bounds).
 """

@@ -10,7 +10,7 @@ either, and the command goes on and ends as it would have (exit 0 for a finished
 
 `guard_standard_streams()` (around every command in cli.main) covers every print of a command;
 `write_line` is for the writers that must not depend on it: the signal handlers and the watchdog
-(interrupts.py) and the progress lines (metrics.py), which library code also runs.
+(interrupts.py) and the progress lines (progress.py), which library code also runs.
 """
 
 from __future__ import annotations

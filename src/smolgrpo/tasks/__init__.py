@@ -8,7 +8,7 @@ prefill, few-shot rendering) stays in `prompts.py` and the `prompt:` config sect
 every task. Chosen with `data.task`:
 
 * `gsm8k` (default): GSM8K JSONL or hub rows, the gold number after `####` (data.py). Its
-  answer check is `None`, which means the numeric `answers_match` of rewards.py: the default
+  answer check is `None`, which means the numeric `answers_match` of rewards/answers.py: the default
   run is unchanged, bit for bit.
 * `jsonl` / `csv` / `hub`: any file (or hub dataset) with a question and an answer column
   (`data.question_field`, `data.answer_field`), checked as `data.answer_type`: `number`, `exact` or `math` (files.py);

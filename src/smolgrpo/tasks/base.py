@@ -30,7 +30,7 @@ class Task:
     kind: TaskKind
     title: str  # for humans: "GSM8K", "countdown (reasoning-gym)", "JSONL `qa.jsonl`"
     loader: Callable[[str], list[Problem]]
-    answer_check: AnswerCheck | None  # None: the GSM8K numeric check of rewards.py
+    answer_check: AnswerCheck | None  # None: the GSM8K numeric check of rewards/answers.py
 
     @property
     def name(self) -> str:

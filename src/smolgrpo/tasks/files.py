@@ -8,7 +8,7 @@ question in `data.question_field` and its gold answer in `data.answer_field` (us
 stripped; no `####` needed). `data.answer_type` picks the comparison with the model's
 `<answer>` text:
 
-* `number`: the numeric `answers_match` of rewards.py (GSM8K's check).
+* `number`: the numeric `answers_match` of rewards/answers.py (GSM8K's check).
 * `exact`: equal after stripping, casefolding and collapsing runs of whitespace.
 * `math`: symbolic equivalence with `math-verify` (`pip install 'smolgrpo[math]'`), so
   `\\frac{1}{2}`, `1/2` and `0.5` all match. A bare answer is read as inline LaTeX (`$...$`).

@@ -28,7 +28,7 @@ class GSM8KKind(TaskKind):
     }
 
     def build(self, data) -> Task:
-        # answer check None: the numeric `answers_match` of rewards.py, bit for bit.
+        # answer check None: the numeric `answers_match` of rewards/answers.py, bit for bit.
         return Task(
             self, self.title(vars(data)), lambda split: load_problems(data.source, split), None
         )

@@ -1,8 +1,8 @@
 """One step's groups: rollout -> reward -> advantage, with dynamic sampling's refills.
 
 `collect_groups(trainer)` draws the step's prompts, samples G completions for each (rollout.py),
-scores them with the task's rewards (rewards.py, tasks/) and turns the rewards into group
-advantages (grpo.py). With `grpo.filter_zero_std_groups` a group whose G rewards are all equal
+scores them with the task's rewards (rewards/, tasks/) and turns the rewards into group
+advantages (algo/advantages.py). With `grpo.filter_zero_std_groups` a group whose G rewards are all equal
 carries no gradient: it is dropped and more prompts are drawn, up to `max_refill_rounds` times.
 Every rank draws the same prompts and keeps its own slice of whole groups.
 """

@@ -1,6 +1,6 @@
 """Per-token log-probs of sampled completions, with each group's prompt run once.
 
-The G completions of a group share their prompt. `per_token_log_probs` (grpo.py) runs the
+The G completions of a group share their prompt. `per_token_log_probs` (algo/log_probs.py) runs the
 model over prompt + completion for every row, so the prompt is processed G times forward and
 G times backward; with a few-shot prompt of ~350 tokens and completions of ~100 that is most
 of the training compute. Here each distinct prompt goes through the model once (with

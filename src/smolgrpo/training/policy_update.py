@@ -1,7 +1,7 @@
 """The policy update: GRPO loss over micro-batches -> gradients -> one optimizer step.
 
 `train_on_batch(trainer, batch)` runs `grpo.num_iterations` optimizer steps on one generation
-batch: the loss of each micro-batch (grpo.py) over the completion log-probs (logprobs.py) is
+batch: the loss of each micro-batch (algo/loss.py) over the completion log-probs (log_probs.py) is
 backpropagated, then optimizer_step.py sums the gradients across ranks, clips and applies them,
 unless the step is not finite (guards.py), in which case the update is skipped on every rank
 alike. Each iteration is judged on its own loss.
@@ -130,7 +130,7 @@ def all_log_probs(trainer, model, batch: GroupBatch, slices: list[slice]) -> tor
 
 
 def completion_log_probs_of(trainer, model, batch: GroupBatch, rows: slice, return_entropy=False):
-    # Each group's prompt runs once (logprobs.py), except where the KV cache is off in
+    # Each group's prompt runs once (log_probs.py), except where the KV cache is off in
     # training (gradient checkpointing) or FSDP would see two forwards per backward.
     share_prompt = not (trainer.config.model.gradient_checkpointing or trainer.sharded)
     # Columns past this micro-batch's longest counted completion only hold padding: skip

@@ -3,7 +3,7 @@
 Run it with `smolgrpo train --config recipes/cpu-smoke.yaml`, or under
 `torchrun --nproc_per_node N smolgrpo train ...` for several GPUs (or CPU processes with gloo).
 
-How it departs from DeepSeekMath's GRPO (each is a config switch, see config.py):
+How it departs from DeepSeekMath's GRPO (each is a config switch, see config/schema.py):
 - token-level loss normalisation (`dapo`) and clip-higher (`epsilon_high`) from DAPO;
 - no KL term by default (`beta: 0`), so no reference model is built;
 - optional dynamic sampling: groups whose G rewards are all equal carry no gradient, so with
