@@ -10,7 +10,8 @@ import torch
 
 import smolgrpo.evaluation.evaluate as evaluate_module
 from smolgrpo.errors import SmolGRPOError
-from smolgrpo.evaluation.evaluate import evaluate, pass_at_k, summarize, write_eval_outputs
+from smolgrpo.evaluation import output_folder
+from smolgrpo.evaluation.evaluate import evaluate, pass_at_k, summarize
 from smolgrpo.evaluation.settings import EvalSettings
 from smolgrpo.generation.rollout import Rollout
 from smolgrpo.rewards.builtin import DEFAULT_REWARD_WEIGHTS
@@ -339,6 +340,13 @@ def test_evaluate_uses_the_reward_answer_check(monkeypatch, char_tokenizer):
 
 
 # --------------------------------------------------------------------------- outputs
+
+
+def write_eval_outputs(output_dir, metrics, records):
+    """What `smolgrpo eval` writes: the folder, each batch's samples, then metrics.json."""
+    output_folder.start_output_dir(output_dir, {}, {}, replace=False)
+    output_folder.append_samples(output_dir, records)
+    output_folder.write_metrics(output_dir, metrics)
 
 
 def test_write_eval_outputs(tmp_path, monkeypatch, char_tokenizer):

@@ -15,10 +15,8 @@ told apart from 1/200 = 0.5% [0.1%, 2.8%].
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from pathlib import Path
 
 import torch
 
@@ -282,14 +280,6 @@ def majority_metrics(records: list[dict], num_samples: int) -> dict:
         f"maj@{num_samples}": sum(votes) / len(votes) if votes else 0.0,
         f"maj@{num_samples}_ci95": list(wilson_interval(sum(votes), len(votes))),
     }
-
-
-def write_eval_outputs(output_dir: Path, metrics: dict, records: list[dict]) -> None:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    with open(output_dir / "samples.jsonl", "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def _make_progress(enabled: bool):
