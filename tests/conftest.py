@@ -134,3 +134,15 @@ def toy_rewards(monkeypatch):
     monkeypatch.setitem(rewards.REWARDS, "digits", rewards.RewardSpec(digits_reward))
     monkeypatch.setitem(rewards.REWARDS, "gated", rewards.RewardSpec(gated_reward))
     monkeypatch.setitem(rewards.REWARDS, "constant", rewards.RewardSpec(constant_reward))
+
+
+def prepare_run_dir(run_dir, config, resume: bool, overwrite: bool) -> None:
+    """The trainer's run-folder set-up at once: check and lock, replace, write the run files."""
+    from smolgrpo.training.run_setup import open_run_folder, write_run_files
+
+    folder = open_run_folder(run_dir, config, resume, overwrite)
+    try:
+        folder.replace()
+        write_run_files(run_dir, config)
+    finally:
+        folder.release()

@@ -9,7 +9,7 @@ import os
 
 import pytest
 import torch
-from conftest import build_char_tokenizer, build_tiny_model
+from conftest import build_char_tokenizer, build_tiny_model, prepare_run_dir
 from test_trainer import make_config, problems, snapshot
 
 from smolgrpo.config.loading import load_config
@@ -23,7 +23,6 @@ from smolgrpo.runs.checkpoint import (
     verify_checkpoint,
 )
 from smolgrpo.runs.metrics_log import read_metrics, truncate_metrics
-from smolgrpo.training.run_setup import prepare_run_dir
 from smolgrpo.training.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread", "toy_rewards")  # conftest.py

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import build_char_tokenizer, build_tiny_model
+from conftest import build_char_tokenizer, build_tiny_model, prepare_run_dir
 from test_trainer import make_config, make_trainer
 
 from smolgrpo.cli import main as cli
@@ -42,7 +42,7 @@ from smolgrpo.runs.checkpoint import (
 from smolgrpo.runs.lock import LOCK_FILE, RunLock
 from smolgrpo.runs.metrics_log import read_metrics
 from smolgrpo.training.resume_check import changes, check_resume_config, describe_changes
-from smolgrpo.training.run_setup import RUN_MARKER, is_run_folder, prepare_run_dir
+from smolgrpo.training.run_setup import RUN_MARKER, is_run_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread", "toy_rewards")  # conftest.py
 

@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 import torch
-from conftest import build_char_tokenizer, build_tiny_model, digits_reward
+from conftest import build_char_tokenizer, build_tiny_model, digits_reward, prepare_run_dir
 from safetensors.torch import load_file
 
 from smolgrpo.config.loading import load_config
@@ -21,7 +21,6 @@ from smolgrpo.runs.checkpoint import (
 )
 from smolgrpo.runs.metrics_log import read_metrics
 from smolgrpo.tasks.data import Problem
-from smolgrpo.training.run_setup import prepare_run_dir
 from smolgrpo.training.trainer import Trainer
 
 METRIC_KEYS = (

@@ -181,17 +181,6 @@ def check_training_dtype(config: Config) -> None:
         )
 
 
-def prepare_run_dir(run_dir: Path, config: Config, resume: bool, overwrite: bool) -> None:
-    """All of the set-up at once (check, replace, write the run files), lock released at the
-    end; the trainer does the same in steps around loading the model and data."""
-    folder = open_run_folder(run_dir, config, resume, overwrite)
-    try:
-        folder.replace()
-        write_run_files(run_dir, config)
-    finally:
-        folder.release()
-
-
 def setup_model(config: Config, model=None, tokenizer=None, rank: int = 0, sharded: bool = False):
     """(model in train mode, tokenizer, device, autocast dtype or None).
 
