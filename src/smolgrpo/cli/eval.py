@@ -79,12 +79,9 @@ def add_eval_parser(subparsers) -> None:
         "--temperature", type=float, default=0.0, help="0 = greedy decoding (default: 0)"
     )
     gen.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (1.0)")
-    gen.add_argument(
-        "--calculator",
-        action="store_true",
-        help="write the exact result after each 'expression =' the model writes (the GSM8K "
-        "paper's calculator; off: the model's own arithmetic is measured)",
-    )
+    from smolgrpo.cli.tool_args import add_tool_arguments
+
+    add_tool_arguments(parser.add_argument_group("tools"))
     prompt = parser.add_argument_group("prompt")
     prompt.add_argument(
         "--num-few-shot", type=int, default=None, help="k-shot examples from the train split"
@@ -141,7 +138,7 @@ def _local_data(fields: dict) -> list[Path]:
     return [path] if path.exists() else []
 
 
-def _settings(args, fields: dict, template, identity: dict) -> dict:
+def _settings(args, fields: dict, template, identity: dict, tools: dict) -> dict:
     """What an eval measures: a resumed eval must match these (eval_config.json)."""
     from dataclasses import asdict
 
@@ -161,9 +158,11 @@ def _settings(args, fields: dict, template, identity: dict) -> dict:
         "num_samples": args.num_samples,
         "temperature": args.temperature,
         "top_p": args.top_p,
-        "calculator": args.calculator,
+        "calculator": "calculator" in tools["tools"],
         "prompt": asdict(template),
     }
+    if set(tools["tools"]) - {"calculator"}:  # (absent from evals that had no other tools)
+        settings["tools"] = tools
     return json.loads(json.dumps(settings))  # as eval_config.json reads back (lists, not tuples)
 
 
@@ -195,6 +194,7 @@ class _EvalPlan:
     action: str  # what check_output_dir decided: "resume", "replace", ...
     identity: dict  # the model's identity (a resumed eval must be of the same model)
     settings: dict  # recorded in the output folder (_settings)
+    tools: dict  # the tools and their limits (cli/tool_args.py)
 
 
 def run_eval(args) -> int:
@@ -213,11 +213,13 @@ def run_eval(args) -> int:
 def _resolve_settings(args) -> _EvalPlan:
     """Check the flags, build the prompt and the task, and check the output folder."""
     from smolgrpo.cli.task_args import task_fields_from_args
+    from smolgrpo.cli.tool_args import tool_fields_from_args
     from smolgrpo.config.schema import DataConfig
     from smolgrpo.evaluation import output_folder as eval_output
     from smolgrpo.tasks import build_task
 
     sampling = _flag_settings(args)  # checked before anything loads
+    tools = tool_fields_from_args(args)
     if args.resume and args.overwrite:
         raise SmolGRPOError(
             "--resume continues the eval in --output-dir, --overwrite replaces it: pass one"
@@ -236,10 +238,12 @@ def _resolve_settings(args) -> _EvalPlan:
         overwrite=args.overwrite,
     )
     identity = eval_output.model_identity(args.model)
-    settings = _settings(args, fields, template, identity)
+    settings = _settings(args, fields, template, identity, tools)
     if action == "resume":
         eval_output.check_resume_settings(output_dir, settings, identity)
-    return _EvalPlan(sampling, template, fields, task, output_dir, action, identity, settings)
+    return _EvalPlan(
+        sampling, template, fields, task, output_dir, action, identity, settings, tools
+    )
 
 
 def _load_problems(args, plan: _EvalPlan) -> tuple[list, list]:
@@ -298,9 +302,9 @@ def _run(args, plan: _EvalPlan, model, tokenizer, problems, few_shot, done, spen
     name of the signal that stopped the eval, if one did."""
     from dataclasses import replace
 
+    from smolgrpo.cli.tool_args import build_tool_box
     from smolgrpo.evaluation import output_folder as eval_output
     from smolgrpo.evaluation.evaluate import evaluate
-    from smolgrpo.generation.calculator import Calculator
     from smolgrpo.runs.interrupts import StopSignal
 
     output_dir = plan.output_dir
@@ -325,7 +329,7 @@ def _run(args, plan: _EvalPlan, model, tokenizer, problems, few_shot, done, spen
                 template=plan.template,
                 few_shot=few_shot,
                 answer_check=plan.task.answer_check,
-                calculator=Calculator(tokenizer) if args.calculator else None,
+                calculator=build_tool_box(tokenizer, plan.tools),
             ),
             show_progress=not args.no_progress,
             should_stop=stop,

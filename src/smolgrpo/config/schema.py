@@ -29,6 +29,7 @@ from smolgrpo.algo.advantages import VALID_SCALE_REWARDS
 from smolgrpo.algo.loss import VALID_IMPORTANCE_SAMPLING_LEVELS, VALID_LOSS_TYPES
 from smolgrpo.config.parse import check_value as _check
 from smolgrpo.config.parse import one_of as _one_of
+from smolgrpo.config.tools import check_tool_specs
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.rewards.builtin import DEFAULT_REWARD_WEIGHTS, REWARDS
 from smolgrpo.rewards.plugins import is_plugin, load_reward
@@ -165,11 +166,22 @@ class SamplingConfig:
     # speed comparison does not hinge on how long the sampled answers happened to be.
     ignore_eos: bool = False
     # The GSM8K paper's calculator (calculator.py): after "expression =", the exact result is
-    # written for the model. Off by default; its inserted tokens get no loss.
+    # written for the model. Off by default; its inserted tokens get no loss. Same as adding
+    # `calculator` to `tools`.
     calculator: bool = False
+    # Tools the model may call, `name(arguments) =` (docs/tools.md): `calculator` and your own
+    # `file.py:function`; each result is written for the model, out of the loss.
+    tools: list = field(default_factory=list)
+    tool_timeout_s: float = 5.0  # per call of your own tool; then its result is an error text
+    tool_max_output_chars: int = 200  # a longer result is cut to this many characters
     # On a CUDA device, decode on a static KV cache with each token step replayed as a CUDA
     # graph (graph_decode.py); false: the eager loop. SMOLGRPO_CUDA_GRAPHS=0 also turns it off.
     cuda_graphs: bool = True
+
+    def tool_specs(self) -> list[str]:
+        """The tools on: `tools`, with the calculator first when `calculator` is set."""
+        alias = ["calculator"] if self.calculator and "calculator" not in self.tools else []
+        return alias + list(self.tools)
 
     def validate(self) -> None:
         _check(self.num_generations >= 2, "sampling.num_generations", self.num_generations, ">= 2")
@@ -182,6 +194,11 @@ class SamplingConfig:
         _check(self.temperature > 0, "sampling.temperature", self.temperature, "> 0")
         _check(0 < self.top_p <= 1, "sampling.top_p", self.top_p, "in (0, 1]")
         _check(self.top_k >= 0, "sampling.top_k", self.top_k, ">= 0")
+        check_tool_specs(self.tools)
+        _check(0 < self.tool_timeout_s <= 600, "sampling.tool_timeout_s", self.tool_timeout_s,
+               "> 0 and <= 600")  # fmt: skip
+        _check(self.tool_max_output_chars >= 1, "sampling.tool_max_output_chars",
+               self.tool_max_output_chars, ">= 1")  # fmt: skip
         # The loss's log-probs are of the full softmax: a truncated sampler would draw from
         # another distribution than the one trained on (eval --top-p may truncate).
         _check(self.top_p == 1, "sampling.top_p", self.top_p, f"1.0 in training, {_FULL}")

@@ -133,8 +133,7 @@ def evaluate(
         top_p=settings.top_p,
     )
     if settings.calculator is not None:
-        calls = sum(r["calculator_calls"] for r in records)
-        metrics.update(calculator=True, mean_calculator_calls=calls / max(len(records), 1))
+        metrics.update(tool_summary(settings.calculator, records))
     if stop_guard.stopped:
         metrics.update(partial=True, num_problems_planned=len(problems))
     return metrics, records
@@ -205,7 +204,7 @@ def score_batch(
             "total_reward": scored.total[index],
         }
         if rollout.forced_mask is not None:
-            record["calculator_calls"] = calculator_calls(rollout.forced_mask[index])
+            record[calls_key(settings.calculator)] = calculator_calls(rollout.forced_mask[index])
         records.append(record)
     return records
 
@@ -228,6 +227,26 @@ def calculator_calls(forced_row) -> int:
     """How many results the calculator wrote into one completion: runs of forced tokens."""
     values = forced_row.tolist()
     return sum(1 for i, forced in enumerate(values) if forced and (i == 0 or not values[i - 1]))
+
+
+def tool_names(tools) -> list[str]:
+    """The names of a tools.ToolBox's tools; a bare calculator.Calculator is the calculator."""
+    return list(getattr(tools, "names", ["calculator"]))
+
+
+def calls_key(tools) -> str:
+    """A record's count of tool results: `calculator_calls` when the calculator is the only
+    tool (its name from before there were others), else `tool_calls`."""
+    return "calculator_calls" if tool_names(tools) == ["calculator"] else "tool_calls"
+
+
+def tool_summary(tools, records: list[dict]) -> dict:
+    """The eval's tools and its mean results written per completion."""
+    key = calls_key(tools)
+    mean = sum(r.get(key, 0) for r in records) / max(len(records), 1)
+    if key == "calculator_calls":
+        return {"calculator": True, "mean_calculator_calls": mean, "tools": ["calculator"]}
+    return {"tools": list(getattr(tools, "specs", tool_names(tools))), "mean_tool_calls": mean}
 
 
 def summarize(records: list[dict], num_samples: int) -> dict:

@@ -22,8 +22,9 @@ class EvalSettings:
 
     `answer_check`: a task's `(answer, gold) -> score` (tasks/); None is GSM8K's numeric match.
     `reward_weights`: the rewards each record logs (empty or None: the default weights).
-    `calculator` (a calculator.Calculator, or None): write the result after each
-    "expression =" (calculator.py); each record then counts its `calculator_calls`.
+    `calculator` (a calculator.Calculator, a tools.ToolBox, or None): write the result after
+    each "expression =" (calculator.py) or tool call (tools.py); each record then counts its
+    `calculator_calls` (the calculator alone) or `tool_calls`.
     `synced`: generation in step with the other ranks (FSDP; see `rollout.generate`).
     """
 

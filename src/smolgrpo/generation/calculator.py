@@ -30,18 +30,24 @@ def format_result(value: float) -> str:
     return f"{value:.4f}".rstrip("0").rstrip(".")
 
 
+def equals_token_ids(tokenizer) -> list[int]:
+    """The ids of the tokens that write "=": only such a token can end an expression (or a
+    tool call, tools.py), so the decode loop checks each step with one isin."""
+    return sorted(
+        index
+        for index in tokenizer.get_vocab().values()
+        if "=" in tokenizer.decode([index], skip_special_tokens=True)
+    )
+
+
 class Calculator:
     """Finds "expression =" at the end of a completion and gives the result's token ids."""
 
+    tail_tokens = TAIL_TOKENS  # the decode loop hands `result_tokens` this many + 1 tokens
+
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
-        vocabulary = tokenizer.get_vocab()
-        # Only a token that writes "=" can end an expression: checked per step with one isin.
-        self.trigger_ids = sorted(
-            index
-            for index in vocabulary.values()
-            if "=" in tokenizer.decode([index], skip_special_tokens=True)
-        )
+        self.trigger_ids = equals_token_ids(tokenizer)
 
     def result_tokens(self, tail_ids: list[int]) -> list[int]:
         """Token ids of the result when the decoded tail ends in "expression =", else [].

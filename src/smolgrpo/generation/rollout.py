@@ -16,7 +16,7 @@ import torch
 
 from smolgrpo.algo.log_probs import completion_mask_from_ids
 from smolgrpo.generation import graph_decode
-from smolgrpo.generation.calculator import TAIL_TOKENS, Calculator
+from smolgrpo.generation.calculator import Calculator
 from smolgrpo.generation.kv_cache import preallocate
 from smolgrpo.models import distributed as dist_utils
 from smolgrpo.models.loading import cache_arguments, returned_cache
@@ -78,7 +78,7 @@ def generate(
     """Sample `num_generations` completions for each prompt; rows of one prompt are adjacent.
 
     `synced` (FSDP, where every forward is a collective), `should_stop`, `calculator` (a
-    calculator.Calculator, or None) and `cuda_graphs`: see `decode`."""
+    calculator.Calculator, a tools.ToolBox, or None) and `cuda_graphs`: see `decode`."""
     device = next(model.parameters()).device
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; call modeling.prepare_tokenizer first")
@@ -172,7 +172,7 @@ class DecodeSettings:
     ignore_eos: bool = False
     synced: bool = False
     should_stop: Callable[[], bool] | None = None
-    calculator: Calculator | None = None
+    calculator: Calculator | None = None  # or a tools.ToolBox: the same interface
     static: bool | None = None
 
     def sample(self, logits: torch.Tensor) -> torch.Tensor:
@@ -360,7 +360,7 @@ class _CalculatorRows:
         sampled_trigger = torch.isin(tokens, self.triggers) & ~forced[active, step]  # (n,)
         for index in sampled_trigger.nonzero().flatten().tolist():
             row = int(active[index])
-            start = max(0, step - TAIL_TOKENS)
+            start = max(0, step - self.calculator.tail_tokens)
             tail = completion[row, start:step].tolist() + [int(tokens[index])]
             result = self.calculator.result_tokens(tail)
             if result:

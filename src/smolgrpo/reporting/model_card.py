@@ -162,6 +162,20 @@ def _sft_lines(config: dict, base_text: str, rows: list[dict]) -> list[str]:
     ]
 
 
+def _tool_lines(sampling: dict) -> list[str]:
+    """The tools beyond the calculator, as `tools.json` keeps them for `eval`."""
+    tools = [name for name in sampling.get("tools") or [] if name != "calculator"]
+    if not tools:
+        return []
+    names = ", ".join(f"`{name}`" for name in tools)
+    return [
+        f"- Tools: {names}, called as `name(arguments) =`; each result (at most "
+        f"{sampling.get('tool_max_output_chars', '?')} characters, {sampling.get('tool_timeout_s', '?')} s "
+        "per call) was written for the model, not sampled, and left out of the loss. They are "
+        "saved in `tools.json`, which `smolgrpo eval` calls by default (docs/tools.md)"
+    ]
+
+
 def _grpo_lines(config: dict, base_text: str, rows: list[dict]) -> list[str]:
     sampling, grpo, optim = (
         config.get("sampling", {}),
@@ -191,9 +205,10 @@ def _grpo_lines(config: dict, base_text: str, rows: list[dict]) -> list[str]:
                 "model, not sampled, and left out of the loss); evaluate with `--calculator` to "
                 "match"
             ]  # fmt: skip
-            if sampling.get("calculator")
+            if sampling.get("calculator") or "calculator" in (sampling.get("tools") or [])
             else []
         ),
+        *_tool_lines(sampling),
         f"- GRPO: loss `{grpo.get('loss_type', '?')}`, β (KL) {grpo.get('beta', '?')}, clip ε "
         f"{grpo.get('epsilon', '?')}/{grpo.get('epsilon_high', '?')}, reward scaling "
         f"`{grpo.get('scale_rewards', '?')}`, {grpo.get('num_iterations', '?')} iteration(s)"

@@ -47,12 +47,13 @@ def public_path(text: str, run_dir: Path | str | None = None) -> str:
 
 def config_paths(config: dict) -> list[str]:
     """The local paths a saved config names: model, data source (as given and as resolved from
-    $SMOLGRPO_DATA_DIR) and reward plug-in files."""
+    $SMOLGRPO_DATA_DIR) and reward and tool plug-in files."""
     from smolgrpo.tasks import saved_task_kind
 
     model, data = config.get("model") or {}, config.get("data") or {}
     found = [model.get("name"), data.get("source"), saved_task_kind(data).local_source(data)]
-    for name in ((config.get("rewards") or {}).get("weights") or {}).keys():
+    tools = (config.get("sampling") or {}).get("tools") or []
+    for name in [*((config.get("rewards") or {}).get("weights") or {}).keys(), *tools]:
         if isinstance(name, str) and ":" in name:
             found.append(name.rsplit(":", 1)[0])
     return [text for text in found if looks_local(text)]
@@ -79,6 +80,17 @@ def public_task_fields(fields: dict, run_dir: Path | str | None = None) -> dict:
     if looks_local(source):
         fields = {**fields, "source": public_path(source, run_dir)}
     return fields
+
+
+def public_tool_fields(fields: dict, run_dir: Path | str | None = None) -> dict:
+    """A `tools.json` mapping with each tool file in public form (`my_tools.py:lookup`)."""
+    tools = []
+    for name in fields.get("tools") or []:
+        module_part, _, function = name.rpartition(":") if isinstance(name, str) else ("", "", "")
+        if module_part and looks_local(module_part):
+            name = f"{public_path(module_part, run_dir)}:{function}"
+        tools.append(name)
+    return {**fields, "tools": tools}
 
 
 def public_eval_metrics(metrics: dict, run_dir: Path | str | None = None) -> dict:

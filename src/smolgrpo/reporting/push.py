@@ -19,6 +19,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from smolgrpo.config.tools import TOOLS_FILE
 from smolgrpo.errors import SmolGRPOError
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
@@ -75,7 +76,11 @@ def local_files(final: Path) -> tuple[list[str], list[tuple[str, str]]]:
 def upload_plan(run_dir: Path | str, repo_id: str) -> tuple[list[Upload], list[tuple[str, str]]]:
     """(every file the upload sends, what it leaves out and why)."""
     from smolgrpo.reporting.model_card import model_card_text
-    from smolgrpo.reporting.public_paths import public_eval_metrics, public_task_fields
+    from smolgrpo.reporting.public_paths import (
+        public_eval_metrics,
+        public_task_fields,
+        public_tool_fields,
+    )
 
     final = final_dir_of(run_dir)
     run = final.parent
@@ -84,6 +89,7 @@ def upload_plan(run_dir: Path | str, repo_id: str) -> tuple[list[Upload], list[t
     for name, make_public in (
         (TASK_FILE, public_task_fields),
         (EVAL_RESULTS_FILE, public_eval_metrics),
+        (TOOLS_FILE, public_tool_fields),
     ):
         if name in names:
             try:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from smolgrpo.errors import SmolGRPOError
 
-_LOADED: dict[str, Callable] = {}
+_LOADED: dict[tuple[str, str], Callable] = {}  # (kind, name) -> function
 
 
 def is_plugin(name: str) -> bool:
@@ -50,15 +50,15 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def _import_module(name: str, module_part: str):
+def _import_module(name: str, module_part: str, key: str, kind: str):
     if module_part.endswith(".py") or "/" in module_part or "\\" in module_part:
         path = Path(module_part).expanduser().resolve()
         if not path.is_file():
-            raise SmolGRPOError(f"rewards.weights: reward '{name}': no such file {module_part}")
-        module_name = f"smolgrpo_reward_{path.stem}_{zlib.crc32(str(path).encode()):08x}"
+            raise SmolGRPOError(f"{key}: {kind} '{name}': no such file {module_part}")
+        module_name = f"smolgrpo_{kind}_{path.stem}_{zlib.crc32(str(path).encode()):08x}"
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:
-            raise SmolGRPOError(f"rewards.weights: reward '{name}': cannot load {module_part}")
+            raise SmolGRPOError(f"{key}: {kind} '{name}': cannot load {module_part}")
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module  # dataclasses and pickling look the module up
         try:
@@ -72,30 +72,34 @@ def _import_module(name: str, module_part: str):
 
 def load_reward(name: str) -> Callable:
     """The function a plug-in name points at (imported once per process)."""
-    if name in _LOADED:
-        return _LOADED[name]
+    return load_plugin(name, "rewards.weights", "reward")
+
+
+def load_plugin(name: str, key: str, kind: str) -> Callable:
+    """The function `name` (`module:function` / `file.py:function`) points at, imported once
+    per process; any failure is one SmolGRPOError line naming `key` and the `kind` of plug-in
+    ("reward", "tool")."""
+    if (kind, name) in _LOADED:
+        return _LOADED[kind, name]
     module_part, _, function_part = name.rpartition(":")
     if not module_part or not function_part:
         raise SmolGRPOError(
-            f"rewards.weights: reward '{name}' should be package.module:function "
-            "or path/to/file.py:function"
+            f"{key}: {kind} '{name}' should be package.module:function or path/to/file.py:function"
         )
     try:
-        module = _import_module(name, module_part)
+        module = _import_module(name, module_part, key, kind)
     except (SmolGRPOError, KeyboardInterrupt):
         raise
     except BaseException as error:  # noqa: BLE001 - whatever the module raises (SystemExit too)
         raise SmolGRPOError(
-            f"rewards.weights: reward '{name}' does not import ({_one_line(error)})"
+            f"{key}: {kind} '{name}' does not import ({_one_line(error)})"
         ) from None
     function = getattr(module, function_part, None)
     if function is None:
-        raise SmolGRPOError(
-            f"rewards.weights: reward '{name}': {module_part} has no '{function_part}'"
-        )
+        raise SmolGRPOError(f"{key}: {kind} '{name}': {module_part} has no '{function_part}'")
     if not callable(function):
-        raise SmolGRPOError(f"rewards.weights: reward '{name}' is not callable")
-    _LOADED[name] = function
+        raise SmolGRPOError(f"{key}: {kind} '{name}' is not callable")
+    _LOADED[kind, name] = function
     return function
 
 

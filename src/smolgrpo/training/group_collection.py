@@ -46,7 +46,9 @@ class GroupStats:
     reward_s: float = 0.0
     generated_tokens: int = 0
     truncated: int = 0
-    calculator_tokens: int = 0  # tokens the calculator wrote (not in the loss)
+    calculator_tokens: int = 0  # tokens the tools (the calculator...) wrote (not in the loss)
+    tool_calls: dict[str, int] = field(default_factory=dict)  # tool name -> calls (tools.py)
+    tool_errors: dict[str, int] = field(default_factory=dict)  # tool name -> error answers
     reward_timeouts: int = 0  # answer checks stopped at their time limit (sandbox.py)
     reward_errors: int = 0  # answer checks that raised, exited or crashed
     problems: list[Problem] = field(default_factory=list)  # every group drawn, kept or not
@@ -65,6 +67,13 @@ class GroupStats:
         self.responses.extend(rollout.responses)
         if rollout.forced_mask is not None:
             self.calculator_tokens += int(rollout.forced_mask.sum())
+
+    def add_tool_counts(self, counts: dict[str, dict[str, int]]) -> None:
+        """One round's calls and errors per tool (`ToolBox.take_counts`)."""
+        for name, calls in counts["calls"].items():
+            self.tool_calls[name] = self.tool_calls.get(name, 0) + calls
+        for name, errors in counts["errors"].items():
+            self.tool_errors[name] = self.tool_errors.get(name, 0) + errors
 
     def add_scores(self, scored: RewardResult, sampled_rows: list[bool], seconds: float) -> None:
         """One round's scores (`task.score`'s result), of the rows where `sampled_rows`."""
@@ -159,11 +168,13 @@ def sample_groups(
             ignore_eos=config.sampling.ignore_eos,
             synced=trainer.sharded,
             should_stop=trainer.stop_pending,
-            calculator=trainer.calculator,
+            calculator=trainer.tools,
             cuda_graphs=config.sampling.cuda_graphs,
         )
     # Metrics describe the policy's samples: taken before the reference rows go in.
     stats.add_samples(rollout, time.perf_counter() - started)
+    if trainer.tools is not None:
+        stats.add_tool_counts(trainer.tools.take_counts())
     if not guided:
         return rollout, torch.zeros(len(problems) * G, dtype=torch.bool)
     eos = eos_token_ids(trainer.model, trainer.tokenizer)[0]

@@ -47,7 +47,7 @@ def _evaluate(trainer) -> dict:
         reward_weights=trainer.config.rewards.weights,
         overlong_buffer=trainer.config.rewards.overlong_buffer,
         answer_check=trainer.task.answer_check,
-        calculator=trainer.calculator,
+        calculator=trainer.tools,
         synced=trainer.sharded,
     )
     metrics, _ = evaluate(

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from smolgrpo.config.schema import Config
+from smolgrpo.config.tools import TOOLS_FILE, save_tools
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.models import distributed as dist_utils
 from smolgrpo.models.loading import (
@@ -47,14 +48,16 @@ def _entries(folder: Path) -> list[Path]:
 
 def _inputs_inside(folder: Path, config: Config) -> list[tuple[str, Path]]:
     """(config key, path) of each local file or folder the run reads that lies in `folder`:
-    the model, the data, reward plug-in files."""
+    the model, the data, reward and tool plug-in files."""
     candidates = [("model.name", config.model.name)]
     if config.data.source:
         candidates.append(("data.source", config.data.source))
-    for name in config.rewards.weights:
+    plugins = [("rewards.weights", name) for name in config.rewards.weights]
+    plugins += [("sampling.tools", name) for name in config.sampling.tools]
+    for key, name in plugins:
         module_part = name.rsplit(":", 1)[0] if is_plugin(name) else ""
         if module_part.endswith(".py") or "/" in module_part:
-            candidates.append((f"rewards.weights '{name}'", module_part))
+            candidates.append((f"{key} '{name}'", module_part))
     root = folder.resolve()
     found = []
     for key, value in candidates:
@@ -169,6 +172,18 @@ def write_run_files(run_dir: Path, config: Config) -> None:
     (run_dir / "samples").mkdir(exist_ok=True)
     config.prompt.template().save(run_dir / PROMPT_TEMPLATE_FILE)
     save_task(config.data, run_dir / TASK_FILE)
+    save_tool_file(config, run_dir)
+
+
+def save_tool_file(config: Config, folder: Path) -> None:
+    """tools.json (config/tools.py) when the run calls tools: `eval` calls the same ones."""
+    sampling, path = config.sampling, folder / TOOLS_FILE
+    if sampling.tool_specs():
+        save_tools(
+            path, sampling.tool_specs(), sampling.tool_timeout_s, sampling.tool_max_output_chars
+        )
+    else:
+        path.unlink(missing_ok=True)  # a resumed run that dropped its tools
 
 
 def check_training_dtype(config: Config) -> None:
@@ -249,6 +264,7 @@ def save_final_model(trainer, state_dict: dict | None = None) -> Path:
     trainer.tokenizer.save_pretrained(staging)
     shutil.copy(trainer.run_dir / PROMPT_TEMPLATE_FILE, staging / PROMPT_TEMPLATE_FILE)
     save_task(trainer.config.data, staging / TASK_FILE)  # also for runs begun before task.json
+    save_tool_file(trainer.config, staging)
     write_training_card(staging, trainer.config.to_dict(), trainer.run_dir / "metrics.jsonl")
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)

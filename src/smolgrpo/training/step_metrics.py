@@ -59,11 +59,31 @@ def step_metrics(
         reward_timeouts=int(dist_utils.all_sum(stats.reward_timeouts)),
         reward_errors=int(dist_utils.all_sum(stats.reward_errors)),
     )
-    if trainer.config.sampling.calculator:  # tokens the calculator wrote (not in the loss)
-        metrics["calculator_tokens"] = int(dist_utils.all_sum(stats.calculator_tokens))
+    if trainer.tools is not None:  # calls per tool, and the tokens they wrote (not in the loss)
+        metrics.update(tool_metrics(trainer.tools.names, stats))
     if trainer.device.type == "cuda":
         metrics["peak_memory_mb"] = torch.cuda.max_memory_allocated(trainer.device) / 2**20
     return metrics, sample_records(stats, trainer.step, trainer.config.run.log_num_prompts)
+
+
+def tool_metrics(names: list[str], stats: GroupStats) -> dict:
+    """`tools/calls`, `tools/errors` and `tools/tokens` (forced tokens) of the step, all ranks,
+    then calls and errors per tool; `calculator_tokens` (its older name for the tokens) when the
+    calculator is the only tool."""
+    calls = {name: int(dist_utils.all_sum(stats.tool_calls.get(name, 0))) for name in names}
+    errors = {name: int(dist_utils.all_sum(stats.tool_errors.get(name, 0))) for name in names}
+    tokens = int(dist_utils.all_sum(stats.calculator_tokens))
+    metrics = {
+        "tools/calls": sum(calls.values()),
+        "tools/errors": sum(errors.values()),
+        "tools/tokens": tokens,
+    }
+    for name in names:
+        metrics[f"tools/calls/{name}"] = calls[name]
+        metrics[f"tools/errors/{name}"] = errors[name]
+    if names == ["calculator"]:
+        metrics["calculator_tokens"] = tokens
+    return metrics
 
 
 def sample_records(stats: GroupStats, step: int, num_prompts: int) -> list[dict]:

@@ -29,6 +29,7 @@ import torch
 
 from smolgrpo.config.schema import Config
 from smolgrpo.errors import warn
+from smolgrpo.generation.tools import build_tools
 from smolgrpo.models import distributed as dist_utils
 from smolgrpo.models import fsdp
 from smolgrpo.runs import guards
@@ -101,11 +102,8 @@ class Trainer:
             self.train_problems, config.prompt.num_few_shot, config.run.seed
         )
         self.stream = PromptStream(self.train_problems, config.run.seed)
-        self.calculator = None
-        if config.sampling.calculator:
-            from smolgrpo.generation.calculator import Calculator
-
-            self.calculator = Calculator(self.tokenizer)
+        # The calculator and the other tools of sampling.tools (tools.py), or None.
+        self.tools = build_tools(self.tokenizer, config.sampling)
         self.time_share = TimeShare()  # of run.time_limit_s, for a time-length schedule
         self.optimizer, self.scheduler = build_optimizer(self.model, config, self.time_share)
         self.step = 0
