@@ -215,3 +215,31 @@ def test_train_counts_calls_and_eval_uses_the_saved_tools(tmp_path, monkeypatch,
     assert cli.main(argv) == 0
     metrics = json.loads((tmp_path / "calc/metrics.json").read_text())
     assert metrics["tools"] == ["calculator"] and metrics["mean_calculator_calls"] == 0
+
+
+def test_the_units_example_data_and_tool(tmp_path):
+    """examples/units: the committed data is what make_data.py writes, and every worked step is
+    the tool's own answer; a bad request is an error the model reads."""
+    import importlib.util
+
+    example = Path(__file__).parents[1] / "examples/units"
+    spec = importlib.util.spec_from_file_location("units_make_data", example / "make_data.py")
+    make_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_data)
+    assert make_data.main([str(tmp_path)]) == 0
+    for split in ("train", "test"):
+        assert (tmp_path / f"{split}.jsonl").read_bytes() == (
+            example / f"{split}.jsonl"
+        ).read_bytes()
+    rows = [json.loads(line) for path in tmp_path.glob("*.jsonl") for line in path.open()]
+    convert = make_data.unit_tools.convert
+    assert len(rows) == 151
+    for row in rows:
+        name, arguments = find_call(row["steps"].rpartition(" ")[0], ["convert"])
+        assert name == "convert" and convert(arguments) == row["result"]
+    assert convert("6 quibs in snibs") == "18" and convert("1 snib to flink") == "0.5714"
+    tools = ToolBox(build_char_tokenizer(), [f"{example}/unit_tools.py:convert"], 1.0, 200)
+    assert call_tool(tools.functions["convert"], "3 parsecs to zorb", 1.0, 200) == (
+        "error: ValueError: unknown unit 'parsecs' (known: zorb, snib, flink, quib, blort, garn)",
+        True,
+    )

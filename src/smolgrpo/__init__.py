@@ -10,7 +10,7 @@ The packages follow the pipeline, each importing only those listed before it
     models       loading models and tokenizers (hub, folder, GGUF, embedded), FSDP, ranks
     runs         the run folder: lock, checkpoints, signals, guards, metrics log, trackers
     config       the recipe: dataclasses with defaults, YAML and --set parsing, validation
-    generation   sampling completions: decode loop, KV cache, CUDA graphs, calculator
+    generation   sampling completions: decode loop, KV cache, CUDA graphs, calculator, tools
     evaluation   eval on a split, Wilson intervals, pass@k, paired tests
     reporting    report, plots, HTML, compare, model card, push
     training     the GRPO and SFT loops, group collection, the optimizer step

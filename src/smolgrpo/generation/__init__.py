@@ -1,1 +1,1 @@
-"""Sampling completions: the decode loop, KV cache, CUDA graphs, calculator."""
+"""Sampling completions: the decode loop, KV cache, CUDA graphs, calculator and tools."""
