@@ -243,3 +243,10 @@ def test_the_units_example_data_and_tool(tmp_path):
         "error: ValueError: unknown unit 'parsecs' (known: zorb, snib, flink, quib, blort, garn)",
         True,
     )
+
+
+def test_published_tools_name_no_local_folder():
+    from smolgrpo.reporting.public_paths import public_tool_fields
+
+    saved = {"tools": ["calculator", "/home/me/secret/my_tools.py:lookup", "pkg.mod:f"]}
+    assert public_tool_fields(saved)["tools"] == ["calculator", "my_tools.py:lookup", "pkg.mod:f"]
