@@ -145,11 +145,13 @@ def static_decode(
     ignore_eos: bool = False,
     should_stop: Callable[[], bool] | None = None,
     capture: bool = True,
+    record: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """The decode loop on a cache from `static_cache`; returns (N, C) ids, finished rows padded
     after their EOS. `logits` (N, V) are the prefill's last ones; `prompt_mask` (N, P) and
     `next_position` (N,) are per row; `eos` holds the EOS ids; `sample` maps (N, V) logits to
-    (N,) tokens."""
+    (N,) tokens; `record(step, logits, tokens)` (sampler_log_probs.py) sees what each step drew
+    from (finished rows included: the caller masks them)."""
     rows, prompt_length = prompt_mask.shape
     device = prompt_mask.device
     mask = torch.zeros(rows, 1, 1, prompt_length + max_new_tokens, dtype=torch.bool, device=device)
@@ -170,6 +172,8 @@ def static_decode(
             logits = logits.clone()
             logits[:, eos] = float("-inf")
         tokens = sample(logits).masked_fill(finished, pad_token_id)  # (N,)
+        if record is not None:
+            record(step, logits, tokens)
         completion[:, step] = tokens
         generated = step + 1
         if not ignore_eos:
