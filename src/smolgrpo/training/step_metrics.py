@@ -59,6 +59,8 @@ def step_metrics(
         reward_timeouts=int(dist_utils.all_sum(stats.reward_timeouts)),
         reward_errors=int(dist_utils.all_sum(stats.reward_errors)),
     )
+    # exp(old - sampler log-prob) over the drawn tokens (sampler_metrics.py)
+    metrics.update({k: v for k, v in losses.items() if k.startswith("sampler/")})
     if trainer.config.sampling.calculator:  # tokens the calculator wrote (not in the loss)
         metrics["calculator_tokens"] = int(dist_utils.all_sum(stats.calculator_tokens))
     if trainer.device.type == "cuda":
