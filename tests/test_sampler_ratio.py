@@ -17,7 +17,7 @@ from smolgrpo.config.loading import load_config
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.generation.calculator import Calculator
 from smolgrpo.generation.rollout import DecodeSettings, Rollout, decode, encode_prompts
-from smolgrpo.generation.sampler_log_probs import drawn_log_probs
+from smolgrpo.generation.sampler_log_probs import sample_with_log_probs
 from smolgrpo.runs.metrics_log import read_metrics
 from smolgrpo.tasks.data import Problem
 from smolgrpo.training.batching import build_group_batch
@@ -142,18 +142,22 @@ def test_ratio_statistics_and_the_capped_share():
 
 
 # ----------------------------------------------------------------------------- the sampler
-def test_drawn_log_probs_by_hand():
-    logits = torch.tensor([[0.0, math.log(3.0)]]).repeat(2, 1)  # p = 1/4, 3/4
-    tokens = torch.tensor([1, 0])
-    assert drawn_log_probs(logits, tokens, 1.0).tolist() == pytest.approx(
-        [math.log(0.75), math.log(0.25)]
-    )
-    # T = 0.5: logits 0, 2 ln 3 -> p = 1/10, 9/10
-    assert drawn_log_probs(logits, tokens, 0.5).tolist() == pytest.approx(
-        [math.log(0.9), math.log(0.1)]
-    )
-    # top_k = 1 keeps the likelier token only: it is drawn with probability 1
-    assert drawn_log_probs(logits[:1], tokens[:1], 1.0, top_k=1).item() == pytest.approx(0.0)
+@pytest.mark.parametrize(
+    "temperature, top_k, probabilities",
+    [(1.0, 0, [0.25, 0.75]), (0.5, 0, [0.1, 0.9]), (1.0, 1, [0.0, 1.0])],
+)
+def test_each_drawn_token_comes_with_the_log_of_its_probability(temperature, top_k, probabilities):
+    # logits 0, ln 3: p = 1/4, 3/4; at T = 0.5 the logits are 0, 2 ln 3: p = 1/10, 9/10; top_k
+    # = 1 keeps the likelier token only
+    logits = torch.tensor([[0.0, math.log(3.0)]]).repeat(400, 1)
+    torch.manual_seed(0)
+    tokens, log_probs = sample_with_log_probs(logits, temperature, top_k=top_k)
+    for token, probability in enumerate(probabilities):
+        drawn = tokens == token
+        assert drawn.any() == (probability > 0)
+        if probability > 0:
+            expected = [math.log(probability)] * int(drawn.sum())
+            assert log_probs[drawn].tolist() == pytest.approx(expected)
 
 
 PROMPTS = ["What is 2 + 3?", "Tom has 12 apples and eats 5. How many are left?", "Hi"]
@@ -206,15 +210,16 @@ SCRIPT = "a 3+4=#, ok"  # "#" is overwritten by the calculator's result
 
 def test_forced_tokens_get_no_correction(monkeypatch):
     tokenizer = build_char_tokenizer()
-    real_sampler = rollout.sample_next_tokens
     state = {"step": 0}
 
     def scripted(logits, temperature, top_p=1.0, top_k=0):
-        real_sampler(logits, temperature, top_p, top_k)
+        """Writes SCRIPT, with each token's log-prob under softmax(logits / temperature)."""
         step, state["step"] = state["step"], state["step"] + 1
-        return torch.tensor([tokenizer.convert_tokens_to_ids(SCRIPT[step])] * logits.shape[0])
+        tokens = torch.tensor([tokenizer.convert_tokens_to_ids(SCRIPT[step])] * logits.shape[0])
+        log_probs = torch.log_softmax(logits.float() / temperature, dim=-1)  # (N, V)
+        return tokens, log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
-    monkeypatch.setattr(rollout, "sample_next_tokens", scripted)
+    monkeypatch.setattr(rollout, "sample_with_log_probs", scripted)
     result = rollout.generate(
         build_tiny_model(len(tokenizer)),
         tokenizer,

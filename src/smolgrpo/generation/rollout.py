@@ -18,7 +18,7 @@ from smolgrpo.algo.log_probs import completion_mask_from_ids
 from smolgrpo.generation import graph_decode
 from smolgrpo.generation.calculator import TAIL_TOKENS, Calculator
 from smolgrpo.generation.kv_cache import preallocate
-from smolgrpo.generation.sampler_log_probs import SamplerLogProbs, sampling_logits
+from smolgrpo.generation.sampler_log_probs import SamplerLogProbs, sample_with_log_probs
 from smolgrpo.models import distributed as dist_utils
 from smolgrpo.models.loading import cache_arguments, returned_cache
 from smolgrpo.runs.interrupts import StopRequested
@@ -149,8 +149,7 @@ def sample_next_tokens(
     softmax(logits / temperature) restricted to the top_k tokens and the top_p nucleus."""
     if temperature <= 0:
         return logits.argmax(dim=-1)  # (N,)
-    logits = sampling_logits(logits, temperature, top_p, top_k)  # (N, V)
-    return torch.multinomial(logits.softmax(dim=-1), num_samples=1).squeeze(-1)  # (N,)
+    return sample_with_log_probs(logits, temperature, top_p, top_k)[0]  # (N,)
 
 
 @dataclass(frozen=True)
@@ -179,13 +178,15 @@ class DecodeSettings:
     def sample(self, logits: torch.Tensor) -> torch.Tensor:
         return sample_next_tokens(logits, self.temperature, self.top_p, self.top_k)
 
+    def draw(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N,) tokens and the (N,) log-probs they were drawn with (None: greedy, not drawn)."""
+        if self.temperature <= 0:
+            return self.sample(logits), None
+        return sample_with_log_probs(logits, self.temperature, self.top_p, self.top_k)
+
     def log_prob_recorder(self, rows: int, device) -> SamplerLogProbs | None:
         """Where a decode records its drawn tokens' log-probs (None: greedy, nothing drawn)."""
-        if self.temperature <= 0:
-            return None
-        return SamplerLogProbs(
-            rows, self.max_new_tokens, device, self.temperature, self.top_p, self.top_k
-        )
+        return None if self.temperature <= 0 else SamplerLogProbs(rows, self.max_new_tokens, device)
 
 
 @dataclass
@@ -285,7 +286,7 @@ def _static_path(
         cache_kwargs=cache_arguments(model, start.cache),
         pad_token_id=settings.pad_token_id,
         max_new_tokens=settings.max_new_tokens,
-        sample=settings.sample,
+        sample=settings.draw,
         ignore_eos=settings.ignore_eos,
         should_stop=settings.should_stop,
         capture=on_cuda and graph_decode.graphs_enabled(),
@@ -321,9 +322,9 @@ def _eager_decode(
         if not done:
             if settings.ignore_eos and len(eos):
                 logits[:, eos] = float("-inf")
-            tokens = settings.sample(logits)  # (n,)
+            tokens, log_probs = settings.draw(logits)  # (n,), (n,) or None
             if recorder is not None:
-                recorder.record(step, logits, tokens, active)
+                recorder.record(step, log_probs, active)
             if calculator is not None:
                 tokens = calculator.step(tokens, active, step, completion)
             completion[active, step] = tokens

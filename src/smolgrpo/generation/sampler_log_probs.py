@@ -8,12 +8,11 @@ distribution that drew the tokens. Recording log p_sampler of every drawn token 
 weight each token by the truncated ratio exp(old - sampler) (algo/loss.py,
 `grpo.sampler_ratio_cap`) and the metrics show the mismatch.
 
-The log-prob is taken from the very logits the sampler drew from, after the temperature (in
-float32, as the sampler divides) and after any top-k / top-p filter: the distribution that
-was actually sampled. The sampled token is drawn outside the CUDA graph (graph_decode.py
-captures only the model's forward), so its log-prob is computed there too, by the same code
-for every decode path; it costs a log-sum-exp over the vocabulary per step, a few kernels
-beside a step's thousands.
+The log-prob is read from the very probabilities the sampler drew from, after the
+temperature (in float32) and any top-k / top-p filter: the distribution that was actually
+sampled. It costs a gather and a log of N values per step. The token is drawn outside the CUDA
+graph (graph_decode.py captures only the model's forward), so its log-prob is read there too,
+by the same code on every decode path.
 """
 
 from __future__ import annotations
@@ -39,29 +38,26 @@ def sampling_logits(logits: Tensor, temperature: float, top_p: float = 1.0, top_
     return logits
 
 
-def drawn_log_probs(
-    logits: Tensor, tokens: Tensor, temperature: float, top_p: float = 1.0, top_k: int = 0
-) -> Tensor:
-    """(N,) log-prob of each row's drawn token under the sampler's distribution: the
-    log-softmax of `sampling_logits` at `tokens` (N,)."""
-    tempered = sampling_logits(logits, temperature, top_p, top_k)  # (N, V)
-    chosen = tempered.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (N,)
-    return chosen - torch.logsumexp(tempered, dim=-1)  # (N,)
+def sample_with_log_probs(
+    logits: Tensor, temperature: float, top_p: float = 1.0, top_k: int = 0
+) -> tuple[Tensor, Tensor]:
+    """(N,) tokens drawn from softmax(`sampling_logits`) of (N, V) `logits`, and (N,) the
+    log of the probability each was drawn with. temperature > 0."""
+    probabilities = sampling_logits(logits, temperature, top_p, top_k).softmax(dim=-1)  # (N, V)
+    tokens = torch.multinomial(probabilities, num_samples=1)  # (N, 1)
+    return tokens.squeeze(-1), probabilities.gather(-1, tokens).squeeze(-1).log()  # (N,), (N,)
 
 
 class SamplerLogProbs:
     """The (N, budget) log-probs of a decode's drawn tokens, NaN where none was drawn (rows
-    that had finished, and steps never reached). Greedy decoding records nothing: build it
-    only for temperature > 0."""
+    that had finished, and steps never reached)."""
 
-    def __init__(self, rows: int, budget: int, device, temperature, top_p=1.0, top_k=0):
+    def __init__(self, rows: int, budget: int, device):
         self.values = torch.full((rows, budget), float("nan"), device=device)  # (N, budget)
-        self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
 
-    def record(self, step: int, logits: Tensor, tokens: Tensor, rows: Tensor | None = None):
-        """`tokens` (n,) were drawn from `logits` (n, V) at `step`, for `rows` (n,) of the
-        batch (None: every row)."""
-        log_probs = drawn_log_probs(logits, tokens, self.temperature, self.top_p, self.top_k)
+    def record(self, step: int, log_probs: Tensor, rows: Tensor | None = None) -> None:
+        """`log_probs` (n,) of the tokens drawn at `step` for `rows` (n,) of the batch (None:
+        every row)."""
         if rows is None:
             self.values[:, step] = log_probs
         else:
