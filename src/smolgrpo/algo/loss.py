@@ -35,6 +35,11 @@ How this module departs from the paper (each departure is a switch, defaults in 
   the length-normalised sequence ratio ``s_i = exp(1/|o_i| sum_t (logp_it - logp_old_it))``,
   clipped to ``[1 - sequence_epsilon, 1 + sequence_epsilon]`` (default 3e-4, the paper's range:
   a mean log-ratio moves far less than a token's). See :func:`sequence_log_ratio`.
+* Truncated importance sampling against the sampler (TIS; Yao et al. 2025, "Your Efficient RL
+  Framework Secretly Brings You Off-Policy RL Training"; TRL's vLLM correction)
+  [``sampler_ratio_cap=3.0``]: the decode loop that drew the tokens rounds differently from the
+  training forward that computes ``pi_old``, so every token's loss term is multiplied by the
+  detached ``w_it = min(pi_old / pi_sampler, C)``. See :func:`sampler_ratio`.
 * Advantages add ``eps = 1e-4`` to the std, and the std is Bessel-corrected (``unbiased=True``),
   both exactly as TRL's ``GRPOTrainer`` does; a group of identical rewards thus gets advantage 0.
 
@@ -67,6 +72,17 @@ def sequence_log_ratio(log_probs: Tensor, old_log_probs: Tensor, mask: Tensor) -
     return mean_log_ratio.detach().unsqueeze(1) + log_probs - log_probs.detach()  # (B, C)
 
 
+def sampler_ratio(old_log_probs: Tensor, sampler_log_probs: Tensor, mask: Tensor) -> Tensor:
+    """Per-token ``exp(old - sampler)``: how much likelier the training forward finds each
+    token than the sampler that drew it. Detached; NaN where it is not defined: off ``mask``
+    and where ``sampler_log_probs`` is NaN (tokens no sampler drew: the calculator's, a guided
+    group's reference row). Inputs (B, C); returns (B, C).
+    """
+    measured = mask.bool() & ~torch.isnan(sampler_log_probs)  # (B, C)
+    log_ratio = old_log_probs.detach() - sampler_log_probs  # (B, C)
+    return torch.exp(log_ratio.masked_fill(~measured, float("nan")))  # (B, C)
+
+
 def kl_k3(log_probs: Tensor, ref_log_probs: Tensor) -> Tensor:
     """Per-token k3 KL estimate ``exp(ref - logp) - (ref - logp) - 1``: 0 iff equal, >= 0."""
     log_ratio = ref_log_probs - log_probs  # (B, C)
@@ -88,6 +104,8 @@ class LossOutput:
     low_clip_fraction: Tensor
     high_clip_fraction: Tensor
     kl: Tensor | None
+    # (B, C) :func:`sampler_ratio`, untruncated, NaN where undefined (None: no sampler log-probs)
+    sampler_ratio: Tensor | None = None
 
 
 def grpo_loss(
@@ -105,6 +123,8 @@ def grpo_loss(
     num_items_in_batch: float | None = None,
     importance_sampling_level: str = "token",
     sequence_epsilon: float = 3e-4,
+    sampler_log_probs: Tensor | None = None,
+    sampler_ratio_cap: float | None = None,
 ) -> LossOutput:
     """Clipped GRPO surrogate ``-min(rho * A, clip(rho, 1 - eps, 1 + eps_high) * A) + beta * KL``.
 
@@ -125,6 +145,12 @@ def grpo_loss(
             uses its row's ratio ``s_i``, see :func:`sequence_log_ratio`, clipped to
             ``[1 - sequence_epsilon, 1 + sequence_epsilon]``; ``epsilon``/``epsilon_high`` are
             then unused). On-policy (old = None) both levels give the same loss and gradient.
+        sampler_log_probs: (B, C) log-probs of the tokens under the sampler that drew them, NaN
+            where none drew them; gives ``LossOutput.sampler_ratio``.
+        sampler_ratio_cap: C > 0 multiplies each token's clipped surrogate by the detached
+            ``min(exp(old - sampler), C)`` (1 where the ratio is undefined), at either
+            importance-sampling level, as TRL's ``token_truncate``; the KL term is not weighted.
+            None or 0: off, the loss is exactly the uncorrected one.
     """
     if loss_type not in VALID_LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {VALID_LOSS_TYPES}, got {loss_type!r}")
@@ -151,6 +177,13 @@ def grpo_loss(
     else:
         old_log_probs = old_log_probs.detach().masked_fill(~valid, 0.0)  # (B, C)
 
+    weights = None  # (B, C) the truncated sampler ratio, when applied
+    to_sampler = None
+    if sampler_log_probs is not None:
+        to_sampler = sampler_ratio(old_log_probs, sampler_log_probs, valid)  # (B, C)
+        if sampler_ratio_cap:
+            weights = to_sampler.clamp(max=sampler_ratio_cap).nan_to_num(nan=1.0)  # (B, C)
+
     token_advantages = advantages.detach().to(log_probs.dtype).unsqueeze(1)  # (B, 1)
     if importance_sampling_level == "sequence":
         log_ratio = sequence_log_ratio(log_probs, old_log_probs, mask)  # (B, C)
@@ -161,6 +194,8 @@ def grpo_loss(
     per_token_loss = -torch.minimum(
         ratio * token_advantages, clipped_ratio * token_advantages
     )  # (B, C)
+    if weights is not None:
+        per_token_loss = per_token_loss * weights.to(per_token_loss.dtype)  # (B, C)
 
     per_token_kl = None
     if ref_log_probs is not None:
@@ -194,4 +229,5 @@ def grpo_loss(
         low_clip_fraction=low_clip_fraction,
         high_clip_fraction=high_clip_fraction,
         kl=mean_kl,
+        sampler_ratio=to_sampler,
     )

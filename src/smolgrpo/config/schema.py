@@ -216,6 +216,10 @@ class GRPOConfig:
     # clipped to 1 +- sequence_epsilon (algo/loss.py); "token": the per-token ratio.
     importance_sampling_level: str = "token"
     sequence_epsilon: float = 3e-4  # GSPO's clip range of the sequence ratio, both sides
+    # Truncated importance sampling against the sampler (algo/loss.py): each token's loss is
+    # weighted by min(exp(old - sampler log-prob), cap), detached; 0 or null: off (the default:
+    # on CPU the two agree to rounding; TRL's cap is 3.0). The ratio is logged as sampler/*.
+    sampler_ratio_cap: float | None = None
     num_iterations: int = 1
     mask_truncated_completions: bool = False
     filter_zero_std_groups: bool = False  # dynamic sampling (DAPO): refill with informative groups
@@ -250,6 +254,12 @@ class GRPOConfig:
             _one_of(VALID_IMPORTANCE_SAMPLING_LEVELS),
         )
         _check(self.sequence_epsilon > 0, "grpo.sequence_epsilon", self.sequence_epsilon, "> 0")
+        _check(
+            self.sampler_ratio_cap is None or self.sampler_ratio_cap >= 0,
+            "grpo.sampler_ratio_cap",
+            self.sampler_ratio_cap,
+            "> 0, or 0/null for off",
+        )
         _check(self.num_iterations >= 1, "grpo.num_iterations", self.num_iterations, ">= 1")
         _check(
             self.max_refill_rounds >= 0, "grpo.max_refill_rounds", self.max_refill_rounds, ">= 0"

@@ -141,15 +141,17 @@ def static_decode(
     cache_kwargs: dict,
     pad_token_id: int,
     max_new_tokens: int,
-    sample: Callable[[torch.Tensor], torch.Tensor],
+    sample: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
     ignore_eos: bool = False,
     should_stop: Callable[[], bool] | None = None,
     capture: bool = True,
+    record: Callable[[int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """The decode loop on a cache from `static_cache`; returns (N, C) ids, finished rows padded
     after their EOS. `logits` (N, V) are the prefill's last ones; `prompt_mask` (N, P) and
     `next_position` (N,) are per row; `eos` holds the EOS ids; `sample` maps (N, V) logits to
-    (N,) tokens."""
+    (N,) tokens and their (N,) log-probs (or None); `record(step, log_probs)` keeps the latter
+    (sampler_log_probs.py; finished rows included, the caller masks them)."""
     rows, prompt_length = prompt_mask.shape
     device = prompt_mask.device
     mask = torch.zeros(rows, 1, 1, prompt_length + max_new_tokens, dtype=torch.bool, device=device)
@@ -169,7 +171,10 @@ def static_decode(
         if ignore_eos and eos.numel():
             logits = logits.clone()
             logits[:, eos] = float("-inf")
-        tokens = sample(logits).masked_fill(finished, pad_token_id)  # (N,)
+        tokens, log_probs = sample(logits)  # (N,), (N,) or None
+        tokens = tokens.masked_fill(finished, pad_token_id)  # (N,)
+        if record is not None:
+            record(step, log_probs)
         completion[:, step] = tokens
         generated = step + 1
         if not ignore_eos:

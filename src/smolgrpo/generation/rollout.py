@@ -18,6 +18,7 @@ from smolgrpo.algo.log_probs import completion_mask_from_ids
 from smolgrpo.generation import graph_decode
 from smolgrpo.generation.calculator import Calculator
 from smolgrpo.generation.kv_cache import preallocate
+from smolgrpo.generation.sampler_log_probs import SamplerLogProbs, sample_with_log_probs
 from smolgrpo.models import distributed as dist_utils
 from smolgrpo.models.loading import cache_arguments, returned_cache
 from smolgrpo.runs.interrupts import StopRequested
@@ -33,6 +34,9 @@ class Rollout:
     responses: list[str]  # (N,) prefill + decoded completion, what the rewards score
     # (N, C) tokens the calculator wrote, not sampled from the policy (None: calculator off)
     forced_mask: torch.Tensor | None = None
+    # (N, C) float32 log-prob of each sampled token under the distribution it was drawn from
+    # (sampler_log_probs.py); NaN off the completion mask and on forced tokens. None: greedy.
+    sampler_log_probs: torch.Tensor | None = None
 
     @property
     def completion_lengths(self) -> torch.Tensor:
@@ -115,6 +119,12 @@ def generate(
     )
     # generate() pads finished rows with pad == eos; the mask already stops at the first EOS.
     completion_ids = completion_ids.masked_fill(completion_mask == 0, tokenizer.pad_token_id)
+    sampler_log_probs = decoded.sampler_log_probs
+    if sampler_log_probs is not None:  # only the tokens the sampler drew and the loss counts
+        drawn = completion_mask.bool()  # (N, C)
+        if forced_mask is not None:
+            drawn = drawn & ~forced_mask
+        sampler_log_probs = sampler_log_probs.masked_fill(~drawn, float("nan"))
     texts = tokenizer.batch_decode(
         [ids[: int(n)] for ids, n in zip(completion_ids, completion_mask.sum(1))],
         skip_special_tokens=True,
@@ -127,6 +137,7 @@ def generate(
         truncated=truncated,
         responses=[prefill + text for text in texts],
         forced_mask=None if forced_mask is None else forced_mask & (completion_mask > 0),
+        sampler_log_probs=sampler_log_probs,
     )
 
 
@@ -138,18 +149,7 @@ def sample_next_tokens(
     softmax(logits / temperature) restricted to the top_k tokens and the top_p nucleus."""
     if temperature <= 0:
         return logits.argmax(dim=-1)  # (N,)
-    logits = logits.float() / temperature  # (N, V)
-    if top_k and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (N, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (N, V)
-        sorted_probabilities = sorted_logits.softmax(dim=-1)  # (N, V)
-        # Drop a token when the tokens ranked above it already hold top_p of the mass; the
-        # most likely token is always kept.
-        drop = sorted_probabilities.cumsum(dim=-1) - sorted_probabilities >= top_p  # (N, V)
-        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    return torch.multinomial(logits.softmax(dim=-1), num_samples=1).squeeze(-1)  # (N,)
+    return sample_with_log_probs(logits, temperature, top_p, top_k)[0]  # (N,)
 
 
 @dataclass(frozen=True)
@@ -178,6 +178,16 @@ class DecodeSettings:
     def sample(self, logits: torch.Tensor) -> torch.Tensor:
         return sample_next_tokens(logits, self.temperature, self.top_p, self.top_k)
 
+    def draw(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N,) tokens and the (N,) log-probs they were drawn with (None: greedy, not drawn)."""
+        if self.temperature <= 0:
+            return self.sample(logits), None
+        return sample_with_log_probs(logits, self.temperature, self.top_p, self.top_k)
+
+    def log_prob_recorder(self, rows: int, device) -> SamplerLogProbs | None:
+        """Where a decode records its drawn tokens' log-probs (None: greedy, nothing drawn)."""
+        return None if self.temperature <= 0 else SamplerLogProbs(rows, self.max_new_tokens, device)
+
 
 @dataclass
 class Decoded:
@@ -186,6 +196,7 @@ class Decoded:
 
     ids: torch.Tensor  # (N, C)
     forced: torch.Tensor | None = None  # (N, C) bool: tokens the calculator wrote (None: off)
+    sampler_log_probs: torch.Tensor | None = None  # (N, C) of the drawn tokens (None: greedy)
 
 
 @dataclass
@@ -216,10 +227,12 @@ def decode(
     forward and the sampling. Two paths: the static-cache loop (`graph_decode.static_decode`)
     and the eager loop below; see DecodeSettings.static for which runs."""
     start = _prefill(model, prompt_ids, prompt_mask, eos_ids, settings.num_generations)
-    ids = _static_path(model, start, settings)
+    recorder = settings.log_prob_recorder(start.prompt_mask.shape[0], start.logits.device)
+    ids = _static_path(model, start, settings, recorder)
     if ids is not None:
-        return Decoded(ids)
-    return _eager_decode(model, start, settings)
+        log_probs = None if recorder is None else recorder.result(ids.shape[1])
+        return Decoded(ids, sampler_log_probs=log_probs)
+    return _eager_decode(model, start, settings, recorder)
 
 
 def _prefill(model, prompt_ids, prompt_mask, eos_ids, num_generations: int) -> _Prefill:
@@ -248,7 +261,9 @@ def _prefill(model, prompt_ids, prompt_mask, eos_ids, num_generations: int) -> _
     )
 
 
-def _static_path(model, start: _Prefill, settings: DecodeSettings) -> torch.Tensor | None:
+def _static_path(
+    model, start: _Prefill, settings: DecodeSettings, recorder: SamplerLogProbs | None = None
+) -> torch.Tensor | None:
     """(N, C) ids from the static-cache loop, or None where it does not apply."""
     on_cuda = start.logits.device.type == "cuda"
     static = settings.static
@@ -271,14 +286,17 @@ def _static_path(model, start: _Prefill, settings: DecodeSettings) -> torch.Tens
         cache_kwargs=cache_arguments(model, start.cache),
         pad_token_id=settings.pad_token_id,
         max_new_tokens=settings.max_new_tokens,
-        sample=settings.sample,
+        sample=settings.draw,
         ignore_eos=settings.ignore_eos,
         should_stop=settings.should_stop,
         capture=on_cuda and graph_decode.graphs_enabled(),
+        record=None if recorder is None else recorder.record,
     )
 
 
-def _eager_decode(model, start: _Prefill, settings: DecodeSettings) -> Decoded:
+def _eager_decode(
+    model, start: _Prefill, settings: DecodeSettings, recorder: SamplerLogProbs | None = None
+) -> Decoded:
     """The eager loop: one forward per token on a growing (in-place) KV cache, finished rows
     dropped from the batch."""
     cache, logits, eos = start.cache, start.logits, start.eos
@@ -304,7 +322,9 @@ def _eager_decode(model, start: _Prefill, settings: DecodeSettings) -> Decoded:
         if not done:
             if settings.ignore_eos and len(eos):
                 logits[:, eos] = float("-inf")
-            tokens = settings.sample(logits)  # (n,)
+            tokens, log_probs = settings.draw(logits)  # (n,), (n,) or None
+            if recorder is not None:
+                recorder.record(step, log_probs, active)
             if calculator is not None:
                 tokens = calculator.step(tokens, active, step, completion)
             completion[active, step] = tokens
@@ -332,7 +352,8 @@ def _eager_decode(model, start: _Prefill, settings: DecodeSettings) -> Decoded:
         )
         logits = output.logits[:, -1, :]  # (n, V)
     forced = None if calculator is None else calculator.forced[:, :generated]
-    return Decoded(completion[:, :generated], forced)
+    log_probs = None if recorder is None else recorder.result(generated)
+    return Decoded(completion[:, :generated], forced, log_probs)
 
 
 class _CalculatorRows:

@@ -48,9 +48,11 @@ class GroupBatch:
     completion_ids: torch.Tensor  # (N, C) right-padded
     completion_mask: torch.Tensor  # (N, C) tokens that enter the loss
     advantages: torch.Tensor  # (N,)
+    # (N, C) the sampler's log-probs of its drawn tokens, NaN elsewhere (None: no rollout had them)
+    sampler_log_probs: torch.Tensor | None = None
 
 
-def _pad_cat(tensors: list[torch.Tensor], value: int, left: bool) -> torch.Tensor:
+def _pad_cat(tensors: list[torch.Tensor], value: float, left: bool) -> torch.Tensor:
     width = max(t.shape[1] for t in tensors)
     padded = []
     for t in tensors:
@@ -74,12 +76,18 @@ def build_group_batch(
     if any(r.forced_mask is not None for r in rollouts):  # the calculator's tokens: no loss
         forced = _pad_cat([_forced(r) for r in rollouts], 0, left=False)  # (N, C)
         completion_mask = completion_mask * ~forced
+    sampler_log_probs = None
+    if any(r.sampler_log_probs is not None for r in rollouts):
+        sampler_log_probs = _pad_cat(
+            [_sampler_log_probs(r) for r in rollouts], float("nan"), left=False
+        )  # (N, C)
     return GroupBatch(
         prompt_ids=prompt_ids,
         prompt_mask=prompt_mask,
         completion_ids=completion_ids,
         completion_mask=completion_mask.float(),
         advantages=torch.cat(advantages),
+        sampler_log_probs=sampler_log_probs,
     )
 
 
@@ -87,6 +95,12 @@ def _forced(rollout: Rollout) -> torch.Tensor:
     if rollout.forced_mask is None:
         return torch.zeros_like(rollout.completion_ids, dtype=torch.bool)
     return rollout.forced_mask
+
+
+def _sampler_log_probs(rollout: Rollout) -> torch.Tensor:
+    if rollout.sampler_log_probs is None:  # nothing recorded: no correction, no measurement
+        return torch.full_like(rollout.completion_ids, float("nan"), dtype=torch.float32)
+    return rollout.sampler_log_probs
 
 
 def select_rows(rollout: Rollout, rows: torch.Tensor) -> Rollout:
@@ -99,4 +113,7 @@ def select_rows(rollout: Rollout, rows: torch.Tensor) -> Rollout:
         truncated=rollout.truncated[rows],
         responses=[rollout.responses[i] for i in indices],
         forced_mask=None if rollout.forced_mask is None else rollout.forced_mask[rows],
+        sampler_log_probs=None
+        if rollout.sampler_log_probs is None
+        else rollout.sampler_log_probs[rows],
     )

@@ -64,7 +64,7 @@ def add_reference_rows(
         rows = rows.reshape(n, sampled, *rows.shape[1:])
         return torch.cat([rows, extra.unsqueeze(1)], dim=1).flatten(0, 1)
 
-    def widened(rows: torch.Tensor, value: int) -> torch.Tensor:  # (N, C) -> (N, width)
+    def widened(rows: torch.Tensor, value: float) -> torch.Tensor:  # (N, C) -> (N, width)
         pad = torch.full((rows.shape[0], width - rows.shape[1]), value, dtype=rows.dtype)
         return torch.cat([rows, pad.to(device)], dim=1)
 
@@ -74,7 +74,7 @@ def add_reference_rows(
         reference_ids[row, : len(ids)] = torch.tensor(ids)
         reference_mask[row, : len(ids)] = 1
     first = torch.arange(n, device=device) * sampled  # each group's first sampled row
-    forced = rollout.forced_mask
+    forced, drawn = rollout.forced_mask, rollout.sampler_log_probs
     guided = Rollout(
         prompt_ids=grouped(rollout.prompt_ids, rollout.prompt_ids[first]),
         prompt_mask=grouped(rollout.prompt_mask, rollout.prompt_mask[first]),
@@ -94,6 +94,10 @@ def add_reference_rows(
         forced_mask=None
         if forced is None
         else grouped(widened(forced, 0), torch.zeros((n, width), dtype=forced.dtype).to(device)),
+        # the reference was not drawn by the sampler: NaN, no correction
+        sampler_log_probs=None
+        if drawn is None
+        else grouped(widened(drawn, float("nan")), torch.full((n, width), float("nan")).to(drawn)),
     )
     is_reference = torch.zeros((n, sampled + 1), dtype=torch.bool)
     is_reference[:, -1] = True

@@ -4,7 +4,8 @@
 batch: the loss of each micro-batch (algo/loss.py) over the completion log-probs (log_probs.py) is
 backpropagated, then optimizer_step.py sums the gradients across ranks, clips and applies them,
 unless the step is not finite (guards.py), in which case the update is skipped on every rank
-alike. Each iteration is judged on its own loss.
+alike. Each iteration is judged on its own loss. The first iteration also measures the ratio
+of the training forward's log-probs to the sampler's (sampler_metrics.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from smolgrpo.models import distributed as dist_utils
 from smolgrpo.training.batching import GroupBatch
 from smolgrpo.training.log_probs import completion_log_probs
 from smolgrpo.training.optimizer_step import optimizer_step
+from smolgrpo.training.sampler_metrics import SamplerRatioStats
 
 
 def train_on_batch(trainer, batch: GroupBatch | None) -> dict:
@@ -38,6 +40,8 @@ def train_on_batch(trainer, batch: GroupBatch | None) -> dict:
     old_log_probs, ref_log_probs = fixed_log_probs(trainer, batch, slices)
     totals = {"loss": 0.0, "clip_fraction": 0.0, "kl": 0.0, "grad_norm": 0.0}
     entropy_sum = 0.0  # over this rank's valid tokens, first pass only
+    # exp(old - sampler) is the same at every iteration (old is fixed): measured at the first
+    sampler_ratios = SamplerRatioStats(config.grpo.sampler_ratio_cap)
     for iteration in range(num_iterations):
         iteration_loss = 0.0  # this optimizer step's own loss: the NaN guard judges it alone
         for part in slices:
@@ -50,6 +54,7 @@ def train_on_batch(trainer, batch: GroupBatch | None) -> dict:
             (output.loss * weight).backward()
             if iteration == 0:
                 entropy_sum += float((entropy * batch.completion_mask[part]).sum())
+                sampler_ratios.add(output.sampler_ratio)
             share = (part.stop - part.start) / rows / num_iterations
             loss = float(output.loss.detach())
             iteration_loss += loss * weight
@@ -63,6 +68,7 @@ def train_on_batch(trainer, batch: GroupBatch | None) -> dict:
             totals["bad_steps"] = totals.get("bad_steps", 0) + 1
     totals["loss"] = dist_utils.all_sum(totals["loss"])
     totals["entropy"] = dist_utils.all_sum(entropy_sum) / global_tokens
+    totals.update(sampler_ratios.metrics())
     return totals
 
 
@@ -94,6 +100,7 @@ def micro_batch_loss(
 ):
     """(the GRPO loss output, the entropy (n, C)) of the micro-batch `part` of `batch`."""
     config = trainer.config
+    sampler_log_probs = batch.sampler_log_probs
     with trainer.autocast():
         log_probs, entropy = completion_log_probs_of(
             trainer, trainer.model, batch, part, return_entropy=True
@@ -112,6 +119,8 @@ def micro_batch_loss(
             ref_log_probs=None if ref_log_probs is None else ref_log_probs[part],
             max_completion_length=config.sampling.max_completion_length,
             num_items_in_batch=global_tokens,
+            sampler_log_probs=None if sampler_log_probs is None else sampler_log_probs[part],
+            sampler_ratio_cap=config.grpo.sampler_ratio_cap,
         )
     return output, entropy
 

@@ -59,6 +59,8 @@ def step_metrics(
         reward_timeouts=int(dist_utils.all_sum(stats.reward_timeouts)),
         reward_errors=int(dist_utils.all_sum(stats.reward_errors)),
     )
+    # exp(old - sampler log-prob) over the drawn tokens (sampler_metrics.py)
+    metrics.update({k: v for k, v in losses.items() if k.startswith("sampler/")})
     if trainer.tools is not None:  # calls per tool, and the tokens they wrote (not in the loss)
         metrics.update(tool_metrics(trainer.tools.names, stats))
     if trainer.device.type == "cuda":
