@@ -106,13 +106,25 @@ def script_sampler(monkeypatch, tokenizer, script: str = SCRIPT) -> None:
     runs len(script) steps and the script restarts with the next one."""
     state = {"step": 0}
 
-    def sample(logits, temperature, top_p=1.0, top_k=0):
-        REAL_SAMPLER(logits, temperature, top_p, top_k)
+    def scripted() -> int:
         character = script[state["step"] % len(script)]
         state["step"] += 1
-        return torch.full((logits.shape[0],), tokenizer.convert_tokens_to_ids(character))
+        return tokenizer.convert_tokens_to_ids(character)
 
-    monkeypatch.setattr(rollout, "sample_next_tokens", sample)
+    def sample(logits, temperature, top_p=1.0, top_k=0):
+        REAL_SAMPLER(logits, temperature, top_p, top_k)
+        return torch.full((logits.shape[0],), scripted())
+
+    def sample_with_log_probs(logits, temperature, top_p=1.0, top_k=0):
+        from smolgrpo.generation import sampler_log_probs
+
+        sampler_log_probs.sample_with_log_probs(logits, temperature, top_p, top_k)  # the draw
+        tokens = torch.full((logits.shape[0],), scripted())
+        drawn = (logits.float() / temperature).log_softmax(-1).gather(-1, tokens[:, None])
+        return tokens, drawn.squeeze(-1)
+
+    monkeypatch.setattr(rollout, "sample_next_tokens", sample)  # greedy (eval)
+    monkeypatch.setattr(rollout, "sample_with_log_probs", sample_with_log_probs)  # sampled (train)
 
 
 def test_decode_writes_a_user_tool_result_as_forced_tokens(monkeypatch, tool_file):
