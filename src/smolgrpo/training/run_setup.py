@@ -289,6 +289,18 @@ class TimeShare:
     fraction: float = 0.0
 
 
+def fused_adamw_applies(parameters: list) -> bool:
+    """AdamW's fused kernel (one pass over each tensor, as transformers' Trainer uses by default)
+    for plain float tensors on one CPU or CUDA device; on CPU torch's default is a per-tensor
+    loop, 4.7x slower on SmolLM2-135M (benchmarks/optimizer_step.py). FSDP's sharded DTensors
+    keep torch's default."""
+    if not parameters:
+        return False
+    devices = {p.device.type for p in parameters}
+    plain = all(type(p) is torch.nn.Parameter and p.is_floating_point() for p in parameters)
+    return plain and len(devices) == 1 and devices <= {"cpu", "cuda"}
+
+
 def build_optimizer(model, config: Config, time_share: TimeShare | None = None):
     """AdamW over the trainable parameters and its warmup + cosine/constant LR schedule.
 
@@ -301,6 +313,7 @@ def build_optimizer(model, config: Config, time_share: TimeShare | None = None):
         lr=optim.learning_rate,
         weight_decay=optim.weight_decay,
         betas=(optim.adam_beta1, optim.adam_beta2),
+        fused=fused_adamw_applies(parameters) or None,
     )
     total = optim.max_steps * config.grpo.num_iterations
     warmup = optim.warmup_steps * config.grpo.num_iterations
