@@ -35,6 +35,7 @@ from grpo_vs_trl_workload import (  # next to this script
     PRESETS,
     RESULT_KEYS,
     OptimizerTimer,
+    few_shot_count,
     peak_memory_mb,
     summarise,
     sync_device,
@@ -56,7 +57,7 @@ def run_smolgrpo(settings: dict, forced_length: bool) -> dict:
     config.model.name = str(model_dir)
     config.model.device = settings["device"]
     config.model.gradient_checkpointing = False
-    config.prompt.num_few_shot = COMMON["num_few_shot"]
+    config.prompt.num_few_shot = few_shot_count(settings)
     sampling, grpo, optim = config.sampling, config.grpo, config.optim
     sampling.num_generations = settings["num_generations"]
     sampling.max_completion_length = settings["max_completion_length"]

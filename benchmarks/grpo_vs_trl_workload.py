@@ -20,6 +20,18 @@ PRESETS = {
         timed_steps=3,
         device="cpu",
     ),
+    # recipes/cpu-grpo.yaml's work: G = 8, 4 prompts, 200 new tokens, micro-batch 8, no worked
+    # example in the prompt. float32 on both sides (see README: bf16 only where the CPU has it).
+    "cpu-recipe": dict(
+        num_generations=8,
+        prompts_per_step=4,
+        max_completion_length=200,
+        micro_batch_size=8,
+        warmup_steps=1,
+        timed_steps=2,
+        device="cpu",
+        num_few_shot=0,
+    ),
     # The real recipe's sizes (recipes/smollm2-135m-gsm8k.yaml).
     "gpu": dict(
         num_generations=8,
@@ -74,10 +86,15 @@ def workload(settings: dict):
     problems = load_problems(os.environ.get("SMOLGRPO_DATA_DIR"), "train", limit=500)
     total_steps = settings["warmup_steps"] + settings["timed_steps"]
     order = PromptStream(problems, COMMON["seed"]).take(total_steps * settings["prompts_per_step"])
-    few_shot = select_few_shot(problems, COMMON["num_few_shot"], COMMON["seed"])
+    few_shot = select_few_shot(problems, few_shot_count(settings), COMMON["seed"])
     template = PromptTemplate()
     prompts = [render_prompt(tokenizer, p.question, template, few_shot) for p in order]
     return model_dir, tokenizer, problems, order, prompts, template
+
+
+def few_shot_count(settings: dict) -> int:
+    """Worked examples in the prompt: the preset's, else COMMON's."""
+    return settings.get("num_few_shot", COMMON["num_few_shot"])
 
 
 def peak_memory_mb(device: str) -> float:

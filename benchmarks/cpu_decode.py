@@ -1,0 +1,133 @@
+"""CPU decode speed, three ways side by side in one process, against this machine's bounds.
+
+    python benchmarks/cpu_decode.py [--rows 32 64] [--tokens 64] [--threads 2] [--no-compile]
+
+The ways, all greedy on the embedded model in float32, EOS masked so every row decodes
+exactly --tokens tokens:
+- eager: rollout.decode's eager loop (in-place KV cache, finished rows dropped);
+- static: the static-cache loop the CUDA-graph path uses (graph_decode.static_decode), no graph;
+- compiled: the static loop with the model's forward under torch.compile (dynamic=False:
+  one graph for the step's fixed shapes; the compile time is printed apart).
+Every way must write the same tokens; the script says how many rows agree with the eager loop.
+The bounds: a decode step reads every weight once (memory: the weights' bytes over the copy
+bandwidth measured here) and does 2 x parameters x rows FLOPs (compute: over the matmul rate
+measured at the step's shapes). Finally a profile of eager steps gives aten::mm's share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+import smolgrpo.generation.rollout as rollout
+from smolgrpo.models.loading import load_model_and_tokenizer
+
+PROMPT = (
+    "<|im_start|>user\nTom has {i} apples and buys {j} more, then gives away 3. How many does he "
+    "have now? Explain.<|im_end|>\n<|im_start|>assistant\n"
+)
+
+
+def copy_bandwidth_gbs(gib: float = 1.0) -> float:
+    """Read bandwidth estimate: bytes read per second of a large tensor copy (best of 5)."""
+    source = torch.ones(int(gib * 2**30) // 4)
+    target = torch.empty_like(source)
+    target.copy_(source)
+    best = min(_timed(lambda: target.copy_(source)) for _ in range(5))
+    return source.numel() * 4 / best / 1e9
+
+
+def matmul_gflops(rows: int, width: int, out: int) -> float:
+    x, w = torch.randn(rows, width), torch.randn(out, width)
+    for _ in range(3):
+        x @ w.T
+    seconds = min(_timed(lambda: x @ w.T) for _ in range(30))
+    return 2 * rows * width * out / seconds / 1e9
+
+
+def _timed(function) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
+def decode_once(model, tokenizer, rows: int, tokens: int, static: bool) -> tuple[torch.Tensor, float]:
+    prompts = [PROMPT.format(i=i, j=i + 7) for i in range(rows)]
+    ids, mask = rollout.encode_prompts(tokenizer, prompts)
+    settings = rollout.DecodeSettings(
+        pad_token_id=tokenizer.pad_token_id, max_new_tokens=tokens, ignore_eos=True, static=static
+    )
+    started = time.perf_counter()
+    decoded = rollout.decode(model, ids, mask, [], settings)
+    return decoded.ids, time.perf_counter() - started
+
+
+def mm_share(model, tokenizer, rows: int) -> float:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        decode_once(model, tokenizer, rows, 8, static=False)
+    events = profiler.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    return sum(e.self_cpu_time_total for e in events if e.key == "aten::mm") / total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--no-compile", action="store_true", help="skip the compiled way")
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model, tokenizer = load_model_and_tokenizer("embedded", device="cpu", dtype="float32")
+    model.eval()
+    parameters = sum(p.numel() for p in model.parameters())
+    hidden, inner = model.config.hidden_size, model.config.intermediate_size
+    bandwidth = copy_bandwidth_gbs()
+    result = {"threads": args.threads, "tokens": args.tokens, "copy_read_gbs": bandwidth,
+              "parameters": parameters, "rows": {}}  # fmt: skip
+    print(f"{parameters / 1e6:.1f} M parameters, {args.threads} threads; copy: {bandwidth:.1f} GB/s read")
+    plain_forward = model.forward
+    compiled_forward = None if args.no_compile else torch.compile(plain_forward, dynamic=False)
+    for rows in args.rows:
+        gflops = matmul_gflops(rows, hidden, inner)
+        bounds = {"memory_ms": parameters * 4 / (bandwidth * 1e9) * 1e3,
+                  "compute_ms": 2 * parameters * rows / (gflops * 1e9) * 1e3}  # fmt: skip
+        ways = {"eager": (False, None), "static": (True, None)}
+        if compiled_forward is not None:
+            ways["compiled"] = (True, compiled_forward)
+        measured, first = {}, {}
+        for name, (static, forward) in ways.items():
+            model.forward = forward or plain_forward
+            try:
+                ids, warm = decode_once(model, tokenizer, rows, args.tokens, static)  # warm-up
+                ids, seconds = decode_once(model, tokenizer, rows, args.tokens, static)
+            finally:
+                model.forward = plain_forward
+            first[name] = ids
+            measured[name] = {"ms_per_step": seconds / args.tokens * 1e3,
+                              "tokens_per_s": rows * args.tokens / seconds,
+                              "first_call_s": warm,
+                              "rows_agreeing_with_eager": int((ids == first["eager"]).all(1).sum())}  # fmt: skip
+        share = mm_share(model, tokenizer, rows)
+        result["rows"][rows] = {"ways": measured, "bounds": bounds, "matmul_gflops": gflops,
+                                "mm_share_eager": share}  # fmt: skip
+        print(f"\n{rows} rows x {args.tokens} tokens: matmul {gflops:.0f} GFLOP/s at the step's "
+              f"shapes; bound {bounds['memory_ms']:.0f} ms/step (memory), "
+              f"{bounds['compute_ms']:.0f} ms/step (compute); aten::mm {share:.0%} of an eager step")  # fmt: skip
+        for name, row in measured.items():
+            print(f"  {name:>9}: {row['ms_per_step']:6.1f} ms/step  {row['tokens_per_s']:7.1f} tok/s"
+                  f"  first call {row['first_call_s']:6.1f} s  rows = eager: "
+                  f"{row['rows_agreeing_with_eager']}/{rows}")  # fmt: skip
+    if args.out:
+        with open(args.out, "w") as handle:
+            json.dump(result, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
