@@ -139,7 +139,9 @@ def prepare(args) -> dict:
     template = load_prompt_template(saved) if saved.is_file() else PromptTemplate()
     task = build_task(DataConfig(source=args.data))
     problems = task.load("test", max(args.limit_agree, args.limit_acc))
-    few_shot = select_few_shot(task.load("train"), template.num_few_shot, seed=0)
+    few_shot = []  # as eval picks them: from the train split, its default seed
+    if template.num_few_shot > 0:
+        few_shot = select_few_shot(task.load("train"), template.num_few_shot, seed=0)
     prompts = [render_prompt(tokenizer, p.question, template, few_shot) for p in problems]
     return {
         "model": model,

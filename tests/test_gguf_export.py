@@ -300,3 +300,24 @@ def test_a_lora_adapter_folder_is_refused(tmp_path, capsys):
     argv = ["export", str(tmp_path / "adapter"), "--gguf", str(tmp_path / "m.gguf")]
     assert run_main(argv) == 2
     assert "a LoRA adapter, not a whole model" in error_line(capsys)
+
+
+def test_agreement_benchmark_runs_on_a_tiny_model(tmp_path):
+    pytest.importorskip("llama_cpp")
+    from conftest import load_benchmark
+
+    save_model(tmp_path / "final", "llama", "smollm")
+    rows = [{"question": f"What is {i} + 1?", "answer": f"so\n#### {i + 1}"} for i in range(3)]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    benchmark = load_benchmark("gguf_agreement")
+    argv = ["--model", str(tmp_path / "final"), "--data", str(tmp_path / "data")]
+    argv += ["--limit-agree", "3", "--limit-acc", "2", "--tokens", "8", "--max-new-tokens", "8"]
+    argv += ["--outtypes", "f32"]
+    result = benchmark.main(argv + ["--out", str(tmp_path / "out.json"), "--threads", "1"])
+    assert json.loads((tmp_path / "out.json").read_text())["rows"] == result["rows"]
+    f32 = result["rows"]["llama.cpp f32"]
+    # the same float32 weights on both sides: the greedy tokens agree
+    assert f32["agree_n"] == 3 and f32["agree"] == 3
+    assert f32["prompts_tokenized_differently"] == 0
+    assert result["rows"]["smolgrpo"]["n"] == f32["accuracy"]["n"] == 2
