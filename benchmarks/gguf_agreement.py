@@ -182,6 +182,10 @@ def print_table(result: dict) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    try:
+        import llama_cpp  # noqa: F401  (checked first: the smolgrpo side takes minutes)
+    except ImportError:
+        sys.exit('error: this benchmark needs llama-cpp-python: pip install -e ".[llama]"')
     setup = prepare(args)
     print(f"{len(setup['prompts'])} prompts; smolgrpo greedy decodes...", file=sys.stderr)
     setup["greedy"] = smolgrpo_greedy(
