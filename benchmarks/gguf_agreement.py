@@ -105,7 +105,8 @@ def measure_gguf(path: Path, setup: dict, args) -> dict:
     from llama_cpp import Llama
 
     threads = args.threads or torch.get_num_threads()
-    llm = Llama(str(path), n_ctx=2048, n_threads=threads, logits_all=True, verbose=False)
+    context = min(2048, setup["model"].config.max_position_embeddings)  # scores: context x vocab
+    llm = Llama(str(path), n_ctx=context, n_threads=threads, logits_all=True, verbose=False)
     tokenizer, prompts, eos_ids = setup["tokenizer"], setup["prompts"], setup["eos_ids"]
     agree, tokenization_differs = 0, 0
     for prompt, ours in zip(prompts[: args.limit_agree], setup["greedy"]):
@@ -165,7 +166,7 @@ def smolgrpo_accuracy(setup: dict, args) -> dict:
     problems = setup["problems"][: args.limit_acc]
     metrics, records = evaluate(setup["model"], setup["tokenizer"], problems, settings)
     correct = sum(record["correct"] for record in records)
-    return dict(accuracy_entry(correct, len(records)), accuracy_time_s=metrics["time_s"])
+    return {"accuracy": accuracy_entry(correct, len(records)), "accuracy_time_s": metrics["time_s"]}
 
 
 def print_table(result: dict) -> None:
@@ -201,7 +202,7 @@ def main(argv=None) -> dict:
             rows[f"llama.cpp {outtype}"] = measure_gguf(path, setup, args)
     result = {
         "model": args.model,
-        "command": " ".join(["python", "benchmarks/gguf_agreement.py", *sys.argv[1:]]),
+        "command": " ".join(["python", "benchmarks/gguf_agreement.py", *(argv or sys.argv[1:])]),
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
         "tokens_compared": args.tokens,

@@ -136,7 +136,7 @@ def test_llama_cpp_gives_the_same_token_ids(exported):
     for text in TEXTS:
         ours = tokenizer(text)["input_ids"]
         assert llm.tokenize(text.encode(), add_bos=False, special=True) == ours, text
-        assert llm.detokenize(ours).decode() == text
+        assert llm.detokenize(ours, special=True).decode() == text
 
 
 # ----------------------------------------------------------------------------- metadata
@@ -320,4 +320,4 @@ def test_agreement_benchmark_runs_on_a_tiny_model(tmp_path):
     # the same float32 weights on both sides: the greedy tokens agree
     assert f32["agree_n"] == 3 and f32["agree"] == 3
     assert f32["prompts_tokenized_differently"] == 0
-    assert result["rows"]["smolgrpo"]["n"] == f32["accuracy"]["n"] == 2
+    assert result["rows"]["smolgrpo"]["accuracy"]["n"] == f32["accuracy"]["n"] == 2
