@@ -24,8 +24,12 @@ TEXTS = [
 ]
 TEMPLATE = PromptTemplate(system_prompt="Be brief.", prefill="<reasoning>\n", num_few_shot=0)
 # Largest |logit difference| allowed per weight type: the tiny models' logits are about +-1.
-TOLERANCE = {"f32": 1e-5, "f16": 2e-3, "q8_0": 3e-2}
+TOLERANCE = {"f32": 1e-5, "f16": 2e-3, "q8_0": 2e-2}
+# llama.cpp keeps its KV cache in float16: about 1e-4 even from float32 weights. The Llama
+# rotary layout written wrong (q/k rows not reordered) gives 0.1 on these models.
+LLAMA_CPP_TOLERANCE = {"f32": 1e-3, "f16": 2e-3, "q8_0": 2e-2}
 SPLIT_OF = {"llama": "smollm", "qwen2": "qwen2"}
+SHARPEN = 10.0  # random init (std 0.02) gives near-uniform attention, whatever the positions
 
 
 def save_model(folder: Path, architecture: str = "llama", split: str = "gpt2", tied=True):
@@ -35,6 +39,10 @@ def save_model(folder: Path, architecture: str = "llama", split: str = "gpt2", t
     if not tied:
         model.config.tie_word_embeddings = False
         model.lm_head.weight = torch.nn.Parameter(torch.randn_like(model.lm_head.weight) * 0.1)
+    with torch.no_grad():  # sharper attention: a wrong rotary layout then shows in the logits
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(SHARPEN)
+            layer.self_attn.k_proj.weight.mul_(SHARPEN)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     TEMPLATE.save(folder / "prompt_template.json")
@@ -125,8 +133,7 @@ def test_llama_cpp_gives_the_same_logits(exported, outtype):
     theirs = llama_cpp_logits(paths[outtype], ids)
     ours = original_logits(model, ids)
     assert theirs.shape == ours.shape
-    # llama.cpp computes in its own kernels (float16 products in places): looser than transformers.
-    assert np.abs(theirs - ours).max() <= max(TOLERANCE[outtype], 2e-3), (architecture, outtype)
+    assert np.abs(theirs - ours).max() <= LLAMA_CPP_TOLERANCE[outtype], (architecture, outtype)
 
 
 def test_llama_cpp_gives_the_same_token_ids(exported):
