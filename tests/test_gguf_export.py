@@ -15,7 +15,12 @@ from smolgrpo.cli import main as cli
 from smolgrpo.models.gguf_export import interleave_rotary_halves
 from smolgrpo.models.ollama import chat_pieces, modelfile_text, ollama_template
 from smolgrpo.tasks.prompts import PromptTemplate, render_prompt
-from smolgrpo.testing.tiny import build_bpe_tokenizer, build_char_tokenizer, build_tiny_architecture
+from smolgrpo.testing.tiny import (
+    BPE_SPLITS,
+    build_bpe_tokenizer,
+    build_char_tokenizer,
+    build_tiny_architecture,
+)
 
 TEXTS = [
     "Natalia sold 48 clips, then 123 more!",
@@ -32,7 +37,7 @@ SPLIT_OF = {"llama": "smollm", "qwen2": "qwen2"}
 SHARPEN = 10.0  # random init (std 0.02) gives near-uniform attention, whatever the positions
 
 
-def save_model(folder: Path, architecture: str = "llama", split: str = "gpt2", tied=True):
+def save_model(folder: Path, architecture: str = "llama", split: str = "gpt-2", tied=True):
     """A folder as a run's final/ holds it: weights, tokenizer, prompt_template.json."""
     tokenizer = build_bpe_tokenizer(split)
     model = build_tiny_architecture(architecture, len(tokenizer) + 5)  # 5 padding rows
@@ -136,10 +141,12 @@ def test_llama_cpp_gives_the_same_logits(exported, outtype):
     assert np.abs(theirs - ours).max() <= LLAMA_CPP_TOLERANCE[outtype], (architecture, outtype)
 
 
-def test_llama_cpp_gives_the_same_token_ids(exported):
+@pytest.mark.parametrize("split", BPE_SPLITS)
+def test_llama_cpp_gives_the_same_token_ids(tmp_path, split):
     llama_cpp = pytest.importorskip("llama_cpp")
-    _, _, tokenizer, paths = exported
-    llm = llama_cpp.Llama(str(paths["f16"]), n_ctx=128, vocab_only=True, verbose=False)
+    _, tokenizer = save_model(tmp_path / "final", "llama", split)
+    path = export(tmp_path / "final", tmp_path / "m.gguf")
+    llm = llama_cpp.Llama(str(path), n_ctx=128, vocab_only=True, verbose=False)
     for text in TEXTS:
         ours = tokenizer(text)["input_ids"]
         assert llm.tokenize(text.encode(), add_bos=False, special=True) == ours, text

@@ -40,13 +40,13 @@ def _is_byte_level(step: dict, use_regex: bool) -> bool:
 
 
 def pre_tokenizer_name(pre_tokenizer: dict | None) -> str:
-    """llama.cpp's name for a `tokenizer.json` pre-tokenizer: `gpt2` (GPT-2's regex), `smollm`
+    """llama.cpp's name for a `tokenizer.json` pre-tokenizer: `gpt-2` (GPT-2's regex), `smollm`
     (every digit alone, then GPT-2's regex) or `qwen2` (Qwen2's own regex)."""
     steps = pre_tokenizer.get("pretokenizers", []) if pre_tokenizer else []
     if pre_tokenizer and pre_tokenizer.get("type") != "Sequence":
         steps = [pre_tokenizer]
     if len(steps) == 1 and _is_byte_level(steps[0], use_regex=True):
-        return "gpt2"
+        return "gpt-2"
     if len(steps) == 2 and _is_byte_level(steps[1], use_regex=True):
         if steps[0].get("type") == "Digits" and steps[0].get("individual_digits"):
             return "smollm"

@@ -54,19 +54,19 @@ BPE_CORPUS = [
     "You are a careful math tutor. Solve the problem step by step.",
     "Weng earns $12 an hour for babysitting. Yesterday, she did 50 minutes of babysitting.",
 ]
-BPE_SPLITS = ("gpt2", "smollm", "qwen2")  # how text is split before the merges (llama.cpp names)
+BPE_SPLITS = ("gpt-2", "smollm", "qwen2")  # how text is split before the merges (llama.cpp names)
 
 
-def build_bpe_tokenizer(split: str = "gpt2", vocab_size: int = 400):
+def build_bpe_tokenizer(split: str = "gpt-2", vocab_size: int = 400):
     """A byte-level BPE tokenizer trained on BPE_CORPUS, with ChatML's special tokens and the
-    pre-tokenizer of GPT-2 (`gpt2`), SmolLM2 (`smollm`: digits apart) or Qwen2 (`qwen2`)."""
+    pre-tokenizer of GPT-2 (`gpt-2`), SmolLM2 (`smollm`: digits apart) or Qwen2 (`qwen2`)."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
     from tokenizers.trainers import BpeTrainer
     from transformers import PreTrainedTokenizerFast
 
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=split != "qwen2")
     backend = Tokenizer(models.BPE())
-    if split == "gpt2":
+    if split == "gpt-2":
         backend.pre_tokenizer = byte_level
     elif split == "smollm":
         digits = pre_tokenizers.Digits(individual_digits=True)
