@@ -335,3 +335,26 @@ def test_agreement_benchmark_runs_on_a_tiny_model(tmp_path):
     assert f32["agree_n"] == 3 and f32["agree"] == 3
     assert f32["prompts_tokenized_differently"] == 0
     assert result["rows"]["smolgrpo"]["accuracy"]["n"] == f32["accuracy"]["n"] == 2
+
+
+@pytest.mark.integration
+def test_embedded_model_runs_in_llama_cpp_as_in_smolgrpo(tmp_path):
+    """SmolLM2-135M exported at q8_0: llama.cpp reads the eval prompt as the same token ids
+    and its first greedy token is smolgrpo's; the Modelfile carries the default prompt."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from smolgrpo.models.loading import load_model_and_tokenizer
+
+    path = export("embedded", tmp_path / "smollm2.gguf", "--outtype", "q8_0", "--ollama")
+    model, tokenizer = load_model_and_tokenizer("embedded", device="cpu")
+    prompt = render_prompt(
+        tokenizer, "Tom has 12 apples and eats 5. How many are left?", PromptTemplate()
+    )
+    ours = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    llm = llama_cpp.Llama(str(path), n_ctx=512, n_threads=1, logits_all=True, verbose=False)
+    assert llm.tokenize(prompt.encode(), add_bos=False, special=True) == ours
+    llm.eval(ours)
+    assert int(np.argmax(llm.scores[len(ours) - 1])) == int(
+        original_logits(model, ours)[-1].argmax()
+    )
+    modelfile = (tmp_path / "Modelfile").read_text()
+    assert f'SYSTEM """{PromptTemplate().system_prompt}"""' in modelfile
