@@ -4,6 +4,7 @@ ids; its metadata, the Ollama Modelfile, and one-line errors for bad input."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from smolgrpo.cli import main as cli
-from smolgrpo.models.gguf_export import interleave_rotary_halves
+from smolgrpo.models.gguf_export import encode_tensor, interleave_rotary_halves
 from smolgrpo.models.ollama import chat_pieces, modelfile_text, ollama_template
 from smolgrpo.tasks.prompts import PromptTemplate, render_prompt
 from smolgrpo.testing.tiny import (
@@ -119,6 +120,16 @@ def test_untied_output_head_is_written_and_read_back(tmp_path):
     back = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="m.gguf", dtype=torch.float32)
     ids = tokenizer(TEXTS[0])["input_ids"]
     assert np.abs(original_logits(back.eval(), ids) - original_logits(model, ids)).max() < 1e-6
+    if importlib.util.find_spec("llama_cpp") is not None:
+        difference = np.abs(llama_cpp_logits(path, ids) - original_logits(model, ids)).max()
+        assert difference <= LLAMA_CPP_TOLERANCE["f32"]
+
+
+def test_q8_0_quantizes_matrices_of_whole_blocks_only():
+    assert encode_tensor(np.ones((2, 64), np.float32), "q8_0")[1].name == "Q8_0"
+    assert encode_tensor(np.ones((2, 48), np.float32), "q8_0")[1].name == "F16"  # 48 = 1.5 blocks
+    assert encode_tensor(np.ones(64, np.float32), "q8_0")[1].name == "F32"  # norms stay float32
+    assert encode_tensor(np.ones((2, 64), np.float32), "f16")[0].dtype == np.float16
 
 
 # ----------------------------------------------------------------------------- llama.cpp
