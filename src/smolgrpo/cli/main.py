@@ -1,4 +1,4 @@
-"""The `smolgrpo` command line: `eval`, `sft`, `train`, `report`, `compare`, `push`.
+"""The `smolgrpo` command line: `eval`, `sft`, `train`, `report`, `compare`, `push`, `export`.
 
 Each subcommand is a `add_<name>_parser` + `run_<name>` pair registered in `COMMANDS`, so adding
 one touches nothing else. User errors (`SmolGRPOError`) print one `error: ...` line and exit 2;
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from smolgrpo import __version__
 from smolgrpo.cli.eval import add_eval_parser, run_eval
+from smolgrpo.cli.export import add_export_parser, run_export
 from smolgrpo.errors import SmolGRPOError
 from smolgrpo.runs.guards import resource_error_message
 from smolgrpo.runs.safe_output import guard_standard_streams
@@ -229,6 +230,7 @@ COMMANDS = {
     "report": (add_report_parser, run_report),
     "compare": (add_compare_parser, run_compare),
     "push": (add_push_parser, run_push),
+    "export": (add_export_parser, run_export),
 }
 
 

@@ -1,1 +1,1 @@
-"""Loading models and tokenizers (hub, folder, GGUF, embedded), FSDP, ranks."""
+"""Loading models and tokenizers (hub, folder, GGUF, embedded), GGUF export, FSDP, ranks."""
