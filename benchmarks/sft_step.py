@@ -5,9 +5,11 @@ micro-batch's shared opening (chat header + system prompt) run once through the 
 SFTTrainer.train_step does.
 
     SMOLGRPO_DATA_DIR=../shared/data/gsm8k python benchmarks/sft_step.py [--examples 16]
-        [--micro-batch 8] [--repeats 3] [--dtype float32|bfloat16] [--variant shared ...]
+        [--micro-batch 8] [--repeats 3] [--dtype float32|bfloat16] [--variant shared ...] [--compile]
 
-All three must give the same loss; the script prints it for each. First it counts the padded
+All three must give the same loss; the script prints it for each. `--compile` adds each variant
+again with the model's forward under torch.compile (dynamic shapes; its first round includes the
+compilation, so compare the later rounds). First it counts the padded
 tokens of SFT micro-batches cut in stream order and from length-sorted examples (what
 SFTTrainer.train_step does) over 3,200 shuffled train examples, at the recipes' batch sizes.
 """
@@ -48,8 +50,13 @@ def main() -> None:
     parser.add_argument(
         "--variant", action="append", choices=list(VARIANTS), help="only these (repeatable)"
     )
+    parser.add_argument(
+        "--compile", action="store_true", help="also each variant with torch.compile'd forward"
+    )
     args = parser.parse_args()
-    variants = [VARIANTS[name] for name in args.variant or VARIANTS]
+    variants = [(*VARIANTS[name], False) for name in args.variant or VARIANTS]
+    if args.compile:
+        variants += [(f"{label}, compiled", *rest, True) for label, *rest, _ in variants]
     config = load_config("recipes/cpu-sft.yaml", [])
     model, tokenizer = load_model_and_tokenizer("embedded", device="cpu")
     model.train()
@@ -74,9 +81,12 @@ def main() -> None:
         f"{targets} targets, shared prefix {shared} tokens; {args.dtype}"
     )
     dtype = getattr(torch, args.dtype)
-    times: dict[str, list[float]] = {label: [] for label, _, _ in variants}
+    times: dict[str, list[float]] = {label: [] for label, *_ in variants}
+    plain_forward = model.forward
+    compiled_forward = torch.compile(plain_forward, dynamic=True) if args.compile else None
     for _ in range(args.repeats):
-        for label, targets_only, share_prefix in variants:
+        for label, targets_only, share_prefix, compiled in variants:
+            model.forward = compiled_forward if compiled else plain_forward
             started = time.perf_counter()
             loss = 0.0
             for batch in batches:
@@ -87,8 +97,10 @@ def main() -> None:
             model.zero_grad(set_to_none=True)
             times[label].append(time.perf_counter() - started)
             print(f"  {label}: loss sum {loss:.3f}", flush=True)
+    model.forward = plain_forward
     for label, seconds in times.items():
-        print(f"{label}: " + ", ".join(f"{s:.1f}" for s in seconds) + " s")
+        examples_per_s = ", ".join(f"{args.examples / s:.2f}" for s in seconds)
+        print(f"{label}: " + ", ".join(f"{s:.1f}" for s in seconds) + f" s ({examples_per_s} examples/s)")
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
     print(f"peak resident memory of the process: {peak_gb:.1f} GiB")
 
