@@ -25,15 +25,15 @@ _SPEC.loader.exec_module(unit_tools)
 
 
 def all_problems() -> list[dict]:
-    """Every question with a whole answer up to 100: amount 1-20, two different units."""
+    """Every question with a whole answer up to 1,000: amount 1-40, two different units."""
     rows = []
     for source, source_zorbs in unit_tools.ZORBS_PER_UNIT.items():
         for target, target_zorbs in unit_tools.ZORBS_PER_UNIT.items():
-            for amount in range(1, 21):
+            for amount in range(1, 41):
                 if source == target or (amount * source_zorbs) % target_zorbs:
                     continue
                 result = amount * source_zorbs // target_zorbs
-                if result > 100:
+                if result > 1000:
                     continue
                 noun = source if amount == 1 else source + "s"
                 rows.append(
@@ -55,7 +55,7 @@ def make_splits(test_size: int, seed: int) -> dict[str, list[dict]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--test-size", type=int, default=50)
+    parser.add_argument("--test-size", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
