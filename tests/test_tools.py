@@ -245,7 +245,7 @@ def test_the_units_example_data_and_tool(tmp_path):
         ).read_bytes()
     rows = [json.loads(line) for path in tmp_path.glob("*.jsonl") for line in path.open()]
     convert = make_data.unit_tools.convert
-    assert len(rows) == 151
+    assert len(rows) == 425
     for row in rows:
         name, arguments = find_call(row["steps"].rpartition(" ")[0], ["convert"])
         assert name == "convert" and convert(arguments) == row["result"]
