@@ -337,7 +337,7 @@ def main() -> None:
         "date": datetime.date.today().isoformat(),
         "device": device_name(device),
         "forced_length": args.forced_length,
-        "workload": {**settings, **COMMON, "device": device},
+        "workload": {**COMMON, **settings, "device": device},
         "versions": versions(),
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
     }
