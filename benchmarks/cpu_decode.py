@@ -11,7 +11,8 @@ exactly --tokens tokens:
 Every way must write the same tokens; the script says how many rows agree with the eager loop.
 The bounds: a decode step reads every weight once (memory: the weights' bytes over the copy
 bandwidth measured here) and does 2 x parameters x rows FLOPs (compute: over the matmul rate
-measured at the step's shapes). Finally a profile of eager steps gives aten::mm's share.
+measured at the step's shapes). Finally a profile of eager decode steps (the prefill
+subtracted) gives aten::mm's share of their operator time and the operator calls a step.
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ def _timed(function) -> float:
     return time.perf_counter() - started
 
 
-def decode_once(model, tokenizer, rows: int, tokens: int, static: bool) -> tuple[torch.Tensor, float]:
+def decode_once(
+    model, tokenizer, rows: int, tokens: int, static: bool
+) -> tuple[torch.Tensor, float]:
     prompts = [PROMPT.format(i=i, j=i + 7) for i in range(rows)]
     ids, mask = rollout.encode_prompts(tokenizer, prompts)
     settings = rollout.DecodeSettings(
@@ -65,14 +68,22 @@ def decode_once(model, tokenizer, rows: int, tokens: int, static: bool) -> tuple
     return decoded.ids, time.perf_counter() - started
 
 
-def mm_share(model, tokenizer, rows: int) -> float:
+def _profiled(model, tokenizer, rows: int, tokens: int) -> dict[str, tuple[float, int]]:
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as profiler:
-        decode_once(model, tokenizer, rows, 8, static=False)
-    events = profiler.key_averages()
-    total = sum(e.self_cpu_time_total for e in events)
-    return sum(e.self_cpu_time_total for e in events if e.key == "aten::mm") / total
+        decode_once(model, tokenizer, rows, tokens, static=False)
+    return {e.key: (e.self_cpu_time_total, e.count) for e in profiler.key_averages()}
+
+
+def mm_share(model, tokenizer, rows: int, steps: int = 16) -> tuple[float, float]:
+    """aten::mm's share of the eager decode steps' operator time, and operator calls per step.
+    The prefill is taken out: a decode of 1 token is profiled too and subtracted."""
+    long = _profiled(model, tokenizer, rows, steps + 1)
+    short = _profiled(model, tokenizer, rows, 1)
+    times = {k: t - short.get(k, (0, 0))[0] for k, (t, _) in long.items()}
+    calls = sum(n - short.get(k, (0, 0))[1] for k, (_, n) in long.items())
+    return times.get("aten::mm", 0.0) / sum(times.values()), calls / steps
 
 
 def main() -> None:
@@ -91,7 +102,9 @@ def main() -> None:
     bandwidth = copy_bandwidth_gbs()
     result = {"threads": args.threads, "tokens": args.tokens, "copy_read_gbs": bandwidth,
               "parameters": parameters, "rows": {}}  # fmt: skip
-    print(f"{parameters / 1e6:.1f} M parameters, {args.threads} threads; copy: {bandwidth:.1f} GB/s read")
+    print(
+        f"{parameters / 1e6:.1f} M parameters, {args.threads} threads; copy: {bandwidth:.1f} GB/s read"
+    )
     plain_forward = model.forward
     compiled_forward = None if args.no_compile else torch.compile(plain_forward, dynamic=False)
     for rows in args.rows:
@@ -114,12 +127,13 @@ def main() -> None:
                               "tokens_per_s": rows * args.tokens / seconds,
                               "first_call_s": warm,
                               "rows_agreeing_with_eager": int((ids == first["eager"]).all(1).sum())}  # fmt: skip
-        share = mm_share(model, tokenizer, rows)
+        share, calls = mm_share(model, tokenizer, rows)
         result["rows"][rows] = {"ways": measured, "bounds": bounds, "matmul_gflops": gflops,
-                                "mm_share_eager": share}  # fmt: skip
+                                "mm_share_eager": share, "op_calls_per_step": calls}  # fmt: skip
         print(f"\n{rows} rows x {args.tokens} tokens: matmul {gflops:.0f} GFLOP/s at the step's "
               f"shapes; bound {bounds['memory_ms']:.0f} ms/step (memory), "
-              f"{bounds['compute_ms']:.0f} ms/step (compute); aten::mm {share:.0%} of an eager step")  # fmt: skip
+              f"{bounds['compute_ms']:.0f} ms/step (compute); aten::mm {share:.0%} of an eager "
+              f"decode step's operator time (prefill excluded), {calls:.0f} operator calls a step")  # fmt: skip
         for name, row in measured.items():
             print(f"  {name:>9}: {row['ms_per_step']:6.1f} ms/step  {row['tokens_per_s']:7.1f} tok/s"
                   f"  first call {row['first_call_s']:6.1f} s  rows = eager: "

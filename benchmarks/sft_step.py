@@ -100,7 +100,11 @@ def main() -> None:
     model.forward = plain_forward
     for label, seconds in times.items():
         examples_per_s = ", ".join(f"{args.examples / s:.2f}" for s in seconds)
-        print(f"{label}: " + ", ".join(f"{s:.1f}" for s in seconds) + f" s ({examples_per_s} examples/s)")
+        print(
+            f"{label}: "
+            + ", ".join(f"{s:.1f}" for s in seconds)
+            + f" s ({examples_per_s} examples/s)"
+        )
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
     print(f"peak resident memory of the process: {peak_gb:.1f} GiB")
 
