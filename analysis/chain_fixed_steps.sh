@@ -12,7 +12,8 @@
 # EXTRA (more --set flags for the GRPO stage, e.g. "--set grpo.scale_rewards=batch").
 # Compare two finished chains problem by problem: smolgrpo compare OUT1/eval-1319 OUT2/eval-1319
 set -euo pipefail
-seed="${1:?usage: chain_fixed_steps.sh SEED [OUT]}"
+[ $# -ge 1 ] || { echo "error: usage: chain_fixed_steps.sh SEED [OUT]" >&2; exit 2; }
+seed="$1"
 out="${2:-runs/chain-seed$seed}"
 sft_steps="${SFT_STEPS:-152}" grpo_steps="${GRPO_STEPS:-25}" dtype="${DTYPE:-float32}"
 limit=()
