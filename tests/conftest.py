@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -16,6 +17,12 @@ sys.path.insert(0, _SRC)
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [_SRC] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
 )
+
+# The stop-signal tests send SIGHUP and expect a run to take it as a stop. Under `nohup pytest`
+# SIGHUP arrives ignored, and a run (rightly) leaves an ignored SIGHUP ignored: give this
+# process and its subprocesses the default disposition back so those tests test the handler.
+if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

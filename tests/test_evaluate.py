@@ -296,6 +296,23 @@ def test_evaluate_perfect_response_scores_one(monkeypatch, char_tokenizer):
     )
 
 
+def test_eval_progress_is_a_plain_line_per_batch_in_a_log_file(monkeypatch, char_tokenizer, capsys):
+    # Under pytest stdout is not a terminal, as when `smolgrpo eval ... > eval.log`.
+    right = Problem(question="What is 2+2?", solution="#### 4", gold="4", origin="hand:1")
+    wrong = Problem(question="What is 3+3?", solution="#### 6", gold="6", origin="hand:2")
+    responses = {right.question: PERFECT, wrong.question: PERFECT}
+    monkeypatch.setattr(evaluate_module, "generate", fake_generate_returning(responses))
+    settings = EvalSettings(batch_size=1)
+    evaluate(None, char_tokenizer, [right, wrong, right], settings, show_progress=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("  batch ")[0] for line in lines] == [
+        "eval problem 1/3  acc 100.0%",
+        "eval problem 2/3  acc 50.0%",
+        "eval problem 3/3  acc 66.7%",
+    ]
+    assert lines[-1].endswith("eta 0.0s")
+
+
 def test_evaluate_uses_the_reward_answer_check(monkeypatch, char_tokenizer):
     responses = {
         "q1": PERFECT,

@@ -110,7 +110,11 @@ def add_eval_parser(subparsers) -> None:
         action="store_true",
         help="replace the earlier eval in --output-dir (deleted once the model and data loaded)",
     )
-    out.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    out.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide the progress (a bar on a terminal, a line per batch in a log file)",
+    )
 
 
 def _prompt_template_for(args):

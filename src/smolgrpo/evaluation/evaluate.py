@@ -31,6 +31,7 @@ from smolgrpo.rewards.answers import (
 )
 from smolgrpo.rewards.scoring import score_completions
 from smolgrpo.runs.interrupts import StopRequested
+from smolgrpo.runs.progress import TrainProgress
 from smolgrpo.tasks.data import Problem
 from smolgrpo.tasks.prompts import render_prompt
 
@@ -114,9 +115,8 @@ def evaluate(
     records: list[dict] = list(done or [])
     first = len(records) // settings.num_samples
     start = time.perf_counter()
-    progress = _make_progress(show_progress)
+    progress = TrainProgress(len(problems), first, show_progress, label="eval", unit="problem")
     with progress, _StopGuard(keep_partial) as stop_guard:
-        task = progress.add_task("eval", total=len(problems), completed=first, accuracy="-")
         for offset in range(first, len(problems), settings.batch_size):
             batch = problems[offset : offset + settings.batch_size]
             finished = evaluate_batch(model, tokenizer, batch, offset, settings, should_stop)
@@ -124,7 +124,7 @@ def evaluate(
             if on_batch is not None:
                 on_batch(finished)
             accuracy = sum(r["correct"] for r in records) / len(records)
-            progress.update(task, advance=len(batch), accuracy=f"{accuracy:.1%}")
+            progress.update({"step": offset + len(batch), "eval/accuracy": accuracy})
     metrics = summarize(records, settings.num_samples)
     metrics["time_s"] = round(time.perf_counter() - start, 2)
     metrics.update(
@@ -299,28 +299,6 @@ def majority_metrics(records: list[dict], num_samples: int) -> dict:
         f"maj@{num_samples}": sum(votes) / len(votes) if votes else 0.0,
         f"maj@{num_samples}_ci95": list(wilson_interval(sum(votes), len(votes))),
     }
-
-
-def _make_progress(enabled: bool):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("acc {task.fields[accuracy]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-        transient=False,
-    )
 
 
 def describe_device(model) -> str:

@@ -11,6 +11,7 @@ from smolgrpo.runs.safe_output import STREAM_ERRORS, write_line
 # not log is left out: GRPO logs rewards and accuracy, the SFT loop its loss and token accuracy.
 PROGRESS_FIELDS = (
     ("reward_mean", "reward", "{:.3f}"),
+    ("eval/accuracy", "acc", "{:.1%}"),
     ("accuracy", "acc", "{:.0%}"),
     ("strict_format_rate", "strict", "{:.0%}"),
     ("loss", "loss", "{:.4g}"),
@@ -41,7 +42,8 @@ def format_duration(seconds: float) -> str:
 
 
 class TrainProgress:
-    """Progress of a training loop that logs metrics rows with a `step` (GRPO and SFT alike).
+    """Progress of a training loop that logs metrics rows with a `step` (GRPO and SFT alike), or
+    of an eval (`unit="problem"`: `step` is then the number of problems done).
 
     In a terminal: a rich bar with elapsed time, ETA, the phase of the current step (the loop
     calls `phase("generating")`, ...) and the latest values. Anywhere else (a log file, a pipe),
@@ -55,8 +57,10 @@ class TrainProgress:
         enabled: bool = True,
         stream=None,
         label: str = "train",
+        unit: str = "step",
     ):
         self.total_steps, self.start_step, self.label = total_steps, start_step, label
+        self.unit = unit
         self.enabled = enabled
         self.stream = stream if stream is not None else sys.stdout
         self.started = self.last_update = time.monotonic()
@@ -122,8 +126,9 @@ class TrainProgress:
             )
         elif self.enabled:
             step = metrics["step"]
-            parts = [f"{self.label} step {step}/{self.total_steps}", values]
-            parts.append(f"step {format_duration(step_seconds)}")
+            parts = [f"{self.label} {self.unit} {step}/{self.total_steps}", values]
+            interval = "step" if self.unit == "step" else "batch"
+            parts.append(f"{interval} {format_duration(step_seconds)}")
             done = step - self.start_step
             if done > 0:
                 remaining = (now - self.started) / done * max(self.total_steps - step, 0)
