@@ -69,7 +69,10 @@ def test_under_torchrun_the_forwarded_copy_is_not_a_second_signal(monkeypatch, c
 
 def test_a_worker_whose_launcher_is_gone_stops(monkeypatch, capsys):
     monkeypatch.setattr(interrupts, "LAUNCHER_POLL_S", 0.01)
-    launcher = os.getppid()
+    # A made-up launcher pid: the test process may itself be orphaned already (parent pid 1,
+    # started in the background by a shell that has exited), where no launcher is watched.
+    launcher = 4242
+    monkeypatch.setattr(os, "getppid", lambda: launcher)
     with StopSignal(grace_s=60, torchrun=True) as stop:
         time.sleep(0.05)
         assert not stop.requested  # the launcher is still there
