@@ -74,3 +74,11 @@ def test_format_duration():
     assert format_duration(42.04) == "42.0s"
     assert format_duration(273.6) == "4m34s"
     assert format_duration(3725) == "1h02m"
+
+
+def test_a_step_with_a_periodic_eval_shows_the_training_accuracy_once():
+    stream = io.StringIO()
+    with TrainProgress(2, 0, stream=stream) as progress:
+        progress.update({"step": 1, **GRPO_ROW, "eval/accuracy": 0.047})
+    (line,) = stream.getvalue().splitlines()
+    assert line.count(" acc ") == 1 and "acc 25%" in line and "4.7%" not in line

@@ -31,7 +31,7 @@ from smolgrpo.rewards.answers import (
 )
 from smolgrpo.rewards.scoring import score_completions
 from smolgrpo.runs.interrupts import StopRequested
-from smolgrpo.runs.progress import TrainProgress
+from smolgrpo.runs.progress import EVAL_PROGRESS_FIELDS, TrainProgress
 from smolgrpo.tasks.data import Problem
 from smolgrpo.tasks.prompts import render_prompt
 
@@ -115,7 +115,14 @@ def evaluate(
     records: list[dict] = list(done or [])
     first = len(records) // settings.num_samples
     start = time.perf_counter()
-    progress = TrainProgress(len(problems), first, show_progress, label="eval", unit="problem")
+    progress = TrainProgress(
+        len(problems),
+        first,
+        show_progress,
+        label="eval",
+        unit="problem",
+        fields=EVAL_PROGRESS_FIELDS,
+    )
     with progress, _StopGuard(keep_partial) as stop_guard:
         for offset in range(first, len(problems), settings.batch_size):
             batch = problems[offset : offset + settings.batch_size]
@@ -124,7 +131,7 @@ def evaluate(
             if on_batch is not None:
                 on_batch(finished)
             accuracy = sum(r["correct"] for r in records) / len(records)
-            progress.update({"step": offset + len(batch), "eval/accuracy": accuracy})
+            progress.update({"step": offset + len(batch), "accuracy": accuracy})
     metrics = summarize(records, settings.num_samples)
     metrics["time_s"] = round(time.perf_counter() - start, 2)
     metrics.update(

@@ -11,7 +11,6 @@ from smolgrpo.runs.safe_output import STREAM_ERRORS, write_line
 # not log is left out: GRPO logs rewards and accuracy, the SFT loop its loss and token accuracy.
 PROGRESS_FIELDS = (
     ("reward_mean", "reward", "{:.3f}"),
-    ("eval/accuracy", "acc", "{:.1%}"),
     ("accuracy", "acc", "{:.0%}"),
     ("strict_format_rate", "strict", "{:.0%}"),
     ("loss", "loss", "{:.4g}"),
@@ -19,12 +18,14 @@ PROGRESS_FIELDS = (
     ("learning_rate", "lr", "{:.2e}"),
     ("tokens_per_s", "tok/s", "{:.0f}"),
 )
+# An eval's progress: the running accuracy over the problems done, finer than a training step's.
+EVAL_PROGRESS_FIELDS = (("accuracy", "acc", "{:.1%}"),)
 
 
-def progress_values(metrics: dict) -> str:
-    """`reward 0.125  acc 0%  ...` for the PROGRESS_FIELDS that `metrics` holds."""
+def progress_values(metrics: dict, fields=PROGRESS_FIELDS) -> str:
+    """`reward 0.125  acc 0%  ...` for the `fields` (key, label, format) that `metrics` holds."""
     shown = []
-    for key, label, form in PROGRESS_FIELDS:
+    for key, label, form in fields:
         value = metrics.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool):
             shown.append(f"{label} {form.format(value)}")
@@ -43,7 +44,8 @@ def format_duration(seconds: float) -> str:
 
 class TrainProgress:
     """Progress of a training loop that logs metrics rows with a `step` (GRPO and SFT alike), or
-    of an eval (`unit="problem"`: `step` is then the number of problems done).
+    of an eval (`unit="problem"`, `fields=EVAL_PROGRESS_FIELDS`: `step` is then the number of
+    problems done).
 
     In a terminal: a rich bar with elapsed time, ETA, the phase of the current step (the loop
     calls `phase("generating")`, ...) and the latest values. Anywhere else (a log file, a pipe),
@@ -58,9 +60,10 @@ class TrainProgress:
         stream=None,
         label: str = "train",
         unit: str = "step",
+        fields=PROGRESS_FIELDS,
     ):
         self.total_steps, self.start_step, self.label = total_steps, start_step, label
-        self.unit = unit
+        self.unit, self.fields = unit, fields
         self.enabled = enabled
         self.stream = stream if stream is not None else sys.stdout
         self.started = self.last_update = time.monotonic()
@@ -119,7 +122,7 @@ class TrainProgress:
     def update(self, metrics: dict) -> None:
         now = time.monotonic()
         step_seconds, self.last_update = now - self.last_update, now
-        values = progress_values(metrics)
+        values = progress_values(metrics, self.fields)
         if self.progress is not None:
             self._draw(
                 self.progress.update, self.task, completed=metrics["step"], phase="", values=values
