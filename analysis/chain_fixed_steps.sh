@@ -8,7 +8,8 @@
 #
 # OUT defaults to runs/chain-seed$SEED (sft/, grpo/, eval-1319/, or eval-N/ with EVAL_LIMIT=N).
 # Environment overrides: SFT_STEPS (152) and GRPO_STEPS (25), the steps the reference 2-core
-# machine reached in its hour; DTYPE (float32; bfloat16 on a CPU with bf16 units or a GPU); EVAL_LIMIT (0 = all 1,319);
+# machine reached in its hour; DTYPE (float32; bfloat16 on a CPU with bf16 units or a GPU);
+# EVAL_LIMIT (0 = all 1,319);
 # EXTRA (more --set flags for the GRPO stage, e.g. "--set grpo.scale_rewards=batch");
 # SFT_MODEL (a finished SFT model's folder: skip the SFT stage and start GRPO from it, so that a
 # GRPO ablation shares its SFT model with the chain it is compared with).
