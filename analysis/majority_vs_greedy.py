@@ -1,0 +1,106 @@
+"""Self-consistency against greedy decoding on the same problems: the majority vote of a sampled
+eval (`smolgrpo eval --num-samples k --temperature T`) against a greedy eval of the same model,
+on the problems both hold (paired by the problem's file and line), with 95% Wilson intervals
+and the exact McNemar test of the paired difference. maj@k is test-time compute (k decodes a
+problem), so it is reported apart from greedy accuracy.
+
+    python analysis/majority_vs_greedy.py runs/chain-seed1/eval-maj8-400 runs/chain-seed1/eval-1319
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from smolgrpo.evaluation.evaluate import format_rate_with_interval, wilson_interval
+from smolgrpo.evaluation.majority import majority_record
+from smolgrpo.evaluation.paired import format_p, mcnemar_exact
+
+
+def fail(message: str) -> None:
+    print(f"majority_vs_greedy: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def read_samples(eval_dir: Path) -> list[dict]:
+    path = eval_dir / "samples.jsonl"
+    if not path.is_file():
+        fail(f"{path}: no such file (not a `smolgrpo eval` output folder)")
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            fail(f"{path}:{number}: not JSON ({error.msg})")
+    return records
+
+
+def problem_key(record: dict) -> str:
+    """The problem's file name and line (`test.jsonl:17`), else its index in the eval."""
+    origin = record.get("origin")
+    return Path(str(origin)).name if origin else f"#{record.get('problem_index')}"
+
+
+def majority_by_problem(records: list[dict]) -> dict[str, bool]:
+    """Problem key -> is the majority answer of its samples right (no answer at all: wrong)."""
+    groups: dict[str, list[dict]] = {}
+    for record in records:
+        groups.setdefault(problem_key(record), []).append(record)
+    outcome = {}
+    for key, samples in groups.items():
+        winner = majority_record(sorted(samples, key=lambda r: r.get("sample_index", 0)))
+        outcome[key] = bool(winner is not None and winner["correct"])
+    return outcome
+
+
+def first_sample_by_problem(records: list[dict]) -> dict[str, bool]:
+    """Problem key -> is its first sample right (a greedy eval has one sample a problem)."""
+    return {problem_key(r): bool(r["correct"]) for r in records if r.get("sample_index", 0) == 0}
+
+
+def paired_counts(first: dict[str, bool], second: dict[str, bool]) -> dict[str, int]:
+    shared = first.keys() & second.keys()
+    return {
+        "problems": len(shared),
+        "first_right": sum(first[k] for k in shared),
+        "second_right": sum(second[k] for k in shared),
+        "both": sum(first[k] and second[k] for k in shared),
+        "only_first": sum(first[k] and not second[k] for k in shared),
+        "only_second": sum(second[k] and not first[k] for k in shared),
+    }
+
+
+def rate(right: int, n: int) -> str:
+    return f"{right} right, " + format_rate_with_interval(right / n, wilson_interval(right, n))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sampled", type=Path, help="eval folder with k samples a problem")
+    parser.add_argument("greedy", type=Path, help="greedy eval folder of the same model")
+    args = parser.parse_args(argv)
+    sampled = read_samples(args.sampled)
+    counts = paired_counts(
+        majority_by_problem(sampled), first_sample_by_problem(read_samples(args.greedy))
+    )
+    n = counts["problems"]
+    if n == 0:
+        fail(f"{args.sampled} and {args.greedy} share no problem")
+    k = max(r.get("sample_index", 0) for r in sampled) + 1
+    p = mcnemar_exact(counts["only_first"], counts["only_second"])
+    print(f"{n} problems held by both evals")
+    print(f"maj@{k}:  {rate(counts['first_right'], n)}")
+    print(f"greedy: {rate(counts['second_right'], n)}")
+    print(
+        f"paired: {counts['both']} both, {counts['only_first']} only maj@{k}, "
+        f"{counts['only_second']} only greedy, McNemar p {format_p(p)}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
