@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
+from collections import Counter
 from pathlib import Path
 
 from smolgrpo.evaluation.evaluate import format_rate_with_interval, wilson_interval
-from smolgrpo.evaluation.majority import majority_record
+from smolgrpo.evaluation.majority import majority_record, vote_key
 from smolgrpo.evaluation.paired import format_p, mcnemar_exact
 
 
@@ -55,6 +57,21 @@ def majority_by_problem(records: list[dict]) -> dict[str, bool]:
         winner = majority_record(sorted(samples, key=lambda r: r.get("sample_index", 0)))
         outcome[key] = bool(winner is not None and winner["correct"])
     return outcome
+
+
+def spread(records: list[dict]) -> tuple[dict[int, int], float, float]:
+    """How the samples of a problem spread: {right samples: problems} over the problems with
+    at least one right sample, and the mean and median count of different answers a problem
+    (by value, as they vote)."""
+    groups: dict[str, list[dict]] = {}
+    for record in records:
+        groups.setdefault(problem_key(record), []).append(record)
+    right = Counter(sum(r["correct"] for r in g) for g in groups.values())
+    right.pop(0, None)
+    distinct = [
+        len({vote_key(r.get("extracted_answer")) for r in g} - {None}) for g in groups.values()
+    ]
+    return dict(sorted(right.items())), statistics.mean(distinct), statistics.median(distinct)
 
 
 def first_sample_by_problem(records: list[dict]) -> dict[str, bool]:
@@ -99,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         f"paired: {counts['both']} both, {counts['only_first']} only maj@{k}, "
         f"{counts['only_second']} only greedy, McNemar p {format_p(p)}"
     )
+    right, mean, median = spread(sampled)
+    print(f"problems by right samples (of {k}), where any is right: {right}")
+    print(f"different answers a problem: mean {mean:.1f}, median {median:g}")
     return 0
 
 

@@ -60,6 +60,11 @@ def test_majority_paired_with_greedy(tmp_path, capsys):
     assert out[1] == "maj@3:  1 right, 33.3% [6.1, 79.2]"
     assert out[2] == "greedy: 2 right, 66.7% [20.8, 93.9]"
     assert out[3] == "paired: 0 both, 1 only maj@3, 2 only greedy, McNemar p = 1"
+    # one right sample on lines 1 and 2, none on line 3; different answers by value: 2 (72 and
+    # 72.0 are one), 2 and 0
+    assert script.spread(sampled) == ({1: 2}, 4 / 3, 2)
+    assert out[4] == "problems by right samples (of 3), where any is right: {1: 2}"
+    assert out[5] == "different answers a problem: mean 1.3, median 2"
 
 
 def test_a_missing_or_damaged_eval_is_a_one_line_error(tmp_path, capsys):
