@@ -18,7 +18,7 @@ from pathlib import Path
 
 from smolgrpo.evaluation.evaluate import format_rate_with_interval, wilson_interval
 from smolgrpo.evaluation.majority import majority_record, vote_key
-from smolgrpo.evaluation.paired import format_p, mcnemar_exact
+from smolgrpo.evaluation.paired import format_p, mcnemar_exact, problem_key
 
 
 def fail(message: str) -> None:
@@ -41,17 +41,17 @@ def read_samples(eval_dir: Path) -> list[dict]:
     return records
 
 
-def problem_key(record: dict) -> str:
-    """The problem's file name and line (`test.jsonl:17`), else its index in the eval."""
-    origin = record.get("origin")
-    return Path(str(origin)).name if origin else f"#{record.get('problem_index')}"
+def by_problem(records: list[dict]) -> dict[str, list[dict]]:
+    """Problem key -> its samples, in record order."""
+    groups: dict[str, list[dict]] = {}
+    for record in records:
+        groups.setdefault(problem_key(record), []).append(record)
+    return groups
 
 
 def majority_by_problem(records: list[dict]) -> dict[str, bool]:
     """Problem key -> is the majority answer of its samples right (no answer at all: wrong)."""
-    groups: dict[str, list[dict]] = {}
-    for record in records:
-        groups.setdefault(problem_key(record), []).append(record)
+    groups = by_problem(records)
     outcome = {}
     for key, samples in groups.items():
         winner = majority_record(sorted(samples, key=lambda r: r.get("sample_index", 0)))
@@ -63,9 +63,7 @@ def spread(records: list[dict]) -> tuple[dict[int, int], float, float]:
     """How the samples of a problem spread: {right samples: problems} over the problems with
     at least one right sample, and the mean and median count of different answers a problem
     (by value, as they vote)."""
-    groups: dict[str, list[dict]] = {}
-    for record in records:
-        groups.setdefault(problem_key(record), []).append(record)
+    groups = by_problem(records)
     right = Counter(sum(r["correct"] for r in g) for g in groups.values())
     right.pop(0, None)
     distinct = [

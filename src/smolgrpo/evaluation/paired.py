@@ -58,11 +58,18 @@ def format_p(p: float) -> str:
     return f"= {p:.2g}" if p >= 0.001 else "< 0.001"
 
 
+def problem_key(record: dict) -> str:
+    """An eval record's problem: its origin file name and line (`test.jsonl:17`), so that evals
+    of the same file from different folders or machines pair up; the problem index where there
+    is none."""
+    origin = record.get("origin")
+    return Path(str(origin)).name if origin else f"#{record.get('problem_index')}"
+
+
 def correct_by_problem(eval_dir: Path | str) -> dict[str, bool] | None:
     """Problem key -> whether the eval's first sample of it was right; None without samples.
 
-    The key is the problem's origin file name and line (`test.jsonl:17`), so evals of the same
-    file from different folders or machines pair up; the problem index where there is none."""
+    The key is `problem_key`'s."""
     path = Path(eval_dir) / SAMPLES_FILE
     if not path.is_file():
         return None
@@ -77,9 +84,7 @@ def correct_by_problem(eval_dir: Path | str) -> dict[str, bool] | None:
                 return None  # a damaged file: no paired figures rather than wrong ones
             if record.get("sample_index", 0) != 0 or "correct" not in record:
                 continue
-            origin = record.get("origin")
-            key = Path(str(origin)).name if origin else f"#{record.get('problem_index')}"
-            correct[key] = bool(record["correct"])
+            correct[problem_key(record)] = bool(record["correct"])
     return correct or None
 
 
