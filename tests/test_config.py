@@ -225,6 +225,36 @@ def test_set_errors_blame_the_set_not_the_recipe(tmp_path):
     assert str(error.value).startswith(f"{bad}: unknown key 'optim.max_step'")
 
 
+def test_set_one_entry_of_a_mapping(tmp_path):
+    path = write_yaml(
+        tmp_path, {"rewards": {"weights": {"correctness": 2.0, "strict_format": 0.5}}}
+    )
+    config = load_config(
+        path,
+        [
+            "rewards.overlong_buffer=50",
+            "rewards.weights.overlong_penalty=1.0",
+            "rewards.weights.correctness=3",
+        ],
+    )
+    assert config.rewards.weights == {
+        "correctness": 3,
+        "strict_format": 0.5,
+        "overlong_penalty": 1.0,
+    }
+    # No mapping in the recipe to add to (the task's defaults would be dropped): one line.
+    with pytest.raises(SmolGRPOError) as error:
+        load_config(None, ["rewards.weights.correctness=1.0"])
+    assert str(error.value).startswith(
+        "--set 'rewards.weights.correctness=1.0': the recipe gives no mapping 'rewards.weights'"
+    )
+    # An unknown reward added this way is blamed on the --set, not on the recipe file.
+    with pytest.raises(SmolGRPOError) as error:
+        load_config(path, ["rewards.weights.brevity=0.5"])
+    assert "brevity" in str(error.value)
+    assert str(path) not in str(error.value)
+
+
 def test_unknown_reward_name():
     with pytest.raises(SmolGRPOError) as error:
         load_config(None, ["rewards.weights={correctness: 1.0, brevity: 0.5}"])

@@ -38,5 +38,6 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         raw = read_recipe(Path(path))
     overrides = overrides or []
     raw = apply_overrides(raw, overrides)  # checks each is section.key=value
-    overridden = tuple(override.split("=", 1)[0] for override in overrides)
+    # section.key of each --set (section.key.entry blames its section.key)
+    overridden = tuple(".".join(o.split("=", 1)[0].split(".")[:2]) for o in overrides)
     return config_from_dict(raw, origin, overridden)

@@ -54,12 +54,14 @@ def build_section(cls, values: dict, section: str, origin: str, overridden=()):
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """`section.key=value` strings applied onto a raw config mapping (values parsed as YAML)."""
+    """`section.key=value` strings applied onto a raw config mapping (values parsed as YAML).
+    `section.key.entry=value` sets one entry of a mapping the recipe gives (for instance
+    `rewards.weights.overlong_penalty=1.0` adds a reward to the recipe's weights)."""
     for override in overrides:
         if "=" not in override or "." not in override.split("=", 1)[0]:
             raise SmolGRPOError(f"--set '{override}': expected section.key=value")
         dotted, text = override.split("=", 1)
-        section, key = dotted.split(".", 1)
+        section, key, *entry = dotted.split(".", 2)  # an entry may hold dots: file.py:fn
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError:
@@ -67,7 +69,16 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         raw.setdefault(section, {})
         if not isinstance(raw[section], dict):
             raise SmolGRPOError(f"--set '{override}': section '{section}' is not a mapping")
-        raw[section][key] = value
+        if not entry:
+            raw[section][key] = value
+            continue
+        mapping = raw[section].get(key)
+        if not isinstance(mapping, dict):
+            raise SmolGRPOError(
+                f"--set '{override}': the recipe gives no mapping '{section}.{key}' to set an "
+                f"entry of; give the whole mapping: --set '{section}.{key}={{name: value}}'"
+            )
+        raw[section][key] = {**mapping, entry[0]: value}
     return raw
 
 
