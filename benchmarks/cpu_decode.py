@@ -1,14 +1,18 @@
 """CPU decode speed, three ways side by side in one process, against this machine's bounds.
 
-    python benchmarks/cpu_decode.py [--rows 32 64] [--tokens 64] [--threads 2] [--no-compile]
+    python benchmarks/cpu_decode.py [--rows 32 64] [--tokens 64] [--threads 2] [--no-compile] [--int8]
 
 The ways, all greedy on the embedded model in float32, EOS masked so every row decodes
 exactly --tokens tokens:
 - eager: rollout.decode's eager loop (in-place KV cache, finished rows dropped);
 - static: the static-cache loop the CUDA-graph path uses (graph_decode.static_decode), no graph;
 - compiled: the static loop with the model's forward under torch.compile (dynamic=False:
-  one graph for the step's fixed shapes; the compile time is printed apart).
-Every way must write the same tokens; the script says how many rows agree with the eager loop.
+  one graph for the step's fixed shapes; the compile time is printed apart);
+- int8 (--int8, an experiment): the eager loop on a copy of the model whose Linear layers are
+  torch's dynamic int8 ones (weights int8 per tensor, activations quantized on the fly). Other
+  numerics, so other tokens: what a quantized sampler would buy, not a way the loop can take
+  without an importance correction (grpo.sampler_ratio_cap).
+The exact ways must write the same tokens; the script says how many rows agree with the eager loop.
 The bounds: a decode step reads every weight once (memory: the weights' bytes over the copy
 bandwidth measured here) and does 2 x parameters x rows FLOPs (compute: over the matmul rate
 measured at the step's shapes). Finally a profile of eager decode steps (the prefill
@@ -18,6 +22,7 @@ subtracted) gives aten::mm's share of their operator time and the operator calls
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 
@@ -86,12 +91,20 @@ def mm_share(model, tokenizer, rows: int, steps: int = 16) -> tuple[float, float
     return times.get("aten::mm", 0.0) / sum(times.values()), calls / steps
 
 
+def int8_copy(model):
+    """A copy with torch's dynamic int8 Linear layers (a deprecated API in recent torch)."""
+    from torch.ao.quantization import quantize_dynamic
+
+    return quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled way")
+    parser.add_argument("--int8", action="store_true", help="add the dynamic-int8 way")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -107,19 +120,22 @@ def main() -> None:
     )
     plain_forward = model.forward
     compiled_forward = None if args.no_compile else torch.compile(plain_forward, dynamic=False)
+    int8_model = int8_copy(model) if args.int8 else None
     for rows in args.rows:
         gflops = matmul_gflops(rows, hidden, inner)
         bounds = {"memory_ms": parameters * 4 / (bandwidth * 1e9) * 1e3,
                   "compute_ms": 2 * parameters * rows / (gflops * 1e9) * 1e3}  # fmt: skip
-        ways = {"eager": (False, None), "static": (True, None)}
+        ways = {"eager": (model, False, None), "static": (model, True, None)}
         if compiled_forward is not None:
-            ways["compiled"] = (True, compiled_forward)
+            ways["compiled"] = (model, True, compiled_forward)
+        if int8_model is not None:
+            ways["int8"] = (int8_model, False, None)
         measured, first = {}, {}
-        for name, (static, forward) in ways.items():
+        for name, (way_model, static, forward) in ways.items():
             model.forward = forward or plain_forward
             try:
-                ids, warm = decode_once(model, tokenizer, rows, args.tokens, static)  # warm-up
-                ids, seconds = decode_once(model, tokenizer, rows, args.tokens, static)
+                ids, warm = decode_once(way_model, tokenizer, rows, args.tokens, static)  # warm-up
+                ids, seconds = decode_once(way_model, tokenizer, rows, args.tokens, static)
             finally:
                 model.forward = plain_forward
             first[name] = ids
