@@ -36,8 +36,5 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if path is not None:
         origin = str(path)
         raw = read_recipe(Path(path))
-    overrides = overrides or []
-    raw = apply_overrides(raw, overrides)  # checks each is section.key=value
-    # section.key of each --set (section.key.entry blames its section.key)
-    overridden = tuple(".".join(o.split("=", 1)[0].split(".")[:2]) for o in overrides)
+    overridden = apply_overrides(raw, overrides or [])  # checks each is section.key=value
     return config_from_dict(raw, origin, overridden)

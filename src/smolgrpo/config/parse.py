@@ -53,15 +53,18 @@ def build_section(cls, values: dict, section: str, origin: str, overridden=()):
     return cls(**values)
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """`section.key=value` strings applied onto a raw config mapping (values parsed as YAML).
-    `section.key.entry=value` sets one entry of a mapping the recipe gives (for instance
-    `rewards.weights.overlong_penalty=1.0` adds a reward to the recipe's weights)."""
+def apply_overrides(raw: dict, overrides: list[str]) -> tuple[str, ...]:
+    """`section.key=value` strings applied onto a raw config mapping in place (values parsed
+    as YAML). `section.key.entry=value` sets one entry of a mapping the recipe gives (for
+    instance `rewards.weights.overlong_penalty=1.0` adds a reward to the recipe's weights).
+    Returns the `section.key` each override set, for errors that blame the --set."""
+    overridden = []
     for override in overrides:
         if "=" not in override or "." not in override.split("=", 1)[0]:
             raise SmolGRPOError(f"--set '{override}': expected section.key=value")
         dotted, text = override.split("=", 1)
         section, key, *entry = dotted.split(".", 2)  # an entry may hold dots: file.py:fn
+        overridden.append(f"{section}.{key}")
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError:
@@ -79,7 +82,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 f"entry of; give the whole mapping: --set '{section}.{key}={{name: value}}'"
             )
         raw[section][key] = {**mapping, entry[0]: value}
-    return raw
+    return tuple(overridden)
 
 
 def read_recipe(path: Path) -> dict:
