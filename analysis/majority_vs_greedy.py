@@ -49,9 +49,9 @@ def by_problem(records: list[dict]) -> dict[str, list[dict]]:
     return groups
 
 
-def majority_by_problem(records: list[dict]) -> dict[str, bool]:
-    """Problem key -> is the majority answer of its samples right (no answer at all: wrong)."""
-    groups = by_problem(records)
+def majority_by_problem(groups: dict[str, list[dict]]) -> dict[str, bool]:
+    """Problem key -> is the majority answer of its samples (`by_problem`'s groups) right (no
+    answer at all: wrong)."""
     outcome = {}
     for key, samples in groups.items():
         winner = majority_record(sorted(samples, key=lambda r: r.get("sample_index", 0)))
@@ -59,11 +59,10 @@ def majority_by_problem(records: list[dict]) -> dict[str, bool]:
     return outcome
 
 
-def spread(records: list[dict]) -> tuple[dict[int, int], float, float]:
-    """How the samples of a problem spread: {right samples: problems} over the problems with
-    at least one right sample, and the mean and median count of different answers a problem
-    (by value, as they vote)."""
-    groups = by_problem(records)
+def spread(groups: dict[str, list[dict]]) -> tuple[dict[int, int], float, float]:
+    """How the samples of a problem (`by_problem`'s groups) spread: {right samples: problems}
+    over the problems with at least one right sample, and the mean and median count of
+    different answers a problem (by value, as they vote)."""
     right = Counter(sum(r["correct"] for r in g) for g in groups.values())
     right.pop(0, None)
     distinct = [
@@ -99,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("greedy", type=Path, help="greedy eval folder of the same model")
     args = parser.parse_args(argv)
     sampled = read_samples(args.sampled)
+    groups = by_problem(sampled)
     counts = paired_counts(
-        majority_by_problem(sampled), first_sample_by_problem(read_samples(args.greedy))
+        majority_by_problem(groups), first_sample_by_problem(read_samples(args.greedy))
     )
     n = counts["problems"]
     if n == 0:
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         f"paired: {counts['both']} both, {counts['only_first']} only maj@{k}, "
         f"{counts['only_second']} only greedy, McNemar p {format_p(p)}"
     )
-    right, mean, median = spread(sampled)
+    right, mean, median = spread(groups)
     print(f"problems by right samples (of {k}), where any is right: {right}")
     print(f"different answers a problem: mean {mean:.1f}, median {median:g}")
     return 0

@@ -38,13 +38,14 @@ def test_majority_paired_with_greedy(tmp_path, capsys):
     greedy.append(sample(4, 0, "9", True))  # not in the sampled eval: left out of the pairing
     write(tmp_path / "maj", sampled)
     write(tmp_path / "greedy", greedy)
-    assert script.majority_by_problem(sampled) == {
+    assert script.majority_by_problem(script.by_problem(sampled)) == {
         "test.jsonl:1": True,
         "test.jsonl:2": False,
         "test.jsonl:3": False,
     }
     counts = script.paired_counts(
-        script.majority_by_problem(sampled), script.first_sample_by_problem(greedy)
+        script.majority_by_problem(script.by_problem(sampled)),
+        script.first_sample_by_problem(greedy),
     )
     assert counts == {
         "problems": 3,
@@ -62,7 +63,7 @@ def test_majority_paired_with_greedy(tmp_path, capsys):
     assert out[3] == "paired: 0 both, 1 only maj@3, 2 only greedy, McNemar p = 1"
     # one right sample on lines 1 and 2, none on line 3; different answers by value: 2 (72 and
     # 72.0 are one), 2 and 0
-    assert script.spread(sampled) == ({1: 2}, 4 / 3, 2)
+    assert script.spread(script.by_problem(sampled)) == ({1: 2}, 4 / 3, 2)
     assert out[4] == "problems by right samples (of 3), where any is right: {1: 2}"
     assert out[5] == "different answers a problem: mean 1.3, median 2"
 
