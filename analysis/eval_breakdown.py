@@ -12,13 +12,12 @@ tokens) of the train problems with at most N steps against all of them. Numbers 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 from pathlib import Path
 
 from smolgrpo.errors import SmolGRPOError
-from smolgrpo.evaluation.paired import format_p, mcnemar_exact
+from smolgrpo.evaluation.paired import format_p, mcnemar_exact, read_samples
 from smolgrpo.tasks.data import read_jsonl, solution_steps
 
 
@@ -28,11 +27,10 @@ def fail(message: str) -> None:
 
 
 def samples(eval_dir: Path) -> list[dict]:
-    path = eval_dir / "samples.jsonl"
-    if not path.is_file():
-        fail(f"{path}: no such file (not a `smolgrpo eval` output folder)")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+    try:
+        return read_samples(eval_dir)
+    except SmolGRPOError as error:
+        fail(str(error))
 
 
 def step_band(steps: int | None) -> str:

@@ -10,12 +10,13 @@ problem), so it is reported apart from greedy accuracy.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from collections import Counter
 from pathlib import Path
 
+from smolgrpo.errors import SmolGRPOError
+from smolgrpo.evaluation import paired
 from smolgrpo.evaluation.evaluate import format_rate_with_interval, wilson_interval
 from smolgrpo.evaluation.majority import majority_record, vote_key
 from smolgrpo.evaluation.paired import format_p, mcnemar_exact, problem_key
@@ -27,18 +28,10 @@ def fail(message: str) -> None:
 
 
 def read_samples(eval_dir: Path) -> list[dict]:
-    path = eval_dir / "samples.jsonl"
-    if not path.is_file():
-        fail(f"{path}: no such file (not a `smolgrpo eval` output folder)")
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            fail(f"{path}:{number}: not JSON ({error.msg})")
-    return records
+    try:
+        return paired.read_samples(eval_dir)
+    except SmolGRPOError as error:
+        fail(str(error))
 
 
 def by_problem(records: list[dict]) -> dict[str, list[dict]]:
@@ -71,11 +64,6 @@ def spread(groups: dict[str, list[dict]]) -> tuple[dict[int, int], float, float]
     return dict(sorted(right.items())), statistics.mean(distinct), statistics.median(distinct)
 
 
-def first_sample_by_problem(records: list[dict]) -> dict[str, bool]:
-    """Problem key -> is its first sample right (a greedy eval has one sample a problem)."""
-    return {problem_key(r): bool(r["correct"]) for r in records if r.get("sample_index", 0) == 0}
-
-
 def paired_counts(first: dict[str, bool], second: dict[str, bool]) -> dict[str, int]:
     shared = first.keys() & second.keys()
     return {
@@ -100,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     sampled = read_samples(args.sampled)
     groups = by_problem(sampled)
     counts = paired_counts(
-        majority_by_problem(groups), first_sample_by_problem(read_samples(args.greedy))
+        majority_by_problem(groups), paired.first_sample_correct(read_samples(args.greedy))
     )
     n = counts["problems"]
     if n == 0:

@@ -45,7 +45,7 @@ def test_majority_paired_with_greedy(tmp_path, capsys):
     }
     counts = script.paired_counts(
         script.majority_by_problem(script.by_problem(sampled)),
-        script.first_sample_by_problem(greedy),
+        script.paired.first_sample_correct(greedy),
     )
     assert counts == {
         "problems": 3,

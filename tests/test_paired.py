@@ -8,11 +8,13 @@ import math
 import pytest
 from _report_run import write_fake_eval
 
+from smolgrpo.errors import SmolGRPOError
 from smolgrpo.evaluation.paired import (
     correct_by_problem,
     format_p,
     mcnemar_exact,
     paired_comparison,
+    read_samples,
 )
 from smolgrpo.reporting.compare import write_compare
 
@@ -68,6 +70,17 @@ def test_paired_needs_samples_on_both_sides(tmp_path):
     assert paired_comparison(("a", tmp_path / "a"), ("b", tmp_path / "b")) is None
     (tmp_path / "b/samples.jsonl").write_text('{"correct": tru')  # damaged: no figures
     assert correct_by_problem(tmp_path / "b") is None
+
+
+def test_read_samples_names_the_file_and_line_at_fault(tmp_path):
+    with pytest.raises(SmolGRPOError, match=r"a/samples.jsonl: no such file"):
+        read_samples(tmp_path / "a")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a/samples.jsonl").write_text('{"correct": true}\n\n{"correct": tru\n')
+    with pytest.raises(SmolGRPOError, match=r"a/samples.jsonl:3: not JSON"):
+        read_samples(tmp_path / "a")
+    (tmp_path / "a/samples.jsonl").write_text('{"correct": true, "problem_index": 4}\n')
+    assert read_samples(tmp_path / "a") == [{"correct": True, "problem_index": 4}]
 
 
 def test_compare_writes_the_paired_line_for_consecutive_evals(tmp_path):

@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 
 from smolgrpo.errors import SmolGRPOError, warn
+from smolgrpo.evaluation.paired import SAMPLES_FILE
 
 EVAL_MARKER = "eval_config.json"
 STATE_FILE = "eval_state.json"
-SAMPLES_FILE = "samples.jsonl"
 METRICS_FILE = "metrics.json"
 # What `smolgrpo eval` wrote before it had a marker file: a folder of only these is an eval.
 LEGACY_EVAL_FILES = frozenset({"metrics.json", "samples.jsonl", "prompt_template.json"})

@@ -17,7 +17,9 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-SAMPLES_FILE = "samples.jsonl"
+from smolgrpo.errors import SmolGRPOError
+
+SAMPLES_FILE = "samples.jsonl"  # an eval folder's records, one per completion
 
 
 @dataclass
@@ -66,26 +68,41 @@ def problem_key(record: dict) -> str:
     return Path(str(origin)).name if origin else f"#{record.get('problem_index')}"
 
 
-def correct_by_problem(eval_dir: Path | str) -> dict[str, bool] | None:
-    """Problem key -> whether the eval's first sample of it was right; None without samples.
-
-    The key is `problem_key`'s."""
+def read_samples(eval_dir: Path | str) -> list[dict]:
+    """The records of an eval folder's samples.jsonl; a missing file or a line that is not JSON
+    raises SmolGRPOError naming the file (and line)."""
     path = Path(eval_dir) / SAMPLES_FILE
     if not path.is_file():
-        return None
-    correct: dict[str, bool] = {}
+        raise SmolGRPOError(f"{path}: no such file (not a `smolgrpo eval` output folder)")
+    records = []
     with open(path, encoding="utf-8") as handle:
-        for line in handle:
+        for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                return None  # a damaged file: no paired figures rather than wrong ones
-            if record.get("sample_index", 0) != 0 or "correct" not in record:
-                continue
-            correct[problem_key(record)] = bool(record["correct"])
-    return correct or None
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise SmolGRPOError(f"{path}:{number}: not JSON ({error.msg})") from None
+    return records
+
+
+def first_sample_correct(records: list[dict]) -> dict[str, bool]:
+    """Problem key (`problem_key`'s) -> whether the first sample of it was right (a greedy eval
+    has one sample a problem); records without a `correct` field are skipped."""
+    return {
+        problem_key(r): bool(r["correct"])
+        for r in records
+        if r.get("sample_index", 0) == 0 and "correct" in r
+    }
+
+
+def correct_by_problem(eval_dir: Path | str) -> dict[str, bool] | None:
+    """`first_sample_correct` of an eval folder; None without samples, or when the file is
+    damaged (no paired figures rather than wrong ones)."""
+    try:
+        return first_sample_correct(read_samples(eval_dir)) or None
+    except SmolGRPOError:
+        return None
 
 
 def paired_comparison(first: tuple[str, Path], second: tuple[str, Path]) -> PairedResult | None:
